@@ -1,0 +1,135 @@
+"""One place that reads configuration: flow.yml ``with:`` values, overridden by environment variables.
+
+Precedence is environment > ``with:`` > default, so an operator can change a deployed flow.yml
+without editing it (12-factor style), and a laptop run needs neither.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL = "OFA-Sys/chinese-clip-vit-base-patch16"
+
+# Gateway and topology defaults; flow.yml reads these as ${{ ENV.* }} and the launcher fills them in.
+FLOW_ENV_DEFAULTS: dict[str, str] = {
+    "QBANK_GRPC_PORT": "51000",
+    "QBANK_HTTP_PORT": "51001",
+    "QBANK_WS_PORT": "51002",
+    "QBANK_ENCODER_REPLICAS": "1",
+}
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot use; the message names the setting."""
+
+
+def _cast(name: str, raw: Any, target: type) -> Any:
+    if raw is None or isinstance(raw, target):
+        return raw
+    text = str(raw).strip()
+    try:
+        if target is bool:
+            if text.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if text.lower() in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(text)
+        return target(text)
+    except ValueError:
+        raise ConfigError(f"setting {name!r}: cannot read {raw!r} as {target.__name__}") from None
+
+
+@dataclass
+class Settings:
+    """Base: each field may be set by ``with:`` and overridden by env ``QBANK_<FIELD>``."""
+
+    @classmethod
+    def resolve(cls, **with_values: Any):
+        values = {}
+        types = {"int": int, "float": float, "bool": bool, "str": str}
+        for f in fields(cls):
+            target = types.get(str(f.type).replace("| None", "").strip(), str)
+            env = os.environ.get(f"QBANK_{f.name.upper()}")
+            raw = env if env not in (None, "") else with_values.get(f.name)
+            if raw is not None:
+                values[f.name] = _cast(f.name, raw, target)
+        unknown = set(with_values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown settings for {cls.__name__}: {sorted(unknown)}")
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:  # pragma: no cover - overridden
+        pass
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"setting {name!r} must be one of {allowed}, got {value!r}")
+
+
+def _positive(name: str, value: int | float) -> None:
+    if value <= 0:
+        raise ConfigError(f"setting {name!r} must be > 0, got {value!r}")
+
+
+@dataclass
+class EncoderSettings(Settings):
+    """CLIP encoder: which model, which engine, on which device, in what batches."""
+
+    model: str = DEFAULT_MODEL
+    engine: str = "torch"  # torch | onnx
+    device: str = "auto"  # auto | cpu | cuda
+    onnx_path: str = ""  # folder with textual.onnx + visual.onnx (clip-server layout)
+    minibatch_size: int = 32
+    num_threads: int = 0  # 0: library default
+    fp16: str = "auto"  # auto (on when cuda) | true | false
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    fetch_timeout: float = 10.0
+    drop_image_content: bool = True
+
+    def validate(self) -> None:
+        _choice("engine", self.engine, ("torch", "onnx"))
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _choice("fp16", self.fp16, ("auto", "true", "false"))
+        _positive("minibatch_size", self.minibatch_size)
+        _positive("max_image_bytes", self.max_image_bytes)
+        _positive("max_image_pixels", self.max_image_pixels)
+        _positive("fetch_timeout", self.fetch_timeout)
+        if not self.model and not self.onnx_path:
+            raise ConfigError("setting 'model' is empty: give a hub id, a local folder or a clip-server name")
+
+
+@dataclass
+class IndexerSettings(Settings):
+    """Milvus store: where it is, which collection, which index, which model's vectors it holds."""
+
+    milvus_uri: str = ""  # default: a Milvus Lite file under data_dir
+    milvus_token: str = ""
+    data_dir: str = "data"
+    collection: str = "qbank_items"
+    model: str = DEFAULT_MODEL
+    index_type: str = "AUTOINDEX"
+    metric_type: str = "COSINE"
+    default_limit: int = 10
+    max_limit: int = 1000
+    timeout: float = 30.0
+    insert_batch_size: int = 1000
+
+    def validate(self) -> None:
+        _choice("metric_type", self.metric_type, ("COSINE", "IP"))
+        _positive("default_limit", self.default_limit)
+        _positive("max_limit", self.max_limit)
+        _positive("timeout", self.timeout)
+        _positive("insert_batch_size", self.insert_batch_size)
+
+    @property
+    def uri(self) -> str:
+        if self.milvus_uri:
+            return self.milvus_uri
+        return str(Path(self.data_dir).resolve() / "milvus_lite.db")

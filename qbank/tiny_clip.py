@@ -1,0 +1,77 @@
+"""Build a tiny, random-initialised CLIP of a real architecture and save it like a hub folder.
+
+No pretrained weights can be downloaded on the machines this project is built on, so tests and
+the offline demo use this: the folder loads through exactly the code path a real model uses
+(``AutoConfig``/``AutoModel``/``AutoTokenizer``/``AutoImageProcessor``). Its embeddings are not
+semantic: only identical inputs are reliably close.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+# Common characters of Chinese exam questions, so that tokenisation produces real ids, not [UNK].
+_HANZI = (
+    "的一是了不在有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会家可下而过天去能对小多然于心学"
+    "么之都好看起发当没成只如事把还用第样道想作种开美总从无情己面最女但现前些所同日手又行意动方期它头经长儿回位"
+    "分爱老因很给名法间斯知世什两次使身者被高已亲其进此话常与活正感三角形圆求面积长度图中数学物理化学函数已知"
+    "若则设点线段直径半周边平行四方程解值电路阻流压力速加度质量温反应元素式根题选择填空判断计算证明如示所如下列"
+    "正确错误的是为多少甲乙丙丁一二三四五六七八九十百千万零个角等腰三直锐钝实验观察分析比较说明原因结果柱状折线统计"
+)
+
+
+def _bert_vocab() -> dict[str, int]:
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += list(string.ascii_lowercase + string.digits + string.punctuation)
+    tokens += list(dict.fromkeys(_HANZI + "，。？！：；（）、“”"))
+    return {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+
+
+def _clip_bpe_vocab() -> dict[str, int]:
+    specials = ["<|startoftext|>", "<|endoftext|>"]
+    # Byte-level BPE alphabet as CLIP's tokenizer writes it: each byte char, and a word-final variant.
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    alphabet = list(bytes_to_unicode().values())
+    tokens = specials + alphabet + [c + "</w>" for c in alphabet]
+    return {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+
+
+def build_tiny_clip(out_dir: str | Path, architecture: str = "chinese_clip", seed: int = 0) -> Path:
+    """Write a tiny model folder (config, weights, tokenizer, image processor) and return its path."""
+    import torch
+
+    torch.manual_seed(seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+    text = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    if architecture == "chinese_clip":
+        from transformers import BertTokenizer, ChineseCLIPConfig, ChineseCLIPImageProcessorPil, ChineseCLIPModel
+
+        tokenizer = BertTokenizer(vocab=_bert_vocab(), model_max_length=52)
+        config = ChineseCLIPConfig(
+            text_config=dict(text, vocab_size=len(tokenizer), max_position_embeddings=64),
+            vision_config=vision,
+            projection_dim=16,
+        )
+        model = ChineseCLIPModel(config)
+        processor = ChineseCLIPImageProcessorPil(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32})
+    elif architecture == "clip":
+        from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+
+        tokenizer = CLIPTokenizer(vocab=_clip_bpe_vocab(), merges=[], model_max_length=77)
+        config = CLIPConfig(
+            text_config=dict(text, vocab_size=len(tokenizer), max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+            vision_config=vision,
+            projection_dim=16,
+        )
+        model = CLIPModel(config)
+        processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    else:
+        raise ValueError(f"architecture must be 'chinese_clip' or 'clip', got {architecture!r}")
+    model.eval().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
