@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -53,9 +54,14 @@ def resolve_model_name(name: str) -> str:
 
 
 def model_identity(name: str) -> str:
-    """The name recorded with stored vectors: hub id for hub/alias names, folder name for folders."""
-    resolved = resolve_model_name(name)
-    return Path(resolved).name if Path(resolved).is_dir() else resolved
+    """The name recorded with stored vectors: hub id for hub ids and clip-server names, the last
+    path part for folders. Decided from the string alone, so the indexer (which may not see the
+    encoder's model folder) derives the same identity as the encoder."""
+    name = name.rstrip("/")
+    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+    if looks_like_path:
+        return Path(name).name
+    return CLIP_SERVER_ALIASES.get(name, name)
 
 
 def _from_pretrained(loader, source: str, **kwargs):

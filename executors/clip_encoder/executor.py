@@ -1,0 +1,144 @@
+"""CLIP encoder executor: fills ``.embedding`` of text and image Documents; reorders matches on /rank.
+
+It only batches Documents and calls the model layer (``qbank.clip_model``); decoding and limits
+live in ``qbank.images``. A request is all-or-nothing: if any item cannot be encoded, the request
+fails with one error naming every bad item, and nothing goes on to the indexer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from docarray import Document, DocumentArray
+from jina import Executor, requests
+
+from qbank.clip_model import ClipEncoder
+from qbank.config import EncoderSettings
+from qbank.images import ImageInputError, ImageLimits, decode_image, image_from_array, read_uri
+from qbank.schema import IMAGE, TEXT
+
+MAX_REPORTED_ERRORS = 20
+
+
+class EncodeError(ValueError):
+    """One or more items of a request could not be encoded; the message lists them."""
+
+
+def is_image(doc: Document) -> bool:
+    """clip-server's rule: uri, blob or tensor make an image; otherwise the text is encoded."""
+    return bool(doc.uri or doc.blob or doc.tensor is not None)
+
+
+class QbankClipEncoder(Executor):
+    """Encodes on /encode, /index, /search, /update and the default endpoint; ranks on /rank."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        engine: str | None = None,
+        device: str | None = None,
+        onnx_path: str | None = None,
+        minibatch_size: int | None = None,
+        num_threads: int | None = None,
+        fp16: str | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        given = dict(model=model, engine=engine, device=device, onnx_path=onnx_path, minibatch_size=minibatch_size, num_threads=num_threads, fp16=fp16)
+        self.settings = EncoderSettings.resolve(**{k: v for k, v in given.items() if v is not None})
+        s = self.settings
+        self.limits = ImageLimits(s.max_image_bytes, s.max_image_pixels, s.fetch_timeout)
+        self.model = ClipEncoder.load(s.model, s.engine, s.device, s.onnx_path, s.fp16, s.num_threads)
+        self.logger.info(
+            f"encoder ready: model={self.model.name} engine={s.engine} device={self.model.engine.device} "
+            f"dim={self.model.dim} minibatch={s.minibatch_size}"
+        )
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _image(self, doc: Document):
+        if doc.tensor is not None and not doc.blob:
+            return image_from_array(np.asarray(doc.tensor))
+        data = doc.blob if doc.blob else read_uri(doc.uri, self.limits)
+        return decode_image(data, self.limits)
+
+    def _encode_docs(self, docs: DocumentArray, drop_image_content: bool, metadata_only_ok: bool = False) -> None:
+        texts: list[tuple[Document, str]] = []
+        images: list[tuple[Document, Any]] = []
+        errors: list[str] = []
+        for doc in docs:
+            if is_image(doc):
+                try:
+                    images.append((doc, self._image(doc)))
+                except ImageInputError as exc:
+                    errors.append(f"item {doc.id!r}: image: {exc}")
+            elif isinstance(doc.text, str) and doc.text.strip():
+                texts.append((doc, doc.text))
+            elif doc.embedding is None and not (metadata_only_ok and doc.tags):
+                errors.append(f"item {doc.id!r}: no content (empty text, no blob, uri or tensor)")
+        if errors:
+            shown = errors[:MAX_REPORTED_ERRORS]
+            more = f" (and {len(errors) - len(shown)} more)" if len(errors) > len(shown) else ""
+            raise EncodeError(f"{len(errors)} of {len(docs)} items cannot be encoded: " + "; ".join(shown) + more)
+        batch = self.settings.minibatch_size
+        if texts:
+            vectors = self.model.encode_texts([t for _, t in texts], batch)
+            for (doc, _), vector in zip(texts, vectors, strict=True):
+                doc.embedding, doc.modality = vector, TEXT
+        if images:
+            vectors = self.model.encode_images([im for _, im in images], batch)
+            for (doc, _), vector in zip(images, vectors, strict=True):
+                doc.embedding, doc.modality = vector, IMAGE
+                if drop_image_content:
+                    doc.blob, doc.tensor = b"", None
+
+    def _drop(self, parameters: dict | None) -> bool:
+        value = (parameters or {}).get("drop_image_content", self.settings.drop_image_content)
+        return bool(value)
+
+    # -- endpoints ----------------------------------------------------------------------------
+    @requests(on=["/encode", "/index", "/search"])
+    def encode(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
+        """Embed every doc; a doc that already has an embedding and no content is left as it is."""
+        self._encode_docs(docs, self._drop(parameters))
+        return docs
+
+    @requests(on="/update")
+    def update(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
+        """Re-embed docs with new content; docs carrying only tags (a metadata update) pass through."""
+        self._encode_docs(docs, self._drop(parameters), metadata_only_ok=True)
+        return docs
+
+    @requests
+    def default(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
+        """clip-server encodes on any endpoint it does not know; so do we (except the store's own)."""
+        return self.encode(docs, parameters)
+
+    @requests(on=["/delete", "/count", "/stats"])
+    def passthrough(self, **kwargs: Any) -> None:
+        """Store-only endpoints: nothing to encode."""
+        return None
+
+    @requests(on="/rank")
+    def rank(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
+        """Reorder each doc's ``.matches`` by CLIP score, as clip-server does."""
+        for doc in docs:
+            if not doc.matches:
+                raise EncodeError(f"item {doc.id!r}: /rank needs .matches to rank")
+        drop = self._drop(parameters)
+        candidates = DocumentArray([m for d in docs for m in d.matches])
+        self._encode_docs(docs, drop)
+        self._encode_docs(candidates, drop)
+        for doc in docs:
+            matrix = np.stack([m.embedding for m in doc.matches])
+            cosines = matrix @ np.asarray(doc.embedding, dtype=np.float32)
+            logits = self.model.engine.logit_scale * cosines
+            probs = np.exp(logits - logits.max())
+            probs /= probs.sum()
+            for match, cosine, prob in zip(doc.matches, cosines, probs, strict=True):
+                match.scores["clip_score"].value = float(prob)
+                match.scores["clip_score"].op_name = "softmax"
+                match.scores["clip_score_cosine"].value = float(cosine)
+                match.scores["clip_score_cosine"].op_name = "cosine"
+            doc.matches = sorted(doc.matches, key=lambda m: m.scores["clip_score"].value, reverse=True)
+        return docs

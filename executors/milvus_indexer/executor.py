@@ -1,0 +1,237 @@
+"""Milvus executor: maps Documents to item rows and back; the store layer does the Milvus work.
+
+Endpoints: /index (upsert by id), /search (matches with scores and fields, filterable), /update,
+/delete, /count, /stats. Any other endpoint (/encode, /rank) passes through unchanged. Each request
+is all-or-nothing: it is validated whole before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from docarray import Document, DocumentArray
+from jina import Executor, requests
+
+from qbank.clip_model import model_identity
+from qbank.config import IndexerSettings
+from qbank.schema import (
+    ID_MAX_LENGTH,
+    IMAGE,
+    MODALITIES,
+    TEXT,
+    TEXT_MAX_BYTES,
+    URI_MAX_LENGTH,
+    ItemError,
+    fields_to_tags,
+    tags_to_fields,
+    truncate_utf8,
+)
+from qbank.store import FilterError, ItemStore, build_filter, ids_filter
+
+MAX_REPORTED_ERRORS = 20
+
+
+def _raise_all(errors: list[str], total: int) -> None:
+    if errors:
+        shown = errors[:MAX_REPORTED_ERRORS]
+        more = f" (and {len(errors) - len(shown)} more)" if len(errors) > len(shown) else ""
+        raise ItemError(f"{len(errors)} of {total} items rejected, nothing written: " + "; ".join(shown) + more)
+
+
+def doc_to_row(doc: Document, dim: int | None) -> dict[str, Any]:
+    """One item row from a Document with an embedding; raises ItemError naming the item and field."""
+    if not doc.id or len(doc.id.encode("utf-8")) > ID_MAX_LENGTH:
+        raise ItemError(f"item {doc.id[:40]!r}: id must be 1..{ID_MAX_LENGTH} bytes")
+    if doc.embedding is None:
+        raise ItemError(f"item {doc.id!r}: no embedding (send content through the encoder, or a vector)")
+    vector = [float(x) for x in doc.embedding.reshape(-1)] if hasattr(doc.embedding, "reshape") else [float(x) for x in doc.embedding]
+    if dim is not None and len(vector) != dim:
+        raise ItemError(f"item {doc.id!r}: embedding has {len(vector)} dimensions, the collection has {dim}")
+    if not all(math.isfinite(x) for x in vector):
+        raise ItemError(f"item {doc.id!r}: embedding holds NaN or infinite values")
+    modality = doc.modality if doc.modality in MODALITIES else (IMAGE if (doc.uri or doc.blob or doc.tensor is not None) else TEXT)
+    scalars, metadata = tags_to_fields(doc.id, dict(doc.tags))
+    uri = doc.uri or ""
+    if uri.startswith("data:") or len(uri) > URI_MAX_LENGTH:
+        uri = ""  # inline image data is not a reference worth storing
+    return {
+        "id": doc.id,
+        "question_id": scalars.pop("question_id", "") or doc.id,
+        "modality": modality,
+        "text": truncate_utf8(doc.text or "", TEXT_MAX_BYTES),
+        "image_uri": uri,
+        "subject": scalars.get("subject", ""),
+        "grade": scalars.get("grade", ""),
+        "qtype": scalars.get("qtype", ""),
+        "metadata": metadata,
+        "embedding": vector,
+    }
+
+
+def row_to_match(hit: dict[str, Any]) -> Document:
+    entity = hit.get("entity", hit)
+    match = Document(
+        id=hit["id"],
+        text=entity.get("text") or None,
+        uri=entity.get("image_uri") or None,
+        modality=entity.get("modality") or None,
+        tags=fields_to_tags(entity),
+    )
+    similarity = float(hit["distance"])
+    # docarray v1 / clip-as-service convention: scores['cosine'] is a distance (lower is closer).
+    match.scores["cosine"].value = 1.0 - similarity
+    match.scores["cosine"].op_name = "cosine_distance"
+    match.scores["similarity"].value = similarity
+    return match
+
+
+class QbankMilvusIndexer(Executor):
+    """Question items in one Milvus collection (Milvus Lite file by default, any Milvus by URI)."""
+
+    def __init__(
+        self,
+        milvus_uri: str | None = None,
+        milvus_token: str | None = None,
+        data_dir: str | None = None,
+        collection: str | None = None,
+        model: str | None = None,
+        index_type: str | None = None,
+        metric_type: str | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        given = dict(milvus_uri=milvus_uri, milvus_token=milvus_token, data_dir=data_dir, collection=collection, model=model, index_type=index_type, metric_type=metric_type)
+        self.settings = IndexerSettings.resolve(**{k: v for k, v in given.items() if v is not None})
+        self.model_name = model_identity(self.settings.model)
+        self.store = ItemStore(self.settings)
+        self.logger.info(f"indexer ready: {self.store.describe()}")
+
+    def _rows(self, docs: DocumentArray) -> list[dict[str, Any]]:
+        errors, rows, seen = [], [], set()
+        dim = self.store.dim
+        for doc in docs:
+            if doc.id in seen:
+                errors.append(f"item {doc.id!r}: duplicate id in one request")
+                continue
+            seen.add(doc.id)
+            try:
+                row = doc_to_row(doc, dim)
+            except ItemError as exc:
+                errors.append(str(exc))
+                continue
+            dim = dim or len(row["embedding"])
+            rows.append(row)
+        _raise_all(errors, len(docs))
+        return rows
+
+    @requests(on="/index")
+    def index(self, docs: DocumentArray, **kwargs: Any) -> DocumentArray:
+        """Upsert by item id: indexing the same items twice never duplicates them."""
+        if not docs:
+            return docs
+        rows = self._rows(docs)
+        self.store.check_vectors(self.model_name, len(rows[0]["embedding"]), create=True)
+        written = self.store.upsert(rows)
+        self.logger.debug(f"upserted {written} items")
+        return docs
+
+    @requests(on="/search")
+    def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
+        """Nearest items for each query doc, as ``.matches`` (best first), with optional filters."""
+        parameters = parameters or {}
+        limit = parameters.get("limit", self.settings.default_limit)
+        if isinstance(limit, float) and limit.is_integer():
+            limit = int(limit)  # JSON over HTTP/WebSocket turns ints into floats
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= self.settings.max_limit:
+            raise FilterError(f"parameter 'limit' must be an integer in 1..{self.settings.max_limit}, got {limit!r}")
+        filters = dict(parameters.get("filter") or {})
+        if parameters.get("modality"):
+            filters["modality"] = parameters["modality"]
+        expr = build_filter(filters)
+        queries = [d for d in docs if d.embedding is not None]
+        if len(queries) != len(docs):
+            missing = [d.id for d in docs if d.embedding is None][:MAX_REPORTED_ERRORS]
+            raise ItemError(f"query items without an embedding: {missing}")
+        if not queries:
+            return docs
+        dim = len(queries[0].embedding)
+        if not self.store.check_vectors(self.model_name, dim, create=False):
+            return docs  # nothing indexed yet: no matches
+        results = self.store.search([d.embedding for d in queries], limit, expr)
+        for doc, hits in zip(queries, results, strict=True):
+            doc.matches = DocumentArray([row_to_match(hit) for hit in hits])
+        return docs
+
+    @requests(on="/update")
+    def update(self, docs: DocumentArray, **kwargs: Any) -> DocumentArray:
+        """Change stored items: new content (re-encoded) and/or tags merged over the stored ones.
+
+        Every id must exist; otherwise nothing is written.
+        """
+        if not docs:
+            return docs
+        stored = {row["id"]: row for row in self.store.get(docs[:, "id"], with_vectors=True)}
+        missing = [d.id for d in docs if d.id not in stored]
+        if missing:
+            raise ItemError(f"/update: {len(missing)} items do not exist, nothing written: {missing[:MAX_REPORTED_ERRORS]}")
+        merged = DocumentArray()
+        for doc in docs:
+            old = stored[doc.id]
+            tags = fields_to_tags(old)
+            tags["question_id"] = old["question_id"]
+            tags.update(doc.tags)
+            new = Document(id=doc.id, tags=tags, modality=doc.modality or old["modality"])
+            if doc.embedding is not None:
+                new.embedding, new.text, new.uri = doc.embedding, doc.text, doc.uri
+            else:
+                new.embedding, new.text, new.uri = old["embedding"], old["text"], old["image_uri"] or None
+            merged.append(new)
+        rows = self._rows(merged)
+        self.store.check_vectors(self.model_name, len(rows[0]["embedding"]), create=False)
+        self.store.upsert(rows)
+        return docs
+
+    @requests(on="/delete")
+    def delete(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> dict[str, int]:
+        """Delete by item ids (docs or ``ids``), ``question_ids`` or ``filter``; refuses an empty selector."""
+        parameters = parameters or {}
+        ids = list(docs[:, "id"]) if docs else []
+        ids += list(parameters.get("ids") or [])
+        clauses = []
+        if ids:
+            clauses.append(ids_filter(ids))
+        if parameters.get("question_ids"):
+            clauses.append(build_filter({"question_id": list(parameters["question_ids"])}))
+        if parameters.get("filter"):
+            clauses.append(build_filter(parameters["filter"]))
+        if not clauses:
+            raise FilterError("/delete needs docs, 'ids', 'question_ids' or 'filter' (refusing to delete everything)")
+        deleted = self.store.delete(" or ".join(f"({c})" for c in clauses))
+        self.logger.info(f"deleted {deleted} items")
+        return {"deleted": deleted}
+
+    @requests(on="/count")
+    def count(self, parameters: dict, **kwargs: Any) -> dict[str, int]:
+        """Number of stored items, optionally under a filter."""
+        return {"count": self.store.count(build_filter((parameters or {}).get("filter")))}
+
+    @requests(on="/stats")
+    def stats(self, **kwargs: Any) -> dict[str, Any]:
+        """Collection, model, dimension, index type, count and where Milvus is."""
+        return self.store.describe()
+
+    @requests
+    def passthrough(self, **kwargs: Any) -> None:
+        """Other endpoints (/encode, /rank) travel through unchanged.
+
+        Handling them here rather than letting the gateway skip this executor is what makes
+        clip_client work over HTTP: jina 3.34's gateway stamps a skipped executor's route with a
+        naive ``endTime``, which jina's HTTP client then fails to parse (the
+        "'functools.partial' object has no attribute '__name__'" error hides that ParseError).
+        """
+        return None
+
+    def close(self) -> None:
+        self.store.close()
+        super().close()

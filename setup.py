@@ -1,0 +1,17 @@
+"""Only here to ship qbank_jina_compat.pth into site-packages (see qbank/jina_compat.py)."""
+
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+PTH = "qbank_jina_compat.pth"
+
+
+class BuildPyWithPth(build_py):
+    def run(self):
+        super().run()
+        self.copy_file(str(Path(__file__).parent / PTH), str(Path(self.build_lib) / PTH), preserve_mode=0)
+
+
+setup(cmdclass={"build_py": BuildPyWithPth})
