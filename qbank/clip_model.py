@@ -121,7 +121,9 @@ class Preprocessor:
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
     def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return np.asarray(self.image_processor(images=list(images), return_tensors="np")["pixel_values"], dtype=np.float32)
+        return np.asarray(
+            self.image_processor(images=list(images), return_tensors="np")["pixel_values"], dtype=np.float32
+        )
 
 
 def _features(output) -> torch.Tensor:
@@ -199,7 +201,9 @@ class TorchEngine:
         self.text_tower = text_tower(model)
         self.image_tower = image_tower(model)
         self.dim = int(model.config.projection_dim)
-        self.logit_scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else DEFAULT_LOGIT_SCALE
+        self.logit_scale = (
+            float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else DEFAULT_LOGIT_SCALE
+        )
 
     def text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch
@@ -345,7 +349,9 @@ def export_onnx(model: str, out_dir: str | Path, opset: int = 18) -> Path:
     source = resolve_model_name(model)
     config, hf_model = _load_hf_model(source)
     hf_model = hf_model.eval().float()
-    preprocessor = Preprocessor.load(source, config.model_type, getattr(config.text_config, "max_position_embeddings", None))
+    preprocessor = Preprocessor.load(
+        source, config.model_type, getattr(config.text_config, "max_position_embeddings", None)
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text_tower, image_tower = _towers()

@@ -38,9 +38,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
         if width * height > limits.max_pixels:
-            raise ImageInputError(
-                f"image declares {width}x{height} pixels, over the limit of {limits.max_pixels}"
-            )
+            raise ImageInputError(f"image declares {width}x{height} pixels, over the limit of {limits.max_pixels}")
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageInputError(f"not a readable image: {exc}") from None

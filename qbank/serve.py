@@ -10,7 +10,6 @@ from pathlib import Path
 from qbank.config import FLOW_ENV_DEFAULTS
 
 
-
 def apply_flow_defaults() -> dict[str, str]:
     """Fill in QBANK_* variables flow.yml needs, leaving any the operator set."""
     for name, value in FLOW_ENV_DEFAULTS.items():

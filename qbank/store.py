@@ -27,7 +27,14 @@ from qbank.schema import (
 
 logger = logging.getLogger("qbank.store")
 
-OUTPUT_FIELDS = ["question_id", "modality", "text", "image_uri", *[f for f in SCALAR_FIELDS if f not in ("question_id", "modality")], "metadata"]
+OUTPUT_FIELDS = [
+    "question_id",
+    "modality",
+    "text",
+    "image_uri",
+    *[f for f in SCALAR_FIELDS if f not in ("question_id", "modality")],
+    "metadata",
+]
 
 
 class StoreError(RuntimeError):
@@ -139,7 +146,9 @@ class ItemStore:
                 index.add_index(name, index_type="INVERTED")
         self.client.create_collection(self.collection, schema=schema, index_params=index, timeout=self.settings.timeout)
         self.model, self.dim = model, dim
-        logger.info("created collection %s for model %s (dim %d, %s)", self.collection, model, dim, self.settings.index_type)
+        logger.info(
+            "created collection %s for model %s (dim %d, %s)", self.collection, model, dim, self.settings.index_type
+        )
 
     def check_vectors(self, model: str, dim: int, create: bool) -> bool:
         """True when the collection exists and holds this model's vectors; creates it if asked."""
@@ -191,7 +200,9 @@ class ItemStore:
             return []
         fields = OUTPUT_FIELDS + (["embedding"] if with_vectors else [])
         try:
-            return list(self.client.get(self.collection, ids=list(ids), output_fields=fields, timeout=self.settings.timeout))
+            return list(
+                self.client.get(self.collection, ids=list(ids), output_fields=fields, timeout=self.settings.timeout)
+            )
         except Exception as exc:
             raise StoreError(f"get failed: {exc}") from None
 
@@ -209,7 +220,9 @@ class ItemStore:
         if self.dim is None:
             return 0
         try:
-            rows = self.client.query(self.collection, filter=expr, output_fields=["count(*)"], timeout=self.settings.timeout)
+            rows = self.client.query(
+                self.collection, filter=expr, output_fields=["count(*)"], timeout=self.settings.timeout
+            )
         except Exception as exc:
             raise StoreError(f"count failed: {exc}") from None
         return int(rows[0]["count(*)"])
@@ -227,4 +240,3 @@ class ItemStore:
 
     def close(self) -> None:
         self.client.close()
-

@@ -45,7 +45,9 @@ def build_tiny_clip(out_dir: str | Path, architecture: str = "chinese_clip", see
     torch.manual_seed(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+    vision = dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
+    )
     text = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     if architecture == "chinese_clip":
         from transformers import BertTokenizer, ChineseCLIPConfig, ChineseCLIPImageProcessorPil, ChineseCLIPModel
@@ -57,13 +59,22 @@ def build_tiny_clip(out_dir: str | Path, architecture: str = "chinese_clip", see
             projection_dim=16,
         )
         model = ChineseCLIPModel(config)
-        processor = ChineseCLIPImageProcessorPil(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32})
+        processor = ChineseCLIPImageProcessorPil(
+            size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}
+        )
     elif architecture == "clip":
         from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
         tokenizer = CLIPTokenizer(vocab=_clip_bpe_vocab(), merges=[], model_max_length=77)
         config = CLIPConfig(
-            text_config=dict(text, vocab_size=len(tokenizer), max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+            text_config=dict(
+                text,
+                vocab_size=len(tokenizer),
+                max_position_embeddings=77,
+                bos_token_id=0,
+                eos_token_id=1,
+                pad_token_id=1,
+            ),
             vision_config=vision,
             projection_dim=16,
         )

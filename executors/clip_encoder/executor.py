@@ -45,7 +45,15 @@ class QbankClipEncoder(Executor):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        given = dict(model=model, engine=engine, device=device, onnx_path=onnx_path, minibatch_size=minibatch_size, num_threads=num_threads, fp16=fp16)
+        given = dict(
+            model=model,
+            engine=engine,
+            device=device,
+            onnx_path=onnx_path,
+            minibatch_size=minibatch_size,
+            num_threads=num_threads,
+            fp16=fp16,
+        )
         self.settings = EncoderSettings.resolve(**{k: v for k, v in given.items() if v is not None})
         s = self.settings
         self.limits = ImageLimits(s.max_image_bytes, s.max_image_pixels, s.fetch_timeout)

@@ -45,12 +45,20 @@ def doc_to_row(doc: Document, dim: int | None) -> dict[str, Any]:
         raise ItemError(f"item {doc.id[:40]!r}: id must be 1..{ID_MAX_LENGTH} bytes")
     if doc.embedding is None:
         raise ItemError(f"item {doc.id!r}: no embedding (send content through the encoder, or a vector)")
-    vector = [float(x) for x in doc.embedding.reshape(-1)] if hasattr(doc.embedding, "reshape") else [float(x) for x in doc.embedding]
+    vector = (
+        [float(x) for x in doc.embedding.reshape(-1)]
+        if hasattr(doc.embedding, "reshape")
+        else [float(x) for x in doc.embedding]
+    )
     if dim is not None and len(vector) != dim:
         raise ItemError(f"item {doc.id!r}: embedding has {len(vector)} dimensions, the collection has {dim}")
     if not all(math.isfinite(x) for x in vector):
         raise ItemError(f"item {doc.id!r}: embedding holds NaN or infinite values")
-    modality = doc.modality if doc.modality in MODALITIES else (IMAGE if (doc.uri or doc.blob or doc.tensor is not None) else TEXT)
+    modality = (
+        doc.modality
+        if doc.modality in MODALITIES
+        else (IMAGE if (doc.uri or doc.blob or doc.tensor is not None) else TEXT)
+    )
     scalars, metadata = tags_to_fields(doc.id, dict(doc.tags))
     uri = doc.uri or ""
     if uri.startswith("data:") or len(uri) > URI_MAX_LENGTH:
@@ -101,7 +109,15 @@ class QbankMilvusIndexer(Executor):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        given = dict(milvus_uri=milvus_uri, milvus_token=milvus_token, data_dir=data_dir, collection=collection, model=model, index_type=index_type, metric_type=metric_type)
+        given = dict(
+            milvus_uri=milvus_uri,
+            milvus_token=milvus_token,
+            data_dir=data_dir,
+            collection=collection,
+            model=model,
+            index_type=index_type,
+            metric_type=metric_type,
+        )
         self.settings = IndexerSettings.resolve(**{k: v for k, v in given.items() if v is not None})
         self.model_name = model_identity(self.settings.model)
         self.store = ItemStore(self.settings)
@@ -174,7 +190,9 @@ class QbankMilvusIndexer(Executor):
         stored = {row["id"]: row for row in self.store.get(docs[:, "id"], with_vectors=True)}
         missing = [d.id for d in docs if d.id not in stored]
         if missing:
-            raise ItemError(f"/update: {len(missing)} items do not exist, nothing written: {missing[:MAX_REPORTED_ERRORS]}")
+            raise ItemError(
+                f"/update: {len(missing)} items do not exist, nothing written: {missing[:MAX_REPORTED_ERRORS]}"
+            )
         merged = DocumentArray()
         for doc in docs:
             old = stored[doc.id]
