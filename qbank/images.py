@@ -46,7 +46,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
 
 
 def image_from_array(array: np.ndarray) -> Image.Image:
-    """An HxWx{1,3,4} or HxW array, uint8 or float in [0, 1], as clip-server accepts in ``.tensor``."""
+    """An HxWx{1,3,4} or HxW array (uint8, ints in 0..255, or floats in [0, 1]) as sent in ``.tensor``."""
     if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3, 4):
         array = np.transpose(array, (1, 2, 0))  # CxHxW -> HxWxC
     if array.ndim == 3 and array.shape[-1] == 1:
@@ -57,12 +57,16 @@ def image_from_array(array: np.ndarray) -> Image.Image:
         raise ImageInputError(f"tensor of shape {tuple(array.shape)} is empty")
     if array.dtype == np.uint8:
         pixels = array
+    elif np.issubdtype(array.dtype, np.integer):  # HTTP/JSON turns uint8 pixels into int64
+        if array.min() < 0 or array.max() > 255:
+            raise ImageInputError(f"integer tensor values must be 0..255, got {array.min()}..{array.max()}")
+        pixels = array.astype(np.uint8)
     elif np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise ImageInputError("tensor holds NaN or infinite values")
         pixels = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
     else:
-        raise ImageInputError(f"tensor dtype {array.dtype} is not an image dtype (want uint8 or float)")
+        raise ImageInputError(f"tensor dtype {array.dtype} is not an image dtype (want uint8, 0..255 ints or float)")
     return Image.fromarray(pixels).convert("RGB")
 
 

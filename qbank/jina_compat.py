@@ -1,14 +1,20 @@
-"""Make clip_client work over HTTP against jina 3.34, with nothing for the user to do.
+"""Make clip_client work over HTTP and WebSocket against jina 3.34, with nothing for the user to do.
 
-jina's HTTP client puts the response docs in ``DataRequest.direct_docs``, but clip_client reads
-``response.data.docs``, which ignores ``direct_docs``: every clip_client call over HTTP found no
-docs (and jina's error path then failed on ``functools.partial.__name__``). The fix makes
-``DataRequest.data`` hand out ``direct_docs`` when they are set, so both views agree.
+Two client-side jina 3.34 bugs, both met through clip_client:
 
-It is applied by ``qbank_jina_compat.pth`` (installed with this package) in every Python process of
-the environment, lazily: a meta-path hook patches ``jina.types.request.data`` right after it is
-imported, so processes that never import jina pay nothing. Set QBANK_NO_JINA_PATCH=1 to disable.
-(The server-side half of the HTTP problem, naive route timestamps, is handled in the indexer.)
+* HTTP: jina's HTTP client puts the response docs in ``DataRequest.direct_docs``, but clip_client
+  reads ``response.data.docs``, which ignores ``direct_docs``, so every call found no docs (and
+  jina's error path then failed on ``functools.partial.__name__``). Fix: ``DataRequest.data`` hands
+  out ``direct_docs`` when they are set, so both views agree.
+* WebSocket: a server error is dropped when the receive task has already ended by the time the
+  client cancels it (likely when an ``on_always`` callback is given, as clip_client always does),
+  so a failed request looked like a success with no results. Fix: error responses are recorded
+  through ``on_error`` and raised as ``BadServer`` at the end of the stream, as gRPC/HTTP do.
+
+Applied by ``qbank_jina_compat.pth`` (installed with this package) in every Python process of the
+environment, lazily: a meta-path hook patches each jina module right after it is imported, so
+processes that never import jina pay nothing. Set QBANK_NO_JINA_PATCH=1 to disable. (The
+server-side half of the HTTP problem, naive route timestamps, is handled in the indexer.)
 """
 
 from __future__ import annotations
@@ -17,15 +23,14 @@ import importlib.abc
 import importlib.machinery
 import os
 import sys
+from collections.abc import Callable
 from types import ModuleType
 
-TARGET = "jina.types.request.data"
+MARK = "_qbank_compat_patched"
 
 
 def patch_data_request(module: ModuleType) -> None:
     data_request = module.DataRequest
-    if getattr(data_request, "_qbank_http_docs_patch", False):
-        return
     original = data_request.data
 
     def data(self):
@@ -35,12 +40,45 @@ def patch_data_request(module: ModuleType) -> None:
         return content
 
     data_request.data = property(data, original.fset, original.fdel, original.__doc__)
-    data_request._qbank_http_docs_patch = True
+    setattr(data_request, MARK, True)
+
+
+def patch_websocket_client(module: ModuleType) -> None:
+    client_cls = module.WebSocketBaseClient
+    original = client_cls._get_results
+
+    async def _get_results(self, inputs, on_done, on_error=None, on_always=None, **kwargs):
+        if on_error is not None or self.continue_on_error:
+            async for response in original(self, inputs, on_done, on_error, on_always, **kwargs):
+                yield response
+            return
+        failed = []
+        async for response in original(self, inputs, on_done, failed.append, on_always, **kwargs):
+            yield response
+        if failed:
+            from jina.excepts import BadServer
+
+            raise BadServer(failed[0].header)
+
+    client_cls._get_results = _get_results
+    setattr(client_cls, MARK, True)
+
+
+PATCHES: dict[str, tuple[str, Callable[[ModuleType], None]]] = {
+    "jina.types.request.data": ("DataRequest", patch_data_request),
+    "jina.clients.base.websocket": ("WebSocketBaseClient", patch_websocket_client),
+}
+
+
+def _apply(name: str, module: ModuleType) -> None:
+    cls_name, patch = PATCHES[name]
+    if not getattr(getattr(module, cls_name), MARK, False):
+        patch(module)
 
 
 class _PatchAfterImport(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
-        if fullname != TARGET:
+        if fullname not in PATCHES:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:
@@ -49,7 +87,7 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder):
 
         def exec_and_patch(module: ModuleType) -> None:
             exec_module(module)
-            patch_data_request(module)
+            _apply(fullname, module)
 
         spec.loader.exec_module = exec_and_patch
         return spec
@@ -58,7 +96,8 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder):
 def install() -> None:
     if os.environ.get("QBANK_NO_JINA_PATCH"):
         return
-    if TARGET in sys.modules:
-        patch_data_request(sys.modules[TARGET])
-    elif not any(isinstance(f, _PatchAfterImport) for f in sys.meta_path):
+    for name in PATCHES:
+        if name in sys.modules:
+            _apply(name, sys.modules[name])
+    if not any(isinstance(f, _PatchAfterImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchAfterImport())

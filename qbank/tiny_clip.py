@@ -38,7 +38,9 @@ def _clip_bpe_vocab() -> dict[str, int]:
     return {token: index for index, token in enumerate(dict.fromkeys(tokens))}
 
 
-def build_tiny_clip(out_dir: str | Path, architecture: str = "chinese_clip", seed: int = 0) -> Path:
+def build_tiny_clip(
+    out_dir: str | Path, architecture: str = "chinese_clip", seed: int = 0, projection_dim: int = 16
+) -> Path:
     """Write a tiny model folder (config, weights, tokenizer, image processor) and return its path."""
     import torch
 
@@ -56,7 +58,7 @@ def build_tiny_clip(out_dir: str | Path, architecture: str = "chinese_clip", see
         config = ChineseCLIPConfig(
             text_config=dict(text, vocab_size=len(tokenizer), max_position_embeddings=64),
             vision_config=vision,
-            projection_dim=16,
+            projection_dim=projection_dim,
         )
         model = ChineseCLIPModel(config)
         processor = ChineseCLIPImageProcessorPil(
@@ -76,7 +78,7 @@ def build_tiny_clip(out_dir: str | Path, architecture: str = "chinese_clip", see
                 pad_token_id=1,
             ),
             vision_config=vision,
-            projection_dim=16,
+            projection_dim=projection_dim,
         )
         model = CLIPModel(config)
         processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
