@@ -14,6 +14,8 @@ def apply_flow_defaults() -> dict[str, str]:
     """Fill in QBANK_* variables flow.yml needs, leaving any the operator set."""
     for name, value in FLOW_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    # Executors in fresh interpreters: a fork of a process holding gRPC/torch threads can deadlock.
+    os.environ.setdefault("JINA_MP_START_METHOD", "spawn")
     return {name: os.environ[name] for name in FLOW_ENV_DEFAULTS}
 
 

@@ -19,6 +19,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach for the hub
 os.environ.setdefault("JINA_LOG_LEVEL", "WARNING")
+# Executors start in fresh interpreters: forking this process, which holds gRPC, torch and Milvus
+# Lite threads, can deadlock the child (seen: an indexer stuck importing pymilvus).
+os.environ.setdefault("JINA_MP_START_METHOD", "spawn")
 
 
 def free_ports(count: int) -> list[int]:

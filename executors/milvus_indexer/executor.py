@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from docarray import Document, DocumentArray
 from jina import Executor, requests
 
@@ -146,8 +147,10 @@ class QbankMilvusIndexer(Executor):
         """Upsert by item id: indexing the same items twice never duplicates them."""
         if not docs:
             return docs
+        first = next((d for d in docs if d.embedding is not None), None)
+        if first is not None:  # the model guard speaks first: it names both models
+            self.store.check_vectors(self.model_name, int(np.size(first.embedding)), create=True)
         rows = self._rows(docs)
-        self.store.check_vectors(self.model_name, len(rows[0]["embedding"]), create=True)
         written = self.store.upsert(rows)
         self.logger.debug(f"upserted {written} items")
         return docs

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create .venv and install the project with the pinned stack (constraints.txt). Idempotent.
+# CPU torch: the +cpu wheel (a local find-links wheel here, PyTorch's CPU index elsewhere), never a
+# CUDA build. Set QBANK_TORCH_INDEX to use another index (e.g. a CUDA one on GPU hosts).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+VENV="${QBANK_VENV:-.venv}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[bootstrap] creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+
+if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
+  echo "[bootstrap] installing torch 2.13.0 (CPU)"
+  if ! "${PIP[@]}" install -q "torch==2.13.0+cpu" 2>/dev/null; then
+    "${PIP[@]}" install -q "torch==2.13.0+cpu" --index-url "${QBANK_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
+  fi
+fi
+
+echo "[bootstrap] installing the project and its pinned dependencies"
+# Not editable on purpose: the wheel carries qbank_jina_compat.pth (clip_client over HTTP/WebSocket).
+"${PIP[@]}" install -q -c constraints.txt ".[encoder,indexer,dev]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+"${PIP[@]}" install -q --no-deps --force-reinstall . 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+"$VENV/bin/python" -c "import qbank, jina, docarray, clip_client, pymilvus, torch, onnxruntime; print('[bootstrap] ok: jina', jina.__version__, 'docarray', docarray.__version__, 'torch', torch.__version__)"

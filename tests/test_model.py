@@ -1,0 +1,125 @@
+"""Model layer: loading through the user's path, both engines, ONNX export, clear errors."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import numpy as np
+import pytest
+from conftest import patched_env, png_bytes
+from PIL import Image
+
+from qbank.clip_model import (
+    CLIP_SERVER_ALIASES,
+    ClipEncoder,
+    ModelUnavailableError,
+    export_onnx,
+    model_identity,
+    resolve_model_name,
+)
+from qbank.images import ImageInputError, ImageLimits, decode_image, image_from_array
+
+TEXTS = ["三角形ABC的面积是多少？", "已知圆的半径为2，求周长", "下列说法正确的是", "x"]
+
+
+def images(n: int) -> list[Image.Image]:
+    return [decode_image(png_bytes(i, (30 + 7 * i, 40)), ImageLimits()) for i in range(n)]
+
+
+def test_tiny_chinese_clip_loads_and_encodes_into_one_normalised_space(tiny_model):
+    encoder = ClipEncoder.load(str(tiny_model), engine="torch", device="cpu")
+    assert encoder.name == "tiny-chinese-clip" and encoder.dim == 16
+    assert encoder.preprocessor.context_length == 52  # Chinese-CLIP's text length
+    assert "[UNK]" not in encoder.preprocessor.tokenizer.tokenize("三角形的面积")
+    texts, pictures = encoder.encode_texts(TEXTS, batch_size=3), encoder.encode_images(images(5), batch_size=2)
+    assert texts.shape == (4, 16) and pictures.shape == (5, 16)
+    assert texts.dtype == np.float32 and pictures.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(np.vstack([texts, pictures]), axis=1), 1.0, atol=1e-5)
+    # minibatching does not change results
+    np.testing.assert_allclose(encoder.encode_texts(TEXTS, batch_size=1), texts, atol=1e-5)
+
+
+def test_onnx_export_has_clip_server_layout_and_matches_torch(tiny_model, tiny_onnx):
+    import onnxruntime as ort
+
+    assert {"textual.onnx", "visual.onnx", "tokenizer_config.json", "preprocessor_config.json"} <= set(
+        os.listdir(tiny_onnx)
+    )
+    textual = ort.InferenceSession(str(tiny_onnx / "textual.onnx"))
+    visual = ort.InferenceSession(str(tiny_onnx / "visual.onnx"))
+    assert [i.name for i in textual.get_inputs()] == ["input_ids", "attention_mask"]
+    assert textual.get_inputs()[0].type == "tensor(int32)"
+    assert [i.name for i in visual.get_inputs()] == ["pixel_values"]
+
+    torch_encoder = ClipEncoder.load(str(tiny_model), engine="torch", device="cpu")
+    onnx_encoder = ClipEncoder.load(str(tiny_model), engine="onnx", device="cpu", onnx_path=str(tiny_onnx))
+    assert onnx_encoder.name == torch_encoder.name and onnx_encoder.dim == torch_encoder.dim
+    for a, b in [
+        (torch_encoder.encode_texts(TEXTS), onnx_encoder.encode_texts(TEXTS)),
+        (torch_encoder.encode_images(images(6)), onnx_encoder.encode_images(images(6))),
+    ]:
+        cosines = (a * b).sum(axis=1)
+        assert cosines.min() > 0.999, cosines
+
+
+def test_openai_clip_architecture_works_on_both_engines(tmp_path):
+    from qbank.tiny_clip import build_tiny_clip
+
+    folder = build_tiny_clip(tmp_path / "tiny-openai-clip", "clip", projection_dim=24)
+    torch_encoder = ClipEncoder.load(str(folder), engine="torch", device="cpu")
+    assert torch_encoder.dim == 24 and torch_encoder.preprocessor.context_length == 77
+    onnx_encoder = ClipEncoder.load(
+        str(folder), engine="onnx", onnx_path=str(export_onnx(str(folder), tmp_path / "onnx"))
+    )
+    texts = ["a triangle", "a circle with radius 2"]
+    assert ((torch_encoder.encode_texts(texts) * onnx_encoder.encode_texts(texts)).sum(1)).min() > 0.999
+    assert ((torch_encoder.encode_images(images(3)) * onnx_encoder.encode_images(images(3))).sum(1)).min() > 0.999
+
+
+def test_clip_server_names_map_to_hub_ids_and_identities_agree():
+    assert resolve_model_name("CN-CLIP/ViT-B-16") == "OFA-Sys/chinese-clip-vit-base-patch16"
+    assert resolve_model_name("ViT-B-32::openai") == "openai/clip-vit-base-patch32"
+    assert model_identity("CN-CLIP/ViT-B-16") == model_identity("OFA-Sys/chinese-clip-vit-base-patch16")
+    assert model_identity("/models/chinese-clip/") == "chinese-clip"
+    assert all("/" in hub for hub in CLIP_SERVER_ALIASES.values())
+
+
+def test_a_model_that_cannot_be_had_offline_says_what_to_do():
+    with patched_env({"HF_HUB_OFFLINE": "1"}):
+        start = time.monotonic()
+        with pytest.raises(ModelUnavailableError) as error:
+            ClipEncoder.load("OFA-Sys/chinese-clip-vit-base-patch16", engine="torch", device="cpu")
+    message = str(error.value)
+    assert (
+        "OFA-Sys/chinese-clip-vit-base-patch16" in message and "QBANK_MODEL" in message and "HF_HUB_OFFLINE" in message
+    )
+    assert time.monotonic() - start < 10  # offline fails fast instead of retrying the hub
+
+
+def test_onnx_engine_errors_name_the_missing_piece(tmp_path, tiny_model):
+    with pytest.raises(ModelUnavailableError, match="QBANK_ONNX_PATH"):
+        ClipEncoder.load(str(tiny_model), engine="onnx")
+    with pytest.raises(ModelUnavailableError, match="textual.onnx"):
+        ClipEncoder.load(str(tiny_model), engine="onnx", onnx_path=str(tmp_path))
+
+
+def test_image_inputs_are_checked_before_decoding():
+    limits = ImageLimits(max_bytes=100_000, max_pixels=10_000)
+    with pytest.raises(ImageInputError, match="empty"):
+        decode_image(b"", limits)
+    with pytest.raises(ImageInputError, match="not a readable image"):
+        decode_image(b"\x89PNG\r\n\x1a\n garbage", limits)
+    bomb = io.BytesIO()
+    Image.new("RGB", (3000, 3000), "white").save(bomb, format="PNG")  # small file, 9M pixels declared
+    assert len(bomb.getvalue()) < limits.max_bytes
+    with pytest.raises(ImageInputError, match="declares 3000x3000"):
+        decode_image(bomb.getvalue(), limits)
+    assert decode_image(png_bytes(0, (50, 40)), limits).size == (50, 40)
+    assert image_from_array(np.zeros((3, 8, 9), dtype=np.float32)).size == (9, 8)  # CHW accepted
+    assert image_from_array(np.full((8, 9, 3), 200, dtype=np.int64)).size == (9, 8)
+    with pytest.raises(ImageInputError, match="not an image"):
+        image_from_array(np.zeros((5,), dtype=np.uint8))
+    with pytest.raises(ImageInputError, match="0..255"):
+        image_from_array(np.full((4, 4, 3), 999, dtype=np.int64))

@@ -1,0 +1,42 @@
+"""Flow restarts, model guard through the Flow, and the ONNX engine behind the same Flow."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from clip_client import Client
+from conftest import running_flow
+from test_flow import count, question_items
+
+from qbank.tiny_clip import build_tiny_clip
+
+
+def test_restarted_flow_finds_the_data_and_refuses_another_model(tiny_model, tmp_path):
+    data_dir = tmp_path / "data"
+    docs = question_items("persist", 3, "地理")
+    with running_flow(model=tiny_model, data_dir=data_dir) as urls:
+        Client(urls["grpc"]).index(docs)
+        assert count(urls["grpc"]) == 6
+
+    with running_flow(model=tiny_model, data_dir=data_dir) as urls:
+        assert count(urls["grpc"]) == 6
+        result = Client(urls["websocket"]).search([docs[2].text], limit=1)
+        assert result[0].matches[0].id == docs[2].id
+
+    other = build_tiny_clip(tmp_path / "other-clip", "clip", projection_dim=24)
+    with running_flow(model=other, data_dir=data_dir) as urls:
+        with pytest.raises(Exception) as error:
+            Client(urls["grpc"]).index(question_items("other", 1, "地理"))
+        assert "holds 16-d vectors of model" in str(error.value) and "24-d vectors of model" in str(error.value)
+        with pytest.raises(Exception, match="16-d vectors"):
+            Client(urls["grpc"]).search(["地理"], limit=3)
+        assert count(urls["grpc"]) == 6
+
+
+def test_onnx_engine_flow_gives_the_torch_embeddings(tiny_model, tiny_onnx, tmp_path):
+    texts = ["三角形的面积", "电路图中电阻的阻值"]
+    with running_flow(model=tiny_model, data_dir=tmp_path / "torch") as urls:
+        torch_vectors = Client(urls["grpc"]).encode(texts)
+    with running_flow(model=tiny_model, engine="onnx", onnx_path=tiny_onnx, data_dir=tmp_path / "onnx") as urls:
+        onnx_vectors = Client(urls["grpc"]).encode(texts)
+    assert np.min(np.sum(torch_vectors * onnx_vectors, axis=1)) > 0.999

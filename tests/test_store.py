@@ -1,0 +1,102 @@
+"""Store layer on a real Milvus Lite file: schema, upsert, filters (injection-safe), guard, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qbank.config import IndexerSettings
+from qbank.store import FilterError, ItemStore, ModelMismatchError, build_filter, ids_filter
+
+
+def rows(n: int, dim: int = 8, subject: str = "数学", seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [
+        {
+            "id": f"q{i}:text:0",
+            "question_id": f"q{i}",
+            "modality": "text",
+            "text": f"题{i}",
+            "image_uri": "",
+            "subject": subject if i % 2 == 0 else '物"理',
+            "grade": "初二",
+            "qtype": "选择题",
+            "metadata": {"n": i},
+            "embedding": vectors[i].tolist(),
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def store(tmp_path):
+    item_store = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
+    yield item_store
+    item_store.close()
+
+
+def test_filters_are_built_from_escaped_literals_only():
+    assert (
+        build_filter({"subject": "数学", "grade": ["初二", "初三"]})
+        == 'subject == "数学" and grade in ["初二", "初三"]'
+    )
+    assert build_filter({"type": "选择题"}) == 'qtype == "选择题"'
+    assert build_filter({"subject": 'a" or id != "'}) == 'subject == "a\\" or id != \\""'
+    assert ids_filter(['x"y']) == 'id in ["x\\"y"]'
+    for bad, message in [
+        ({"answer": "A"}, "unknown filter field"),
+        ({"subject": {"$ne": 1}}, "strings or numbers"),
+        ({"subject": []}, "empty"),
+        ({"modality": "video"}, "modality"),
+        ({"subject": "a\nb"}, "control characters"),
+        ("subject == 1", "must be an object"),
+    ]:
+        with pytest.raises(FilterError, match=message):
+            build_filter(bad)
+
+
+def test_upsert_search_filter_delete_on_milvus_lite(store):
+    assert store.count() == 0 and store.search([[0.0] * 8], 5) == [[]]  # nothing yet, no collection
+    data = rows(10)
+    assert store.check_vectors("m", 8, create=True)
+    assert store.upsert(data) == 10
+    assert store.upsert(data[:4]) == 4
+    assert store.count() == 10  # upsert by id: no duplicates
+    hits = store.search([data[2]["embedding"]], 3, build_filter({"subject": "数学"}))[0]
+    assert hits[0]["id"] == "q2:text:0" and hits[0]["distance"] == pytest.approx(1.0, abs=1e-5)
+    assert hits[0]["entity"]["metadata"] == {"n": 2}
+    assert all(h["entity"]["subject"] == "数学" for h in hits)
+    quoted = store.search([data[1]["embedding"]], 10, build_filter({"subject": '物"理'}))[0]
+    assert len(quoted) == 5 and quoted[0]["id"] == "q1:text:0"
+    injected = store.search([data[1]["embedding"]], 10, build_filter({"subject": '数学" or subject != "'}))[0]
+    assert injected == []
+    assert store.delete(ids_filter(["q0:text:0", "q1:text:0", "missing"])) == 2
+    assert store.count() == 8 and store.count(build_filter({"subject": "数学"})) == 4
+
+
+def test_vectors_of_another_model_or_dimension_are_refused(store):
+    store.check_vectors("model-a", 8, create=True)
+    store.upsert(rows(3))
+    with pytest.raises(ModelMismatchError, match="8-d vectors of model 'model-a'.*16-d vectors of model 'model-a'"):
+        store.check_vectors("model-a", 16, create=True)
+    with pytest.raises(ModelMismatchError, match="model 'model-b'"):
+        store.check_vectors("model-b", 8, create=True)
+    assert store.count() == 3
+
+
+def test_data_and_model_identity_survive_reopening(tmp_path):
+    settings = IndexerSettings.resolve(data_dir=str(tmp_path))
+    first = ItemStore(settings)
+    first.check_vectors("model-a", 8, create=True)
+    first.upsert(rows(6))
+    first.close()
+    second = ItemStore(settings)
+    try:
+        assert (second.model, second.dim, second.count()) == ("model-a", 8, 6)
+        with pytest.raises(ModelMismatchError):
+            second.check_vectors("model-b", 8, create=False)
+        assert second.describe()["count"] == 6
+    finally:
+        second.close()
