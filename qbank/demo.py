@@ -65,10 +65,13 @@ def draw_figure(kind: str, seed: int) -> bytes:
         draw.line(points, fill=(200, 60, 60), width=3)
         draw.line([20, 200, 210, 200], fill="black", width=2)
     elif kind == "circuit":
-        draw.rectangle([40, 50, 184, 174], outline="black", width=3)
-        draw.rectangle([95, 40, 130, 60], fill="white", outline="black", width=3)  # resistor
-        draw.line([100, 168, 100, 180], fill="black", width=4)  # battery
-        draw.line([112, 162, 112, 186], fill="black", width=2)
+        left, top, right, bottom = jitter(40), jitter(50), jitter(184), jitter(174)
+        draw.rectangle([left, top, right, bottom], outline="black", width=3)
+        x = rng.randint(left + 10, right - 45)
+        draw.rectangle([x, top - 10, x + 35, top + 10], fill="white", outline="black", width=3)  # resistor
+        x = rng.randint(left + 10, right - 20)
+        draw.line([x, bottom - 6, x, bottom + 6], fill="black", width=4)  # battery
+        draw.line([x + 12, bottom - 12, x + 12, bottom + 12], fill="black", width=2)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()

@@ -123,3 +123,15 @@ def test_image_inputs_are_checked_before_decoding():
         image_from_array(np.zeros((5,), dtype=np.uint8))
     with pytest.raises(ImageInputError, match="0..255"):
         image_from_array(np.full((4, 4, 3), 999, dtype=np.int64))
+
+
+@pytest.mark.gpu
+def test_torch_engine_on_cuda_in_fp16_agrees_with_cpu(tiny_model):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    cpu = ClipEncoder.load(str(tiny_model), engine="torch", device="cpu")
+    gpu = ClipEncoder.load(str(tiny_model), engine="torch", device="cuda")
+    assert gpu.engine.device == "cuda" and gpu.engine.dtype == torch.float16
+    assert (cpu.encode_texts(TEXTS) * gpu.encode_texts(TEXTS)).sum(1).min() > 0.99
+    assert (cpu.encode_images(images(4)) * gpu.encode_images(images(4))).sum(1).min() > 0.99
