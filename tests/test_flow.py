@@ -199,3 +199,34 @@ def test_bad_filter_is_refused_with_the_field_named(flow):
         client.search(["题"], parameters={"filter": {"answer": "A"}})
     injected = client.search(["题"], limit=50, parameters={"filter": {"subject": '数学" or subject != "'}})
     assert len(injected[0].matches) == 0
+
+
+def test_server_reads_uris_from_files_and_http(flow, tmp_path):
+    """Docs that carry only a URI (as services send them, not clip_client) are fetched server-side."""
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "fig.png").write_bytes(png_bytes(42))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        docs = DocumentArray(
+            [
+                Document(id="from-file", uri=str(tmp_path / "fig.png")),
+                Document(id="from-http", uri=f"http://127.0.0.1:{server.server_port}/fig.png"),
+                Document(id="from-blob", blob=png_bytes(42), mime_type="image/png"),
+            ]
+        )
+        encoded = jina_client(flow["grpc"]).post("/encode", inputs=docs)
+    finally:
+        server.shutdown()
+    vectors = {d.id: d.embedding for d in encoded}
+    np.testing.assert_allclose(vectors["from-file"], vectors["from-blob"], atol=1e-5)
+    np.testing.assert_allclose(vectors["from-http"], vectors["from-blob"], atol=1e-5)
+    assert all(d.modality == "image" for d in encoded)
+    with pytest.raises(Exception, match="cannot read"):
+        jina_client(flow["grpc"]).post(
+            "/encode", inputs=DocumentArray([Document(id="gone", uri=str(tmp_path / "missing.png"))])
+        )

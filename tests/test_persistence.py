@@ -33,10 +33,14 @@ def test_restarted_flow_finds_the_data_and_refuses_another_model(tiny_model, tmp
         assert count(urls["grpc"]) == 6
 
 
-def test_onnx_engine_flow_gives_the_torch_embeddings(tiny_model, tiny_onnx, tmp_path):
+def test_onnx_engine_flow_with_two_replicas_gives_the_torch_embeddings(tiny_model, tiny_onnx, tmp_path):
     texts = ["三角形的面积", "电路图中电阻的阻值"]
     with running_flow(model=tiny_model, data_dir=tmp_path / "torch") as urls:
         torch_vectors = Client(urls["grpc"]).encode(texts)
-    with running_flow(model=tiny_model, engine="onnx", onnx_path=tiny_onnx, data_dir=tmp_path / "onnx") as urls:
-        onnx_vectors = Client(urls["grpc"]).encode(texts)
+    onnx = dict(model=tiny_model, engine="onnx", onnx_path=tiny_onnx, data_dir=tmp_path / "onnx", encoder_replicas=2)
+    with running_flow(**onnx) as urls:
+        client = Client(urls["grpc"])
+        onnx_vectors = client.encode(texts)
+        many = client.encode(texts * 40, batch_size=4)  # 20 requests spread over both replicas
     assert np.min(np.sum(torch_vectors * onnx_vectors, axis=1)) > 0.999
+    np.testing.assert_allclose(many[::2], np.repeat(onnx_vectors[:1], 40, axis=0), atol=1e-5)
