@@ -75,8 +75,6 @@ def _from_pretrained(loader, source: str, **kwargs):
     if os.environ.get("HF_HUB_OFFLINE", "") in {"1", "true", "True"}:
         reason = "HF_HUB_OFFLINE is set and it is not in the local cache"
     else:
-        reason = None
-    if reason is None:
         try:
             return loader.from_pretrained(source, **kwargs)
         except OSError as exc:
@@ -266,13 +264,15 @@ class OnnxEngine:
 
 
 def _load_hf_model(source: str):
+    """Config, model and preprocessor of a transformers CLIP (hub id or folder)."""
     from transformers import AutoConfig, AutoModel
 
     config = _from_pretrained(AutoConfig, source)
     if not hasattr(config, "projection_dim") or not hasattr(config, "text_config"):
         raise ModelUnavailableError(f"{source!r} is a {config.model_type!r} model, not a CLIP model")
     model = _from_pretrained(AutoModel, source, config=config)
-    return config, model
+    max_positions = getattr(config.text_config, "max_position_embeddings", None)
+    return config, model, Preprocessor.load(source, config.model_type, max_positions)
 
 
 class ClipEncoder:
@@ -317,10 +317,7 @@ class ClipEncoder:
             name = meta.get("model", model_identity(model))
         else:
             source = resolve_model_name(model)
-            config, hf_model = _load_hf_model(source)
-            preprocessor = Preprocessor.load(
-                source, config.model_type, getattr(config.text_config, "max_position_embeddings", None)
-            )
+            _, hf_model, preprocessor = _load_hf_model(source)
             use_fp16 = fp16 == "true" or (fp16 == "auto" and device == "cuda")
             runtime = TorchEngine(hf_model, device, use_fp16, num_threads)
             name = model_identity(model)
@@ -347,11 +344,8 @@ def export_onnx(model: str, out_dir: str | Path, opset: int = 18) -> Path:
     import torch
 
     source = resolve_model_name(model)
-    config, hf_model = _load_hf_model(source)
+    config, hf_model, preprocessor = _load_hf_model(source)
     hf_model = hf_model.eval().float()
-    preprocessor = Preprocessor.load(
-        source, config.model_type, getattr(config.text_config, "max_position_embeddings", None)
-    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text_tower, image_tower = _towers()

@@ -47,6 +47,14 @@ class Settings:
     """Base: each field may be set by ``with:`` and overridden by env ``QBANK_<FIELD>``."""
 
     @classmethod
+    def take_from(cls, executor_kwargs: dict[str, Any]):
+        """Resolve from an executor's kwargs, removing the setting fields (``with:`` values) from them,
+        so the rest (metas, requests, runtime_args) can go to ``Executor.__init__``."""
+        names = {f.name for f in fields(cls)}
+        given = {k: executor_kwargs.pop(k) for k in list(executor_kwargs) if k in names}
+        return cls.resolve(**{k: v for k, v in given.items() if v is not None})
+
+    @classmethod
     def resolve(cls, **with_values: Any):
         values = {}
         types = {"int": int, "float": float, "bool": bool, "str": str}

@@ -50,19 +50,26 @@ def patched_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-@contextlib.contextmanager
-def running_flow(**settings: str) -> Iterator[dict[str, str]]:
-    """Start flow.yml with QBANK_* settings; yields the three client URLs by protocol."""
-    from qbank.serve import load_flow
-
+def flow_env(**settings: object) -> dict[str, str]:
+    """QBANK_* variables for a Flow on free loopback ports, plus the given settings."""
     grpc, http, ws = free_ports(3)
     env = {
         "QBANK_GRPC_PORT": str(grpc),
         "QBANK_HTTP_PORT": str(http),
         "QBANK_WS_PORT": str(ws),
         "QBANK_ENCODER_REPLICAS": "1",
-        **{f"QBANK_{k.upper()}": str(v) for k, v in settings.items()},
     }
+    env.update({f"QBANK_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+@contextlib.contextmanager
+def running_flow(**settings: str) -> Iterator[dict[str, str]]:
+    """Start flow.yml with QBANK_* settings; yields the three client URLs by protocol."""
+    from qbank.serve import load_flow
+
+    env = flow_env(**settings)
+    grpc, http, ws = env["QBANK_GRPC_PORT"], env["QBANK_HTTP_PORT"], env["QBANK_WS_PORT"]
     with patched_env(env):
         flow = load_flow(REPO / "flow.yml")
         with flow:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import free_ports, patched_env
+from conftest import flow_env, patched_env
 
 from qbank.demo import demo_bank, main
 
@@ -15,15 +15,7 @@ def test_demo_bank_is_chinese_questions_with_distinct_figures():
 
 
 def test_demo_runs_the_flow_imports_and_searches(tmp_path, capsys):
-    grpc, http, ws = free_ports(3)
-    env = {
-        "QBANK_GRPC_PORT": str(grpc),
-        "QBANK_HTTP_PORT": str(http),
-        "QBANK_WS_PORT": str(ws),
-        "QBANK_MODEL": "",
-        "QBANK_DATA_DIR": str(tmp_path / "data"),
-    }
-    with patched_env(env):
+    with patched_env(flow_env(model="", data_dir=tmp_path / "data")):
         assert main(["--no-serve", "--questions", "12", "--models-dir", str(tmp_path / "models")]) == 0
     out = capsys.readouterr().out
     assert "NOT semantic" in out  # no real weights here: said plainly

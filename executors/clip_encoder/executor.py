@@ -33,28 +33,10 @@ def is_image(doc: Document) -> bool:
 class QbankClipEncoder(Executor):
     """Encodes on /encode, /index, /search, /update and the default endpoint; ranks on /rank."""
 
-    def __init__(
-        self,
-        model: str | None = None,
-        engine: str | None = None,
-        device: str | None = None,
-        onnx_path: str | None = None,
-        minibatch_size: int | None = None,
-        num_threads: int | None = None,
-        fp16: str | None = None,
-        **kwargs: Any,
-    ):
+    def __init__(self, **kwargs: Any):
+        """Settings: the fields of ``qbank.config.EncoderSettings``, from ``with:`` or QBANK_* variables."""
+        self.settings = EncoderSettings.take_from(kwargs)
         super().__init__(**kwargs)
-        given = dict(
-            model=model,
-            engine=engine,
-            device=device,
-            onnx_path=onnx_path,
-            minibatch_size=minibatch_size,
-            num_threads=num_threads,
-            fp16=fp16,
-        )
-        self.settings = EncoderSettings.resolve(**{k: v for k, v in given.items() if v is not None})
         s = self.settings
         self.limits = ImageLimits(s.max_image_bytes, s.max_image_pixels, s.fetch_timeout)
         self.model = ClipEncoder.load(s.model, s.engine, s.device, s.onnx_path, s.fp16, s.num_threads)

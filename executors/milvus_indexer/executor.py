@@ -98,28 +98,10 @@ def row_to_match(hit: dict[str, Any]) -> Document:
 class QbankMilvusIndexer(Executor):
     """Question items in one Milvus collection (Milvus Lite file by default, any Milvus by URI)."""
 
-    def __init__(
-        self,
-        milvus_uri: str | None = None,
-        milvus_token: str | None = None,
-        data_dir: str | None = None,
-        collection: str | None = None,
-        model: str | None = None,
-        index_type: str | None = None,
-        metric_type: str | None = None,
-        **kwargs: Any,
-    ):
+    def __init__(self, **kwargs: Any):
+        """Settings: the fields of ``qbank.config.IndexerSettings``, from ``with:`` or QBANK_* variables."""
+        self.settings = IndexerSettings.take_from(kwargs)
         super().__init__(**kwargs)
-        given = dict(
-            milvus_uri=milvus_uri,
-            milvus_token=milvus_token,
-            data_dir=data_dir,
-            collection=collection,
-            model=model,
-            index_type=index_type,
-            metric_type=metric_type,
-        )
-        self.settings = IndexerSettings.resolve(**{k: v for k, v in given.items() if v is not None})
         self.model_name = model_identity(self.settings.model)
         self.store = ItemStore(self.settings)
         self.logger.info(f"indexer ready: {self.store.describe()}")
