@@ -104,7 +104,7 @@ class QbankClipEncoder(Executor):
         """clip-server encodes on any endpoint it does not know; so do we (except the store's own)."""
         return self.encode(docs, parameters)
 
-    @requests(on=["/delete", "/count", "/stats"])
+    @requests(on=["/delete", "/exists", "/count", "/stats"])
     def passthrough(self, **kwargs: Any) -> None:
         """Store-only endpoints: nothing to encode."""
         return None

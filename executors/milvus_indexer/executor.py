@@ -1,7 +1,7 @@
 """Milvus executor: maps Documents to item rows and back; the store layer does the Milvus work.
 
 Endpoints: /index (upsert by id), /search (matches with scores and fields, filterable), /update,
-/delete, /count, /stats. Any other endpoint (/encode, /rank) passes through unchanged. Each request
+/delete, /exists, /count, /stats. Any other endpoint (/encode, /rank) passes through unchanged. Each request
 is all-or-nothing: it is validated whole before anything is written.
 """
 
@@ -213,6 +213,14 @@ class QbankMilvusIndexer(Executor):
         deleted = self.store.delete(" or ".join(f"({c})" for c in clauses))
         self.logger.info(f"deleted {deleted} items")
         return {"deleted": deleted}
+
+    @requests(on="/exists")
+    def exists(self, parameters: dict, **kwargs: Any) -> dict[str, list[str]]:
+        """Which of ``ids`` are stored: lets an import resume without re-encoding what is there."""
+        ids = list((parameters or {}).get("ids") or [])
+        if len(ids) > 10_000:
+            raise FilterError(f"/exists takes at most 10000 ids per call, got {len(ids)}")
+        return {"existing": [row["id"] for row in self.store.get(ids)]}
 
     @requests(on="/count")
     def count(self, parameters: dict, **kwargs: Any) -> dict[str, int]:

@@ -1,0 +1,9 @@
+"""Client for the question-bank search service: import a bank, look questions up, from Python or the CLI.
+
+It talks to the Flow's gateway only (gRPC, HTTP or WebSocket by URL), never to Milvus directly.
+"""
+
+from qbank_client.api import QbankClient, QuestionHit
+from qbank_client.bank import BadRow, Question, read_bank
+
+__all__ = ["BadRow", "QbankClient", "Question", "QuestionHit", "read_bank"]

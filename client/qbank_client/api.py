@@ -1,0 +1,170 @@
+"""Python API over the Flow: item writes and the three lookups, with results grouped per question."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from docarray import Document, DocumentArray
+
+from qbank.schema import IMAGE, TEXT
+
+PROTOCOLS = {
+    "grpc": "grpc",
+    "http": "http",
+    "ws": "websocket",
+    "websocket": "websocket",
+    "grpcs": "grpc",
+    "https": "http",
+    "wss": "websocket",
+}
+OVERFETCH = 4  # items fetched per wanted question, so grouping still fills the limit
+
+
+@dataclass
+class QuestionHit:
+    """One question in a result list: its best item decides the rank."""
+
+    question_id: str
+    score: float
+    best_item: str
+    modality: str
+    text: str | None
+    subject: str = ""
+    grade: str = ""
+    type: str = ""
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def group_by_question(matches: DocumentArray, limit: int) -> list[QuestionHit]:
+    """One hit per question, best item first; matches arrive best first."""
+    hits: dict[str, QuestionHit] = {}
+    for match in matches:
+        qid = match.tags.get("question_id") or match.id
+        score = float(match.scores["similarity"].value)
+        item = {"id": match.id, "modality": match.modality, "score": score}
+        if qid not in hits:
+            if len(hits) == limit:
+                continue
+            hits[qid] = QuestionHit(
+                question_id=qid,
+                score=score,
+                best_item=match.id,
+                modality=match.modality,
+                text=match.text or None,
+                subject=match.tags.get("subject", ""),
+                grade=match.tags.get("grade", ""),
+                type=match.tags.get("type", ""),
+            )
+        hits[qid].items.append(item)
+    return list(hits.values())
+
+
+def image_document(image: str | Path | bytes) -> Document:
+    """An image query from bytes, a local path or an http(s) URL (read here, sent as bytes)."""
+    if isinstance(image, bytes):
+        return Document(blob=image)
+    ref = str(image)
+    if ref.startswith(("http://", "https://")):
+        import urllib.request
+
+        with urllib.request.urlopen(ref, timeout=10) as response:
+            return Document(blob=response.read())
+    return Document(blob=Path(ref).read_bytes())
+
+
+class QbankClient:
+    """``QbankClient("grpc://127.0.0.1:51000")``; http:// and ws:// work the same."""
+
+    def __init__(self, url: str = "grpc://127.0.0.1:51000"):
+        parsed = urlparse(url)
+        if parsed.scheme not in PROTOCOLS or not parsed.hostname or not parsed.port:
+            raise ValueError(
+                f"server URL must look like grpc://host:port, http://host:port or ws://host:port, got {url!r}"
+            )
+        self.url = url
+        self._address = dict(
+            host=parsed.hostname,
+            port=parsed.port,
+            protocol=PROTOCOLS[parsed.scheme],
+            tls=parsed.scheme in ("grpcs", "https", "wss"),
+        )
+        self._local = threading.local()  # jina's Client runs an event loop per call: one per thread
+
+    @property
+    def _client(self):
+        if not hasattr(self._local, "client"):
+            from jina import Client
+
+            self._local.client = Client(**self._address)
+        return self._local.client
+
+    # -- transport -----------------------------------------------------------------------------
+    def post(
+        self, endpoint: str, docs: DocumentArray | None = None, parameters: dict | None = None
+    ) -> tuple[DocumentArray, dict]:
+        """Send one request; returns the docs and the merged executor results."""
+        responses = self._client.post(
+            endpoint,
+            inputs=docs or DocumentArray(),
+            parameters=parameters or {},
+            request_size=max(1, len(docs or [])),
+            return_responses=True,
+        )
+        out, results = DocumentArray(), {}
+        for response in responses:
+            out.extend(response.docs)
+            for result in response.parameters.get("__results__", {}).values():
+                results.update(result)
+        return out, results
+
+    # -- writes --------------------------------------------------------------------------------
+    def existing(self, ids: list[str]) -> set[str]:
+        return set(self.post("/exists", parameters={"ids": ids})[1].get("existing", [])) if ids else set()
+
+    def index(self, docs: DocumentArray) -> int:
+        self.post("/index", docs)
+        return len(docs)
+
+    def delete_questions(self, question_ids: list[str]) -> int:
+        return int(self.post("/delete", parameters={"question_ids": question_ids})[1]["deleted"])
+
+    # -- reads ---------------------------------------------------------------------------------
+    def count(self, **filters: Any) -> int:
+        return int(self.post("/count", parameters={"filter": filters} if filters else {})[1]["count"])
+
+    def stats(self) -> dict[str, Any]:
+        stats = self.post("/stats")[1]
+        by_modality = {m: self.count(modality=m) for m in (TEXT, IMAGE)} if stats.get("dim") else {TEXT: 0, IMAGE: 0}
+        stats.update(text_items=by_modality[TEXT], image_items=by_modality[IMAGE])
+        stats["count"] = int(stats.get("count", 0))
+        stats["dim"] = int(stats["dim"]) if stats.get("dim") else None
+        return stats
+
+    def _search(self, query: Document, modality: str, limit: int, filters: dict[str, Any]) -> list[QuestionHit]:
+        wanted = {k: v for k, v in filters.items() if v not in (None, "", [])}
+        parameters = {"limit": min(limit * OVERFETCH, 1000), "modality": modality, "filter": wanted}
+        docs, _ = self.post("/search", DocumentArray([query]), parameters)
+        return group_by_question(docs[0].matches, limit)
+
+    def text_to_image(self, text: str, limit: int = 10, **filters: Any) -> list[QuestionHit]:
+        """Questions whose figures match a text query."""
+        return self._search(Document(text=text), IMAGE, limit, filters)
+
+    def image_to_text(self, image: str | Path | bytes, limit: int = 10, **filters: Any) -> dict[str, list[QuestionHit]]:
+        """For a figure: questions whose stems match it, and questions with the most similar figures."""
+        query = image_document(image)
+        return {
+            "stems": self._search(query, TEXT, limit, filters),
+            "figures": self._search(query, IMAGE, limit, filters),
+        }
+
+    def similar_questions(self, text: str, limit: int = 10, **filters: Any) -> list[QuestionHit]:
+        """Text -> text recall: near-duplicate and similar questions."""
+        return self._search(Document(text=text), TEXT, limit, filters)

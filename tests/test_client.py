@@ -1,0 +1,164 @@
+"""The client (API + CLI) end to end through a real Flow: import, resume after kill -9, lookups."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import png_bytes, running_flow
+from qbank_client import BadRow, QbankClient, read_bank
+from qbank_client.cli import main as cli
+from qbank_client.importer import import_bank
+
+from qbank.demo import demo_bank
+
+BAD_LINES = [
+    "{not json",
+    json.dumps({"stem": "没有编号的题"}),
+    json.dumps({"id": "q-bad-figure", "stem": "图丢了", "figures": ["figs/missing.png"]}),
+    json.dumps({"id": "q-bad-subject", "stem": "学科不对", "subject": {"name": "数学"}}),
+    json.dumps({"id": "q-empty"}),
+]
+
+
+def write_bank(folder: Path, n: int, bad: bool = True) -> Path:
+    """A JSONL bank with figure files beside it; bad lines are planted at known line numbers."""
+    (folder / "figs").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for number, q in enumerate(demo_bank(n)):
+        # random-pixel figures: the tiny model tells them apart (drawn ones shrink to near-ties at 32x32)
+        (folder / "figs" / f"{q['id']}.png").write_bytes(png_bytes(1000 + number))
+        record = {
+            "id": q["id"],
+            "stem": q["stem"],
+            "figures": [f"figs/{q['id']}.png"],
+            "subject": q["subject"],
+            "grade": q["grade"],
+            "type": q["type"],
+        }
+        record.update(knowledge_points=["几何"], difficulty=3)
+        lines.append(json.dumps(record, ensure_ascii=False))
+    if bad:
+        for offset, line in enumerate(BAD_LINES):
+            lines.insert(3 + offset * 4, line)
+    path = folder / "bank.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "figs" / "broken.bin").write_bytes(b"")
+    return path
+
+
+@pytest.fixture(scope="module")
+def flow(tiny_model, tmp_path_factory):
+    with running_flow(model=tiny_model, data_dir=tmp_path_factory.mktemp("client-data")) as urls:
+        yield urls
+
+
+@pytest.fixture(scope="module")
+def imported(flow, tmp_path_factory):
+    """A bank of 24 questions (48 items) + 5 bad rows, imported once over gRPC."""
+    path = write_bank(tmp_path_factory.mktemp("bank"), 24)
+    summary = import_bank(QbankClient(flow["grpc"]), read_bank(path), batch_size=5, concurrency=2, progress=False)
+    return path, summary
+
+
+def test_reading_reports_bad_rows_with_line_numbers(tmp_path):
+    path = write_bank(tmp_path, 20)
+    rows = list(read_bank(path))
+    bad = {int(b.source.rsplit(":", 1)[1]): b.reason for b in rows if isinstance(b, BadRow)}
+    assert len(rows) == 25 and sorted(bad) == [4, 8, 16, 20]  # line 12's missing figure shows at import
+    assert "not valid JSON" in bad[4] and "'id'" in bad[8] and "'subject'" in bad[16]
+    assert "neither a stem nor figures" in bad[20]
+    (tmp_path / "bad.jsonl").write_bytes(b'{"id": "x", "stem": "\xff\xfe"}\n')
+    assert "not valid UTF-8" in next(iter(read_bank(tmp_path / "bad.jsonl"))).reason
+
+
+def test_import_counts_and_skips_bad_rows(flow, imported):
+    _, summary = imported
+    assert (summary.questions, summary.imported, summary.items_sent, summary.items_skipped) == (24, 24, 48, 0)
+    assert len(summary.bad_rows) == 5 and any("missing.png" in b for b in summary.bad_rows)
+    client = QbankClient(flow["grpc"])
+    assert client.count() == 48
+    assert client.stats()["text_items"] == 24 and client.stats()["image_items"] == 24
+
+
+def test_reimport_skips_what_is_stored_without_reencoding(flow, imported):
+    path, _ = imported
+    again = import_bank(QbankClient(flow["http"]), read_bank(path), batch_size=7, progress=False)
+    assert (again.imported, again.items_sent, again.items_skipped) == (24, 0, 48)
+    assert QbankClient(flow["grpc"]).count() == 48
+
+
+def test_lookups_group_per_question_and_find_the_planted_item(flow, imported):
+    path, _ = imported
+    client = QbankClient(flow["grpc"])
+    bank = [r for r in read_bank(path) if not isinstance(r, BadRow)]
+    stems = [q.stem for q in bank]
+    planted = next(q for q in bank if stems.count(q.stem) == 1)  # the demo bank has duplicate stems on purpose
+    similar = client.similar_questions(planted.stem, limit=5)
+    assert similar[0].question_id == planted.id and similar[0].score == pytest.approx(1.0, abs=1e-4)
+    assert len({h.question_id for h in similar}) == len(similar)  # one hit per question
+    figure = Path(planted.figures[0]).read_bytes()
+    found = client.image_to_text(figure, limit=3)
+    assert found["figures"][0].question_id == planted.id and found["figures"][0].modality == "image"
+    assert all(h.modality == "text" for h in found["stems"]) and found["stems"]
+    assert client.image_to_text(planted.figures[0], limit=1)["figures"][0].question_id == planted.id  # by path
+    pictures = client.text_to_image("等腰三角形", limit=4, subject=planted.tags["subject"])
+    assert pictures and all(h.modality == "image" and h.subject == planted.tags["subject"] for h in pictures)
+    assert client.similar_questions(planted.stem, limit=3, subject="不存在") == []
+
+
+def test_cli_json_output_and_exit_codes(flow, imported, tmp_path, capsys):
+    path, _ = imported
+    url = ["--url", flow["grpc"], "--json"]
+    assert cli([*url, "similar", "已知三角形", "--limit", "3"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert 1 <= len(hits) <= 3 and {"question_id", "score", "best_item", "items"} <= set(hits[0])
+    assert cli([*url, "stats"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 48
+    assert cli([*url, "import", str(path), "--strict"]) == 1  # bad rows + --strict: nothing sent
+    assert "--strict" in capsys.readouterr().err
+    assert cli([*url, "import", str(tmp_path / "nope.jsonl")]) == 2
+    assert cli(["--url", "ftp://x", "stats"]) == 2
+    assert cli([*url, "image2text", str(tmp_path / "nope.png")]) == 2
+    assert cli([*url, "similar", "题", "--subject", "数学", "--limit", "0"]) == 2
+    capsys.readouterr()
+    assert cli(["--url", flow["websocket"], "text2image", "圆"]) == 0
+    assert "questions whose figures match" in capsys.readouterr().out
+
+
+def test_import_killed_with_sigkill_resumes_exactly(tiny_model, tmp_path):
+    """A real `qbank import` process is killed mid-way, then run again: exact counts, no duplicates."""
+    path = write_bank(tmp_path / "bank", 60, bad=False)
+    with running_flow(model=tiny_model, data_dir=tmp_path / "data") as urls:
+        client = QbankClient(urls["grpc"])
+        command = [
+            sys.executable,
+            "-m",
+            "qbank_client.cli",
+            "--url",
+            urls["grpc"],
+            "import",
+            str(path),
+            "--batch-size",
+            "1",
+            "--concurrency",
+            "1",
+        ]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+        deadline = time.monotonic() + 120
+        while client.count() < 20 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        stored = client.count()
+        assert 0 < stored < 120, f"the import should have been killed mid-way, {stored} items stored"
+        resumed = import_bank(client, read_bank(path), batch_size=8, progress=False)
+        assert resumed.items_skipped >= stored - 2  # an item in flight at the kill may be re-sent (upsert)
+        assert resumed.items_sent + resumed.items_skipped == 120
+        assert client.count() == 120 and client.count(modality="image") == 60
