@@ -6,6 +6,7 @@ without editing it (12-factor style), and a laptop run needs neither.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -53,6 +54,18 @@ class Settings:
         names = {f.name for f in fields(cls)}
         given = {k: executor_kwargs.pop(k) for k in list(executor_kwargs) if k in names}
         return cls.resolve(**{k: v for k, v in given.items() if v is not None})
+
+    @classmethod
+    def executor_signature(cls) -> inspect.Signature:
+        """The signature of an executor ``__init__(self, **kwargs)`` that takes these settings, so that
+        what inspects it (jina's check of ``with:`` keys, ``help()``) sees every setting by name."""
+        params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        params += [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=f"{f.type} | None")
+            for f in fields(cls)
+        ]
+        params.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
+        return inspect.Signature(params)
 
     @classmethod
     def resolve(cls, **with_values: Any):

@@ -1,6 +1,7 @@
-"""``qbank-demo``: the README's main command. Starts flow.yml on its embedded default (Milvus Lite),
-imports a small generated question bank with figures, shows a text->image and an image->text
-search through clip_client, then keeps serving until Ctrl-C.
+"""``qbank-demo``: the README's main command. Writes a generated question bank (JSONL + figures drawn
+in code) to disk, starts flow.yml on its embedded default (Milvus Lite), imports the bank with the
+client's resumable importer, shows text->image, image->text and similar-question lookups, then keeps
+serving until Ctrl-C.
 
 Model: $QBANK_MODEL if set; else Chinese-CLIP if it is already on this machine (HF cache); else a
 tiny random model built locally, with a plain warning that its results are not semantic.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import random
 import sys
@@ -19,19 +21,33 @@ from qbank.config import DEFAULT_MODEL
 
 SUBJECTS = {
     "数学": [
-        ("triangle", "如图，在等腰三角形ABC中，AB=AC，∠A=40°，求∠B的度数。"),
+        ("triangle", "如图，在等腰三角形ABC中，AB=AC，∠A={n}0°，求∠B的度数。"),
+        ("triangle", "如图，直角三角形的两条直角边分别为{n}和{m}，求斜边的长。"),
         ("circle", "如图，圆O的半径为{n}，求圆的周长和面积。"),
-        ("rectangle", "如图，长方形的长为{n}厘米，宽为3厘米，求它的周长。"),
-        ("line_chart", "下面的折线统计图表示某城市一周的气温变化，哪一天温度最高？"),
+        ("circle", "如图，AB是圆O的直径，AB={n}，点C在圆上，求∠ACB的度数。"),
+        ("rectangle", "如图，长方形的长为{n}厘米，宽为{m}厘米，求它的周长和面积。"),
+        ("line_chart", "下面的折线统计图表示某城市一周的气温变化，第{n}天比前一天高了几度？"),
+        ("bar_chart", "某班{n}名同学参加兴趣小组，条形统计图如图所示，参加人数最多的是哪一组？"),
     ],
     "物理": [
-        ("circuit", "如图所示电路中，电源电压为{n}V，电阻R=5Ω，求通过电阻的电流。"),
-        ("bar_chart", "如图是四种物质的密度柱状图，密度最大的是哪一种？"),
+        ("circuit", "如图所示电路中，电源电压为{n}V，电阻R={m}Ω，求通过电阻的电流。"),
+        ("circuit", "如图所示，两个电阻R1={n}Ω、R2={m}Ω串联，求电路的总电阻。"),
+        ("bar_chart", "如图是四种物质的密度柱状图，密度最大的物质比最小的大多少（单位{n}）？"),
+        ("line_chart", "如图是某物体运动的路程—时间图像，求前{n}秒内的平均速度。"),
     ],
     "化学": [
-        ("bar_chart", "下图是几种元素在地壳中含量的柱状图，含量最多的元素是什么？"),
-        ("rectangle", "如图为实验装置示意图，写出该反应的化学方程式（反应温度{n}0℃）。"),
+        ("bar_chart", "下图是几种元素在地壳中含量的柱状图，含量排第{n}位的元素是什么？"),
+        ("rectangle", "如图为实验装置示意图，加热到{n}0℃时，写出该反应的化学方程式。"),
+        ("line_chart", "如图是某物质的溶解度曲线，{n}0℃时该物质的溶解度是多少克？"),
     ],
+}
+KNOWLEDGE_POINTS = {
+    "triangle": ["三角形", "勾股定理"],
+    "circle": ["圆", "圆周角"],
+    "rectangle": ["长方形", "周长与面积"],
+    "line_chart": ["统计图", "折线图"],
+    "bar_chart": ["统计图", "条形图"],
+    "circuit": ["电路", "欧姆定律"],
 }
 GRADES = ["七年级", "八年级", "九年级"]
 TYPES = {"数学": "解答题", "物理": "计算题", "化学": "填空题"}
@@ -50,9 +66,9 @@ def draw_figure(kind: str, seed: int) -> bytes:
             [(jitter(112), jitter(30)), (jitter(40), jitter(190)), (jitter(184), jitter(190))], outline="black", width=3
         )
     elif kind == "circle":
-        r = rng.randint(50, 90)
-        draw.ellipse([112 - r, 112 - r, 112 + r, 112 + r], outline="black", width=3)
-        draw.line([112, 112, 112 + r, 112], fill="black", width=2)
+        r, cx, cy, angle = rng.randint(50, 90), jitter(112), jitter(112), rng.uniform(0, 2 * math.pi)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline="black", width=3)
+        draw.line([cx, cy, cx + r * math.cos(angle), cy + r * math.sin(angle)], fill="black", width=2)
     elif kind == "rectangle":
         draw.rectangle([jitter(40), jitter(60), jitter(184), jitter(164)], outline="black", width=3)
     elif kind == "bar_chart":
@@ -77,8 +93,10 @@ def draw_figure(kind: str, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def demo_bank(n_questions: int = 60, seed: int = 7) -> list[dict]:
-    """Questions as dicts: id, stem, figure PNG bytes, subject, grade, type."""
+def demo_bank(n_questions: int = 300, seed: int = 7) -> list[dict]:
+    """Questions as dicts: id, stem, figure PNG bytes, subject, grade, type, knowledge points.
+
+    Some stems repeat with other numbers (or exactly): near-duplicates are what a bank really holds."""
     rng = random.Random(seed)
     questions = []
     for i in range(n_questions):
@@ -87,35 +105,32 @@ def demo_bank(n_questions: int = 60, seed: int = 7) -> list[dict]:
         questions.append(
             {
                 "id": f"demo-{i:04d}",
-                "stem": stem.format(n=rng.randint(2, 12)),
+                "stem": stem.format(n=rng.randint(2, 12), m=rng.randint(2, 9)),
                 "figure": draw_figure(kind, seed * 1000 + i),
                 "figure_kind": kind,
                 "subject": subject,
                 "grade": rng.choice(GRADES),
                 "type": TYPES[subject],
+                "knowledge_points": KNOWLEDGE_POINTS[kind],
             }
         )
     return questions
 
 
-def to_documents(questions: list[dict]):
-    """Each question: one text item and one image item, sharing question_id."""
-    from docarray import Document, DocumentArray
+def write_demo_bank(folder: Path, n_questions: int = 300) -> Path:
+    """The demo bank as users' banks look: bank.jsonl + figs/*.png. Returns the JSONL path."""
+    import json
 
-    from qbank.schema import IMAGE, TEXT, item_id
-
-    docs = DocumentArray()
-    for q in questions:
-        tags = {
-            "question_id": q["id"],
-            "subject": q["subject"],
-            "grade": q["grade"],
-            "type": q["type"],
-            "figure_kind": q["figure_kind"],
-        }
-        docs.append(Document(id=item_id(q["id"], TEXT), text=q["stem"], tags=tags))
-        docs.append(Document(id=item_id(q["id"], IMAGE), blob=q["figure"], mime_type="image/png", tags=tags))
-    return docs
+    (folder / "figs").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for q in demo_bank(n_questions):
+        figure = f"figs/{q['id']}.png"
+        (folder / figure).write_bytes(q["figure"])
+        record = {k: v for k, v in q.items() if k != "figure"} | {"figures": [figure]}
+        lines.append(json.dumps(record, ensure_ascii=False))
+    path = folder / "bank.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def choose_model(models_dir: Path) -> tuple[str, bool]:
@@ -137,22 +152,11 @@ def choose_model(models_dir: Path) -> tuple[str, bool]:
     return str(folder.resolve()), False
 
 
-def print_matches(title: str, matches) -> None:
-    print(f"\n{title}")
-    print(f"  {'rank':<4} {'score':>6}  {'question':<10} {'subject':<4} {'modality':<8} content")
-    for rank, match in enumerate(matches, 1):
-        content = match.text or match.uri or f"[figure: {match.tags.get('figure_kind', '')}]"
-        print(
-            f"  {rank:<4} {match.scores['similarity'].value:>6.3f}  {match.tags.get('question_id', ''):<10} "
-            f"{match.tags.get('subject', ''):<4} {match.modality:<8} {content[:48]}"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="qbank-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--questions", type=int, default=60, help="size of the generated demo bank")
+    parser.add_argument("--questions", type=int, default=300, help="size of the generated demo bank")
     parser.add_argument("--data-dir", default="data/demo", help="Milvus Lite folder")
     parser.add_argument("--models-dir", default="models", help="where the tiny stand-in model is built")
     parser.add_argument("--no-serve", action="store_true", help="exit after the demo instead of serving")
@@ -169,43 +173,42 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    from clip_client import Client
-    from docarray import Document, DocumentArray
+    from qbank_client import BadRow, QbankClient, read_bank
+    from qbank_client.cli import _table
+    from qbank_client.importer import import_bank
 
     from qbank.serve import load_flow
 
-    questions = demo_bank(args.questions)
-    docs = to_documents(questions)
+    bank_path = write_demo_bank(Path(os.environ["QBANK_DATA_DIR"]) / "bank", args.questions)
     flow = load_flow()
     with flow:
-        grpc = f"grpc://127.0.0.1:{os.environ['QBANK_GRPC_PORT']}"
-        client = Client(grpc)
-        client.index(docs, batch_size=32, show_progress=True)
-        print(f"\nindexed {len(questions)} questions = {len(docs)} items (text + figure) with model {model}")
-
-        probe = next(q for q in questions if q["figure_kind"] == "triangle")
-        text_query = "等腰三角形的图形"
-        found = client.search([text_query], limit=5, parameters={"modality": "image"})
-        print_matches(f"text -> image: {text_query!r} (figures only)", found[0].matches)
-
-        image_query = DocumentArray([Document(blob=probe["figure"], mime_type="image/png")])
-        found = client.search(
-            image_query, limit=5, parameters={"modality": "text", "filter": {"subject": probe["subject"]}}
+        client = QbankClient(f"grpc://127.0.0.1:{os.environ['QBANK_GRPC_PORT']}")
+        summary = import_bank(client, read_bank(bank_path), batch_size=32, total=args.questions)
+        print(
+            f"\nimported {summary.imported} questions from {bank_path}: {summary.items_sent} items written, "
+            f"{summary.items_skipped} already stored; model {model}"
         )
-        print_matches(
-            f"image -> text: the figure of {probe['id']} ({probe['figure_kind']}), stems of {probe['subject']} only",
-            found[0].matches,
+        questions = [q for q in read_bank(bank_path) if not isinstance(q, BadRow)]
+        probe = next(q for q in questions if "三角形" in q.stem)
+        print(
+            "\n"
+            + _table(
+                "text -> image: '等腰三角形' (questions whose figures match)", client.text_to_image("等腰三角形", 5)
+            )
         )
-
-        found = client.search(image_query, limit=3, parameters={"modality": "image"})
-        print_matches("image -> image: figures like this one", found[0].matches)
+        found = client.image_to_text(probe.figures[0], 5, subject=probe.tags["subject"])
+        print("\n" + _table(f"image -> text: figure of {probe.id}, stems of {probe.tags['subject']}", found["stems"]))
+        print("\n" + _table(f"image -> image: figures like the one of {probe.id}", found["figures"]))
+        print(
+            "\n"
+            + _table(f"similar questions to {probe.id}: {probe.stem[:24]}...", client.similar_questions(probe.stem, 5))
+        )
 
         ports = {p: os.environ[f"QBANK_{k}_PORT"] for p, k in [("grpc", "GRPC"), ("http", "HTTP"), ("ws", "WS")]}
         print(
             f"\nserving: grpc://127.0.0.1:{ports['grpc']}  http://127.0.0.1:{ports['http']}  ws://127.0.0.1:{ports['ws']}"
         )
-        example = f"Client('grpc://127.0.0.1:{ports['grpc']}').search(['三角形'], limit=3)[0].matches[:, 'text']"
-        print(f'try: python -c "from clip_client import Client; print({example})"')
+        print(f"try: .venv/bin/qbank --url grpc://127.0.0.1:{ports['grpc']} similar '已知圆的半径' --subject 数学")
         if not args.no_serve:
             print("Ctrl-C to stop.", flush=True)
             try:

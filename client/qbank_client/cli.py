@@ -41,7 +41,7 @@ def _print(args: argparse.Namespace, payload: Any, text: str) -> None:
 
 
 def cmd_import(args: argparse.Namespace, client: QbankClient) -> int:
-    from qbank_client.bank import read_bank
+    from qbank_client.bank import BadRow, read_bank
     from qbank_client.importer import import_bank
 
     try:
@@ -49,7 +49,7 @@ def cmd_import(args: argparse.Namespace, client: QbankClient) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    bad = [str(r) for r in rows if not hasattr(r, "item_ids")]
+    bad = [str(r) for r in rows if isinstance(r, BadRow)]
     if bad and args.strict:
         for line in bad:
             print(f"bad row: {line}", file=sys.stderr)

@@ -45,6 +45,8 @@ class QbankClipEncoder(Executor):
             f"dim={self.model.dim} minibatch={s.minibatch_size}"
         )
 
+    __init__.__signature__ = EncoderSettings.executor_signature()
+
     # -- helpers ------------------------------------------------------------------------------
     def _image(self, doc: Document):
         if doc.tensor is not None and not doc.blob:

@@ -106,6 +106,8 @@ class QbankMilvusIndexer(Executor):
         self.store = ItemStore(self.settings)
         self.logger.info(f"indexer ready: {self.store.describe()}")
 
+    __init__.__signature__ = IndexerSettings.executor_signature()
+
     def _rows(self, docs: DocumentArray) -> list[dict[str, Any]]:
         errors, rows, seen = [], [], set()
         dim = self.store.dim
