@@ -74,6 +74,11 @@ def test_reading_reports_bad_rows_with_line_numbers(tmp_path):
     assert len(rows) == 25 and sorted(bad) == [4, 8, 16, 20]  # line 12's missing figure shows at import
     assert "not valid JSON" in bad[4] and "'id'" in bad[8] and "'subject'" in bad[16]
     assert "neither a stem nor figures" in bad[20]
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "extra.jsonl").write_text(json.dumps({"id": "x-1", "stem": "附加题"}) + "\n", encoding="utf-8")
+    from_folder = list(read_bank(tmp_path))  # a folder: every *.jsonl under it, in path order
+    assert len(from_folder) == 26 and from_folder[0].source.startswith(str(path))
+    assert from_folder[-1].id == "x-1" and from_folder[-1].item_ids() == ["x-1:text:0"]
     (tmp_path / "bad.jsonl").write_bytes(b'{"id": "x", "stem": "\xff\xfe"}\n')
     assert "not valid UTF-8" in next(iter(read_bank(tmp_path / "bad.jsonl"))).reason
 
