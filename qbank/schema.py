@@ -50,15 +50,17 @@ def truncate_utf8(text: str, max_bytes: int) -> str:
     return data[:max_bytes].decode("utf-8", errors="ignore")
 
 
-def _scalar(doc_id: str, name: str, value: Any) -> str:
+def check_scalar(doc_id: str, name: str, value: Any, label: str | None = None) -> str:
+    """A scalar column value as stored: a string within the column's byte limit."""
+    label = label or name
     if value is None:
         return ""
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise ItemError(f"item {doc_id!r}: field {name!r} must be a string, got {type(value).__name__}")
+        raise ItemError(f"item {doc_id!r}: field {label!r} must be a string, got {type(value).__name__}")
     text = str(value)
     limit = SCALAR_FIELDS[name]
     if len(text.encode("utf-8")) > limit:
-        raise ItemError(f"item {doc_id!r}: field {name!r} is longer than {limit} bytes")
+        raise ItemError(f"item {doc_id!r}: field {label!r} is longer than {limit} bytes")
     return text
 
 
@@ -69,7 +71,7 @@ def tags_to_fields(doc_id: str, tags: dict[str, Any]) -> tuple[dict[str, str], d
     for key, value in (tags or {}).items():
         column = TAG_ALIASES.get(key, key)
         if column in SCALAR_FIELDS and column != "modality":
-            scalars[column] = _scalar(doc_id, column, value)
+            scalars[column] = check_scalar(doc_id, column, value)
         else:
             metadata[key] = value
     try:
@@ -77,6 +79,12 @@ def tags_to_fields(doc_id: str, tags: dict[str, Any]) -> tuple[dict[str, str], d
     except (TypeError, ValueError) as exc:
         raise ItemError(f"item {doc_id!r}: tags are not JSON-serialisable: {exc}") from None
     return scalars, metadata
+
+
+def item_errors_message(errors: list[str], total: int, outcome: str, shown: int = 20) -> str:
+    """One message for a rejected request: how many items, and each bad item with its problem."""
+    more = f" (and {len(errors) - shown} more)" if len(errors) > shown else ""
+    return f"{len(errors)} of {total} items {outcome}: " + "; ".join(errors[:shown]) + more
 
 
 def fields_to_tags(row: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 from docarray import Document, DocumentArray
 
 from qbank.schema import IMAGE, TEXT
+from qbank_client.bank import read_image_ref
 
 PROTOCOLS = {
     "grpc": "grpc",
@@ -68,15 +69,7 @@ def group_by_question(matches: DocumentArray, limit: int) -> list[QuestionHit]:
 
 def image_document(image: str | Path | bytes) -> Document:
     """An image query from bytes, a local path or an http(s) URL (read here, sent as bytes)."""
-    if isinstance(image, bytes):
-        return Document(blob=image)
-    ref = str(image)
-    if ref.startswith(("http://", "https://")):
-        import urllib.request
-
-        with urllib.request.urlopen(ref, timeout=10) as response:
-            return Document(blob=response.read())
-    return Document(blob=Path(ref).read_bytes())
+    return Document(blob=image if isinstance(image, bytes) else read_image_ref(str(image)))
 
 
 class QbankClient:

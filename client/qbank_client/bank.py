@@ -17,7 +17,7 @@ from typing import Any
 
 from docarray import Document
 
-from qbank.schema import IMAGE, SCALAR_FIELDS, TEXT, item_id
+from qbank.schema import IMAGE, SCALAR_FIELDS, TAG_ALIASES, TEXT, check_scalar, item_id
 
 KNOWN_KEYS = {"id", "stem", "figures", "subject", "grade", "type", "knowledge_points"}
 MAX_FIGURE_BYTES = 20 * 1024 * 1024
@@ -56,18 +56,6 @@ class BadRow:
         return f"{self.source}: {self.reason}"
 
 
-def _check(value: Any, name: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise ValueError(f"field {name!r} must be a string, got {type(value).__name__}")
-    text = str(value)
-    limit = SCALAR_FIELDS["qtype" if name == "type" else name]
-    if len(text.encode("utf-8")) > limit:
-        raise ValueError(f"field {name!r} is longer than {limit} bytes")
-    return text
-
-
 def parse_question(record: Any, source: str, base: Path) -> Question:
     if not isinstance(record, dict):
         raise ValueError(f"a question must be a JSON object, got {type(record).__name__}")
@@ -93,26 +81,28 @@ def parse_question(record: Any, source: str, base: Path) -> Question:
     tags: dict[str, Any] = {k: v for k, v in record.items() if k not in KNOWN_KEYS}
     tags.update(question_id=qid, knowledge_points=points)
     for name in ("subject", "grade", "type"):
-        tags[name] = _check(record.get(name), name)
+        tags[name] = check_scalar(qid, TAG_ALIASES.get(name, name), record.get(name), label=name)
     resolved = [f if "://" in f else str((base / f).resolve()) for f in figures]
     return Question(qid, stem.strip(), resolved, tags, source)
 
 
+def read_image_ref(ref: str, timeout: float = 10.0) -> bytes:
+    """Bytes of an image given as a local path or an http(s) URL, within the size limit."""
+    if ref.startswith(("http://", "https://")):
+        with urllib.request.urlopen(ref, timeout=timeout) as response:
+            blob = response.read(MAX_FIGURE_BYTES + 1)
+    else:
+        blob = Path(ref).read_bytes()
+    if not blob:
+        raise ValueError(f"figure {ref} is empty")
+    if len(blob) > MAX_FIGURE_BYTES:
+        raise ValueError(f"figure {ref} is over {MAX_FIGURE_BYTES} bytes")
+    return blob
+
+
 def load_figures(question: Question, timeout: float = 10.0) -> None:
     """Read figure bytes on the client, so the server never needs access to the user's files."""
-    data = []
-    for ref in question.figures:
-        if ref.startswith(("http://", "https://")):
-            with urllib.request.urlopen(ref, timeout=timeout) as response:
-                blob = response.read(MAX_FIGURE_BYTES + 1)
-        else:
-            blob = Path(ref).read_bytes()
-        if not blob:
-            raise ValueError(f"figure {ref} is empty")
-        if len(blob) > MAX_FIGURE_BYTES:
-            raise ValueError(f"figure {ref} is over {MAX_FIGURE_BYTES} bytes")
-        data.append(blob)
-    question.figure_bytes = data
+    question.figure_bytes = [read_image_ref(ref, timeout) for ref in question.figures]
 
 
 def bank_files(path: Path) -> list[Path]:

@@ -16,7 +16,7 @@ from jina import Executor, requests
 from qbank.clip_model import ClipEncoder
 from qbank.config import EncoderSettings
 from qbank.images import ImageInputError, ImageLimits, decode_image, image_from_array, read_uri
-from qbank.schema import IMAGE, TEXT
+from qbank.schema import IMAGE, TEXT, item_errors_message
 
 MAX_REPORTED_ERRORS = 20
 
@@ -69,9 +69,7 @@ class QbankClipEncoder(Executor):
             elif doc.embedding is None and not (metadata_only_ok and doc.tags):
                 errors.append(f"item {doc.id!r}: no content (empty text, no blob, uri or tensor)")
         if errors:
-            shown = errors[:MAX_REPORTED_ERRORS]
-            more = f" (and {len(errors) - len(shown)} more)" if len(errors) > len(shown) else ""
-            raise EncodeError(f"{len(errors)} of {len(docs)} items cannot be encoded: " + "; ".join(shown) + more)
+            raise EncodeError(item_errors_message(errors, len(docs), "cannot be encoded", MAX_REPORTED_ERRORS))
         batch = self.settings.minibatch_size
         if texts:
             vectors = self.model.encode_texts([t for _, t in texts], batch)

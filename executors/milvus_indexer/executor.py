@@ -25,6 +25,7 @@ from qbank.schema import (
     URI_MAX_LENGTH,
     ItemError,
     fields_to_tags,
+    item_errors_message,
     tags_to_fields,
     truncate_utf8,
 )
@@ -35,9 +36,7 @@ MAX_REPORTED_ERRORS = 20
 
 def _raise_all(errors: list[str], total: int) -> None:
     if errors:
-        shown = errors[:MAX_REPORTED_ERRORS]
-        more = f" (and {len(errors) - len(shown)} more)" if len(errors) > len(shown) else ""
-        raise ItemError(f"{len(errors)} of {total} items rejected, nothing written: " + "; ".join(shown) + more)
+        raise ItemError(item_errors_message(errors, total, "rejected, nothing written", MAX_REPORTED_ERRORS))
 
 
 def doc_to_row(doc: Document, dim: int | None) -> dict[str, Any]:
