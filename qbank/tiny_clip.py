@@ -38,10 +38,48 @@ def _clip_bpe_vocab() -> dict[str, int]:
     return {token: index for index, token in enumerate(dict.fromkeys(tokens))}
 
 
+# Full-size shapes, for benchmarks: compute cost does not depend on the weights.
+BASE_SIZES = {
+    "chinese_clip": dict(  # Chinese-CLIP ViT-B/16: RoBERTa-wwm-base text tower, ViT-B/16 image tower, 512-d
+        vision=dict(
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            image_size=224,
+            patch_size=16,
+        ),
+        text=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+        vocab_size=21128,
+        projection_dim=512,
+    ),
+    "clip": dict(  # OpenAI CLIP ViT-B/32, 512-d
+        vision=dict(
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            image_size=224,
+            patch_size=32,
+        ),
+        text=dict(hidden_size=512, num_hidden_layers=12, num_attention_heads=8, intermediate_size=2048),
+        vocab_size=49408,
+        projection_dim=512,
+    ),
+}
+
+
 def build_tiny_clip(
-    out_dir: str | Path, architecture: str = "chinese_clip", seed: int = 0, projection_dim: int = 16
+    out_dir: str | Path,
+    architecture: str = "chinese_clip",
+    seed: int = 0,
+    projection_dim: int = 16,
+    full_size: bool = False,
 ) -> Path:
-    """Write a tiny model folder (config, weights, tokenizer, image processor) and return its path."""
+    """Write a model folder (config, random weights, tokenizer, image processor) and return its path.
+
+    ``full_size`` gives the real models' shapes (ViT-B/16 Chinese-CLIP, ViT-B/32 CLIP) for benchmarks;
+    the tokenizer stays small (its ids are a subset of the full vocabulary)."""
     import torch
 
     torch.manual_seed(seed)
@@ -51,19 +89,30 @@ def build_tiny_clip(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
     )
     text = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    vocab_size = None
+    if full_size:
+        base = BASE_SIZES[architecture]
+        vision, text, vocab_size, projection_dim = (
+            base["vision"],
+            base["text"],
+            base["vocab_size"],
+            base["projection_dim"],
+        )
+    image_side = vision["image_size"]
     if architecture == "chinese_clip":
         from transformers import BertTokenizer, ChineseCLIPConfig, ChineseCLIPImageProcessorPil, ChineseCLIPModel
 
         tokenizer = BertTokenizer(vocab=_bert_vocab(), model_max_length=52)
         config = ChineseCLIPConfig(
-            text_config=dict(text, vocab_size=len(tokenizer), max_position_embeddings=64),
+            text_config=dict(
+                text, vocab_size=vocab_size or len(tokenizer), max_position_embeddings=512 if full_size else 64
+            ),
             vision_config=vision,
             projection_dim=projection_dim,
         )
         model = ChineseCLIPModel(config)
-        processor = ChineseCLIPImageProcessorPil(
-            size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}
-        )
+        side = {"height": image_side, "width": image_side}
+        processor = ChineseCLIPImageProcessorPil(size=side, crop_size=side)
     elif architecture == "clip":
         from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
@@ -81,7 +130,9 @@ def build_tiny_clip(
             projection_dim=projection_dim,
         )
         model = CLIPModel(config)
-        processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        processor = CLIPImageProcessorPil(
+            size={"shortest_edge": image_side}, crop_size={"height": image_side, "width": image_side}
+        )
     else:
         raise ValueError(f"architecture must be 'chinese_clip' or 'clip', got {architecture!r}")
     model.eval().save_pretrained(out)
