@@ -54,6 +54,15 @@ def rate(run, inputs: list, batch: int) -> float:
     return len(inputs) / (time.perf_counter() - start)
 
 
+def peak_rss_mb() -> float:
+    """This process's resident high-water mark. Not ru_maxrss: on Linux that survives fork+exec, so a
+    spawned child would report its parent's peak (measured: both engines showed the parent's 2.6 GB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: best effort
+
+
 def bare_worker(model_dir: str, engine: str, onnx_dir: str, batches: list[int], items: int, threads: int, out) -> None:
     """In its own process: load one engine, measure texts and images at each batch size, report peak RSS."""
     from qbank.clip_model import ClipEncoder
@@ -68,7 +77,7 @@ def bare_worker(model_dir: str, engine: str, onnx_dir: str, batches: list[int], 
         result[("image", batch)] = rate(
             lambda chunk, n=batch: encoder.encode_images([decode_image(x, limits) for x in chunk], n), blobs, batch
         )
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_mb"] = peak_rss_mb()
     out.put(result)
 
 
