@@ -39,29 +39,17 @@ def _clip_bpe_vocab() -> dict[str, int]:
 
 
 # Full-size shapes, for benchmarks: compute cost does not depend on the weights.
+# ViT-B image tower shared by both architectures; they differ in patch size only.
+VIT_B = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, image_size=224)
 BASE_SIZES = {
     "chinese_clip": dict(  # Chinese-CLIP ViT-B/16: RoBERTa-wwm-base text tower, ViT-B/16 image tower, 512-d
-        vision=dict(
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            image_size=224,
-            patch_size=16,
-        ),
+        vision=dict(VIT_B, patch_size=16),
         text=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
         vocab_size=21128,
         projection_dim=512,
     ),
     "clip": dict(  # OpenAI CLIP ViT-B/32, 512-d
-        vision=dict(
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            image_size=224,
-            patch_size=32,
-        ),
+        vision=dict(VIT_B, patch_size=32),
         text=dict(hidden_size=512, num_hidden_layers=12, num_attention_heads=8, intermediate_size=2048),
         vocab_size=49408,
         projection_dim=512,
