@@ -111,7 +111,9 @@ class EncoderSettings(Settings):
     fp16: str = "auto"  # auto (on when cuda) | true | false
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
-    fetch_timeout: float = 10.0
+    fetch_timeout: float = 10.0  # seconds for one server-side fetch of an image URI, redirects included
+    uri_roots: str = ""  # folders the server may read image paths from (os.pathsep or comma separated)
+    fetch_private: bool = False  # let image URLs reach loopback/private/link-local addresses
     drop_image_content: bool = True
 
     def validate(self) -> None:
@@ -139,7 +141,9 @@ class IndexerSettings(Settings):
     metric_type: str = "COSINE"
     default_limit: int = 10
     max_limit: int = 1000
-    timeout: float = 30.0
+    timeout: float = 30.0  # seconds per Milvus call
+    connect_timeout: float = 5.0  # seconds to (re)connect; requests fail after this while Milvus is down
+    retry_times: int = 2  # pymilvus retries of a failed call (an unreachable Milvus fails fast)
     insert_batch_size: int = 1000
 
     def validate(self) -> None:
@@ -147,6 +151,9 @@ class IndexerSettings(Settings):
         _positive("default_limit", self.default_limit)
         _positive("max_limit", self.max_limit)
         _positive("timeout", self.timeout)
+        _positive("connect_timeout", self.connect_timeout)
+        if self.retry_times < 0:
+            raise ConfigError(f"setting 'retry_times' must be >= 0, got {self.retry_times}")
         _positive("insert_batch_size", self.insert_batch_size)
 
     @property

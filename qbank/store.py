@@ -45,6 +45,10 @@ class ModelMismatchError(StoreError):
     """Vectors of another model or dimension were sent to a collection built for a different one."""
 
 
+class MilvusUnavailableError(StoreError):
+    """Milvus cannot be reached now; the request failed fast and a later one reconnects."""
+
+
 class FilterError(ValueError):
     """A search/delete filter names an unknown field or holds a value of the wrong kind."""
 
@@ -91,31 +95,122 @@ def ids_filter(ids: Sequence[str]) -> str:
     return f"id in [{', '.join(_literal('id', i) for i in ids)}]"
 
 
+def _unavailable_reason(exc: BaseException) -> str | None:
+    """The gRPC detail when ``exc`` (or what caused it) says the server cannot be reached, else None."""
+    import grpc
+
+    seen: BaseException | None = exc
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:  # pymilvus raises ``e from e``: chains can loop
+        visited.add(id(seen))
+        if isinstance(seen, grpc.RpcError) and callable(getattr(seen, "code", None)):
+            if seen.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return f"{seen.code().name}: {seen.details()}"
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    for marker in ("UNAVAILABLE", "Fail connecting", "failed to connect", "Connection refused", "Socket closed"):
+        if marker in text:
+            return text[:300]
+    return None
+
+
 class ItemStore:
-    """The item collection: created on first write, checked against the model on every write/search."""
+    """The item collection: created on first write, checked against the model on every write/search.
+
+    The connection is lazy and self-healing: if Milvus is down at start or goes away later, each
+    request fails fast with :class:`MilvusUnavailableError` and the next one connects again, so the
+    Flow stays up and recovers without a restart.
+    """
 
     def __init__(self, settings: IndexerSettings):
-        from pymilvus import MilvusClient
-
         self.settings = settings
         self.collection = settings.collection
-        uri = settings.uri
-        if "://" not in uri:
-            Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.client = MilvusClient(uri=uri, token=settings.milvus_token or "", timeout=settings.timeout)
-        except Exception as exc:  # pymilvus raises its own exception types and plain ones
-            raise StoreError(f"cannot connect to Milvus at {uri}: {exc}") from None
-        self._lock = threading.Lock()
+        self.where = settings.milvus_uri or "milvus-lite:" + settings.uri
+        if "://" not in settings.uri:
+            Path(settings.uri).parent.mkdir(parents=True, exist_ok=True)
+        self._client: Any = None
+        self._connect_lock = threading.RLock()  # _invoke may forget a client while _connected holds it
+        self._create_lock = threading.Lock()
         self.model: str | None = None
         self.dim: int | None = None
-        if self.client.has_collection(self.collection, timeout=settings.timeout):
-            self._read_identity()
-        logger.info("Milvus at %s, collection %s (model=%s, dim=%s)", uri, self.collection, self.model, self.dim)
+        try:
+            self._connected()
+        except MilvusUnavailableError as exc:
+            logger.warning("%s; the indexer starts anyway and connects on the next request", exc)
+
+    # -- connection -----------------------------------------------------------------------------
+    def _connected(self) -> Any:
+        """The client; when there is none, connect and read the collection's identity first.
+
+        The client is published only after the identity is read, so no request ever sees a
+        connected store that does not yet know its model and dimension.
+        """
+        client = self._client
+        if client is not None:
+            return client
+        with self._connect_lock:
+            if self._client is not None:
+                return self._client
+            from pymilvus import MilvusClient
+
+            try:
+                client = MilvusClient(
+                    uri=self.settings.uri, token=self.settings.milvus_token or "", timeout=self.settings.connect_timeout
+                )
+            except Exception as exc:  # pymilvus raises its own exception types and plain ones
+                raise MilvusUnavailableError(f"cannot connect to Milvus at {self.where}: {str(exc)[:300]}") from None
+            try:
+                if self._invoke(client, "has_collection", self.collection):
+                    self._read_identity(client)
+            except StoreError:
+                self._close_quietly(client)
+                raise
+            self._client = client
+        logger.info(
+            "connected to Milvus at %s, collection %s (model=%s, dim=%s)",
+            self.where,
+            self.collection,
+            self.model,
+            self.dim,
+        )
+        return client
+
+    @staticmethod
+    def _close_quietly(client: Any) -> None:
+        try:
+            client.close()
+        except Exception:  # closing a broken connection may fail too; nothing more to do
+            pass
+
+    def _invoke(self, client: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One MilvusClient call with the configured timeout; errors become StoreError subclasses.
+
+        The timeout is passed as a float on purpose: pymilvus then bounds retries by
+        ``retry_times`` instead of retrying until the timeout, so an unreachable Milvus fails in
+        milliseconds while a slow but healthy call still gets the whole timeout.
+        """
+        try:
+            return getattr(client, method)(
+                *args, timeout=float(self.settings.timeout), retry_times=self.settings.retry_times, **kwargs
+            )
+        except Exception as exc:
+            reason = _unavailable_reason(exc)
+            if reason is None:
+                raise StoreError(f"Milvus {method} failed: {str(exc)[:500]}") from None
+            with self._connect_lock:  # the next request reconnects
+                if self._client is client:
+                    self._client = None
+            self._close_quietly(client)
+            raise MilvusUnavailableError(
+                f"Milvus at {self.where} is unreachable ({method}: {reason}); retry when it is back"
+            ) from None
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._invoke(self._connected(), method, *args, **kwargs)
 
     # -- collection and the model guard ---------------------------------------------------------
-    def _read_identity(self) -> None:
-        info = self.client.describe_collection(self.collection, timeout=self.settings.timeout)
+    def _read_identity(self, client: Any) -> None:
+        info = self._invoke(client, "describe_collection", self.collection)
         try:
             identity = json.loads(info.get("description") or "{}")
         except json.JSONDecodeError:
@@ -139,12 +234,12 @@ class ItemStore:
         schema.add_field("image_uri", DataType.VARCHAR, max_length=URI_MAX_LENGTH)
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
-        index = self.client.prepare_index_params()
+        index = MilvusClient.prepare_index_params()
         index.add_index("embedding", index_type=self.settings.index_type, metric_type=self.settings.metric_type)
         if "://" in self.settings.uri:  # scalar indexes speed filters on a server; Milvus Lite scans
             for name in SCALAR_FIELDS:
                 index.add_index(name, index_type="INVERTED")
-        self.client.create_collection(self.collection, schema=schema, index_params=index, timeout=self.settings.timeout)
+        self._call("create_collection", self.collection, schema=schema, index_params=index)
         self.model, self.dim = model, dim
         logger.info(
             "created collection %s for model %s (dim %d, %s)", self.collection, model, dim, self.settings.index_type
@@ -152,7 +247,8 @@ class ItemStore:
 
     def check_vectors(self, model: str, dim: int, create: bool) -> bool:
         """True when the collection exists and holds this model's vectors; creates it if asked."""
-        with self._lock:
+        self._connected()
+        with self._create_lock:
             if self.dim is None:
                 if not create:
                     return False
@@ -165,66 +261,56 @@ class ItemStore:
             )
         return True
 
-    # -- reads and writes ----------------------------------------------------------------------
+    # -- reads and writes (each connects first, so a fresh identity is read after an outage) -----
     def upsert(self, rows: list[dict[str, Any]]) -> int:
         done = 0
         size = self.settings.insert_batch_size
         for start in range(0, len(rows), size):
             batch = rows[start : start + size]
             try:
-                result = self.client.upsert(self.collection, batch, timeout=self.settings.timeout)
-            except Exception as exc:
-                raise StoreError(f"upsert of {len(batch)} items failed after {done} were written: {exc}") from None
+                result = self._call("upsert", self.collection, batch)
+            except StoreError as exc:
+                if done:  # say how far a multi-batch write got; upserting the request again is safe
+                    raise type(exc)(f"{exc} (after {done} of {len(rows)} items were written)") from None
+                raise
             done += int(result.get("upsert_count", len(batch)))
         return done
 
     def search(self, vectors: Sequence[Sequence[float]], limit: int, expr: str = "") -> list[list[dict[str, Any]]]:
+        self._connected()
         if self.dim is None:
             return [[] for _ in vectors]
-        try:
-            return self.client.search(
-                self.collection,
-                data=[list(map(float, v)) for v in vectors],
-                anns_field="embedding",
-                limit=limit,
-                filter=expr,
-                output_fields=OUTPUT_FIELDS,
-                search_params={"metric_type": self.settings.metric_type},
-                timeout=self.settings.timeout,
-            )
-        except Exception as exc:
-            raise StoreError(f"search failed: {exc}") from None
+        return self._call(
+            "search",
+            self.collection,
+            data=[list(map(float, v)) for v in vectors],
+            anns_field="embedding",
+            limit=limit,
+            filter=expr,
+            output_fields=OUTPUT_FIELDS,
+            search_params={"metric_type": self.settings.metric_type},
+        )
 
     def get(self, ids: Sequence[str], with_vectors: bool = False) -> list[dict[str, Any]]:
+        self._connected()
         if self.dim is None or not ids:
             return []
         fields = OUTPUT_FIELDS + (["embedding"] if with_vectors else [])
-        try:
-            return list(
-                self.client.get(self.collection, ids=list(ids), output_fields=fields, timeout=self.settings.timeout)
-            )
-        except Exception as exc:
-            raise StoreError(f"get failed: {exc}") from None
+        return list(self._call("get", self.collection, ids=list(ids), output_fields=fields))
 
     def delete(self, expr: str) -> int:
+        self._connected()
         if self.dim is None:
             return 0
         before = self.count()
-        try:
-            self.client.delete(self.collection, filter=expr, timeout=self.settings.timeout)
-        except Exception as exc:
-            raise StoreError(f"delete failed: {exc}") from None
+        self._call("delete", self.collection, filter=expr)
         return before - self.count()
 
     def count(self, expr: str = "") -> int:
+        self._connected()
         if self.dim is None:
             return 0
-        try:
-            rows = self.client.query(
-                self.collection, filter=expr, output_fields=["count(*)"], timeout=self.settings.timeout
-            )
-        except Exception as exc:
-            raise StoreError(f"count failed: {exc}") from None
+        rows = self._call("query", self.collection, filter=expr, output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
     def describe(self) -> dict[str, Any]:
@@ -235,8 +321,10 @@ class ItemStore:
             "index_type": self.settings.index_type,
             "metric_type": self.settings.metric_type,
             "count": self.count(),
-            "uri": self.settings.milvus_uri or "milvus-lite:" + self.settings.uri,
+            "uri": self.where,
         }
 
     def close(self) -> None:
-        self.client.close()
+        client, self._client = self._client, None
+        if client is not None:
+            self._close_quietly(client)

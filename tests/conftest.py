@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import multiprocessing
 import os
 import socket
 from collections.abc import Iterator
@@ -22,6 +23,9 @@ os.environ.setdefault("JINA_LOG_LEVEL", "WARNING")
 # Executors start in fresh interpreters: forking this process, which holds gRPC, torch and Milvus
 # Lite threads, can deadlock the child (seen: an indexer stuck importing pymilvus).
 os.environ.setdefault("JINA_MP_START_METHOD", "spawn")
+# The variable alone is not enough here: torch or a tokenizer library asks for the start method
+# before jina is imported, which fixes it to fork (jina then only warns "context has already been set").
+multiprocessing.set_start_method("spawn", force=True)
 
 
 def free_ports(count: int) -> list[int]:

@@ -29,7 +29,7 @@ from qbank.schema import (
     tags_to_fields,
     truncate_utf8,
 )
-from qbank.store import FilterError, ItemStore, build_filter, ids_filter
+from qbank.store import FilterError, ItemStore, StoreError, build_filter, ids_filter
 
 MAX_REPORTED_ERRORS = 20
 
@@ -103,7 +103,10 @@ class QbankMilvusIndexer(Executor):
         super().__init__(**kwargs)
         self.model_name = model_identity(self.settings.model)
         self.store = ItemStore(self.settings)
-        self.logger.info(f"indexer ready: {self.store.describe()}")
+        try:
+            self.logger.info(f"indexer ready: {self.store.describe()}")
+        except StoreError as exc:  # Milvus down: serve anyway; requests fail fast until it is back
+            self.logger.warning(f"indexer ready, Milvus is not: {exc}")
 
     __init__.__signature__ = IndexerSettings.executor_signature()
 
