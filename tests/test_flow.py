@@ -62,8 +62,15 @@ def question_items(prefix: str, n: int, subject: str) -> DocumentArray:
 
 
 @pytest.fixture(scope="module")
-def flow(tiny_model, tmp_path_factory):
-    with running_flow(model=tiny_model, data_dir=tmp_path_factory.mktemp("flow-data")) as urls:
+def uri_root(tmp_path_factory):
+    """The one folder this module's Flow may read image paths from."""
+    return tmp_path_factory.mktemp("uri-root")
+
+
+@pytest.fixture(scope="module")
+def flow(tiny_model, tmp_path_factory, uri_root):
+    data_dir = tmp_path_factory.mktemp("flow-data")
+    with running_flow(model=tiny_model, data_dir=data_dir, uri_roots=uri_root, fetch_private="true") as urls:
         yield urls
 
 
@@ -201,20 +208,24 @@ def test_bad_filter_is_refused_with_the_field_named(flow):
     assert len(injected[0].matches) == 0
 
 
-def test_server_reads_uris_from_files_and_http(flow, tmp_path):
-    """Docs that carry only a URI (as services send them, not clip_client) are fetched server-side."""
+def test_server_reads_uris_from_allowed_files_and_http(flow, uri_root, tmp_path):
+    """Docs that carry only a URI (as services send them, not clip_client) are fetched server-side,
+    here from the allowed folder and (QBANK_FETCH_PRIVATE=true) from a loopback web server."""
     import functools
     import http.server
     import threading
 
-    (tmp_path / "fig.png").write_bytes(png_bytes(42))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    (uri_root / "fig.png").write_bytes(png_bytes(42))
+    (tmp_path / "outside.png").write_bytes(png_bytes(42))
+    (uri_root / "link.png").symlink_to(tmp_path / "outside.png")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(uri_root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         docs = DocumentArray(
             [
-                Document(id="from-file", uri=str(tmp_path / "fig.png")),
+                Document(id="from-file", uri=str(uri_root / "fig.png")),
+                Document(id="from-file-uri", uri=(uri_root / "fig.png").as_uri()),
                 Document(id="from-http", uri=f"http://127.0.0.1:{server.server_port}/fig.png"),
                 Document(id="from-blob", blob=png_bytes(42), mime_type="image/png"),
             ]
@@ -223,10 +234,15 @@ def test_server_reads_uris_from_files_and_http(flow, tmp_path):
     finally:
         server.shutdown()
     vectors = {d.id: d.embedding for d in encoded}
-    np.testing.assert_allclose(vectors["from-file"], vectors["from-blob"], atol=1e-5)
-    np.testing.assert_allclose(vectors["from-http"], vectors["from-blob"], atol=1e-5)
+    for name in ("from-file", "from-file-uri", "from-http"):
+        np.testing.assert_allclose(vectors[name], vectors["from-blob"], atol=1e-5)
     assert all(d.modality == "image" for d in encoded)
-    with pytest.raises(Exception, match="cannot read"):
-        jina_client(flow["grpc"]).post(
-            "/encode", inputs=DocumentArray([Document(id="gone", uri=str(tmp_path / "missing.png"))])
-        )
+    refused = {
+        "gone": (str(uri_root / "missing.png"), "cannot read"),
+        "dotdot": (str(uri_root / ".." / tmp_path.name / "outside.png"), "outside the allowed folders"),
+        "symlink": (str(uri_root / "link.png"), "outside the allowed folders"),
+        "passwd": ("file:///etc/passwd", "outside the allowed folders"),
+    }
+    for doc_id, (uri, reason) in refused.items():
+        with pytest.raises(Exception, match=f"item .{{0,4}}{doc_id}.*{reason}"):
+            jina_client(flow["grpc"]).post("/encode", inputs=DocumentArray([Document(id=doc_id, uri=uri)]))

@@ -15,7 +15,7 @@ from jina import Executor, requests
 
 from qbank.clip_model import ClipEncoder
 from qbank.config import EncoderSettings
-from qbank.images import ImageInputError, ImageLimits, decode_image, image_from_array, read_uri
+from qbank.images import FetchPolicy, ImageInputError, ImageLimits, decode_image, image_from_array, read_uri
 from qbank.schema import IMAGE, TEXT, item_errors_message
 
 MAX_REPORTED_ERRORS = 20
@@ -39,10 +39,12 @@ class QbankClipEncoder(Executor):
         super().__init__(**kwargs)
         s = self.settings
         self.limits = ImageLimits(s.max_image_bytes, s.max_image_pixels, s.fetch_timeout)
+        self.fetch_policy = FetchPolicy.from_settings(s.uri_roots, s.fetch_private)
         self.model = ClipEncoder.load(s.model, s.engine, s.device, s.onnx_path, s.fp16, s.num_threads)
         self.logger.info(
             f"encoder ready: model={self.model.name} engine={s.engine} device={self.model.engine.device} "
-            f"dim={self.model.dim} minibatch={s.minibatch_size}"
+            f"dim={self.model.dim} minibatch={s.minibatch_size} "
+            f"uri_roots={[str(r) for r in self.fetch_policy.file_roots] or 'none'} fetch_private={s.fetch_private}"
         )
 
     __init__.__signature__ = EncoderSettings.executor_signature()
@@ -51,7 +53,7 @@ class QbankClipEncoder(Executor):
     def _image(self, doc: Document):
         if doc.tensor is not None and not doc.blob:
             return image_from_array(np.asarray(doc.tensor))
-        data = doc.blob if doc.blob else read_uri(doc.uri, self.limits)
+        data = doc.blob if doc.blob else read_uri(doc.uri, self.limits, self.fetch_policy)
         return decode_image(data, self.limits)
 
     def _encode_docs(self, docs: DocumentArray, drop_image_content: bool, metadata_only_ok: bool = False) -> None:
