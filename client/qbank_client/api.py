@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,10 +73,29 @@ def image_document(image: str | Path | bytes) -> Document:
     return Document(blob=image if isinstance(image, bytes) else read_image_ref(str(image)))
 
 
-class QbankClient:
-    """``QbankClient("grpc://127.0.0.1:51000")``; http:// and ws:// work the same."""
+class ServerError(RuntimeError):
+    """The gateway refused or failed a request; the message carries the server's reason."""
 
-    def __init__(self, url: str = "grpc://127.0.0.1:51000"):
+
+def error_message(exc: BaseException) -> str:
+    """The server's own description of a failed request (jina wraps it in a status), else the first line."""
+    if callable(getattr(exc, "details", None)) and callable(getattr(exc, "code", None)):  # a raw gRPC error
+        return f"{exc.code().name}: {exc.details()}"
+    arg = exc.args[0] if exc.args else None
+    description = getattr(getattr(arg, "status", None), "description", "")
+    if description:
+        return description
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+class QbankClient:
+    """``QbankClient("grpc://127.0.0.1:51000")``; http:// and ws:// work the same.
+
+    ``token`` (default: env QBANK_AUTH_TOKEN) is sent on every request when the gateway requires one.
+    """
+
+    def __init__(self, url: str = "grpc://127.0.0.1:51000", token: str | None = None):
         parsed = urlparse(url)
         if parsed.scheme not in PROTOCOLS or not parsed.hostname or not parsed.port:
             raise ValueError(
@@ -89,6 +109,12 @@ class QbankClient:
             tls=parsed.scheme in ("grpcs", "https", "wss"),
         )
         self._local = threading.local()  # jina's Client runs an event loop per call: one per thread
+        token = token if token is not None else os.environ.get("QBANK_AUTH_TOKEN", "")
+        self._credentials: dict[str, Any] = {}
+        if token and self._address["protocol"] == "grpc":
+            self._credentials = {"metadata": (("authorization", token),)}
+        elif token:  # HTTP requests and the WebSocket handshake carry it as a header
+            self._credentials = {"headers": {"Authorization": token}}
 
     @property
     def _client(self):
@@ -103,13 +129,20 @@ class QbankClient:
         self, endpoint: str, docs: DocumentArray | None = None, parameters: dict | None = None
     ) -> tuple[DocumentArray, dict]:
         """Send one request; returns the docs and the merged executor results."""
-        responses = self._client.post(
-            endpoint,
-            inputs=docs or DocumentArray(),
-            parameters=parameters or {},
-            request_size=max(1, len(docs or [])),
-            return_responses=True,
-        )
+        try:
+            responses = self._client.post(
+                endpoint,
+                inputs=docs or DocumentArray(),
+                parameters=parameters or {},
+                request_size=max(1, len(docs or [])),
+                return_responses=True,
+                **self._credentials,
+            )
+        except Exception as exc:  # jina raises ValueError, ConnectionError or BadServer by protocol
+            message = error_message(exc)
+            if self._address["protocol"] == "websocket" and "403" in message:
+                message += " (the gateway refused the WebSocket handshake: missing or wrong token?)"
+            raise ServerError(f"{endpoint} at {self.url}: {message}") from exc
         out, results = DocumentArray(), {}
         for response in responses:
             out.extend(response.docs)

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from qbank_client.api import QbankClient, QuestionHit
+from qbank_client.api import QbankClient, QuestionHit, error_message
 
 DEFAULT_URL = os.environ.get("QBANK_URL", "grpc://127.0.0.1:51000")
 
@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_URL,
         help="gateway URL: grpc://, http:// or ws://host:port (env QBANK_URL; default %(default)s)",
     )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="access token when the gateway requires one (env QBANK_AUTH_TOKEN)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -154,14 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --limit and --batch-size must be at least 1", file=sys.stderr)
         return 2
     try:
-        client = QbankClient(args.url)
+        client = QbankClient(args.url, token=args.token)
         return args.run(args, client)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # server errors: the first line names the problem
-        message = str(exc).strip().splitlines()
-        print(f"error: {type(exc).__name__}: {message[0] if message else ''}", file=sys.stderr)
+    except Exception as exc:  # server errors (ServerError): the server's description names the problem
+        print(f"error: {error_message(exc)}", file=sys.stderr)
         return 1
 
 
