@@ -107,6 +107,7 @@ class EncoderSettings(Settings):
     device: str = "auto"  # auto | cpu | cuda
     onnx_path: str = ""  # folder with textual.onnx + visual.onnx (clip-server layout)
     minibatch_size: int = 32
+    max_text_chars: int = 20_000  # longer texts are refused (a stem is never that long; the model reads 52-77 tokens)
     num_threads: int = 0  # 0: library default
     fp16: str = "auto"  # auto (on when cuda) | true | false
     max_image_bytes: int = 20 * 1024 * 1024
@@ -121,6 +122,7 @@ class EncoderSettings(Settings):
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _choice("fp16", self.fp16, ("auto", "true", "false"))
         _positive("minibatch_size", self.minibatch_size)
+        _positive("max_text_chars", self.max_text_chars)
         _positive("max_image_bytes", self.max_image_bytes)
         _positive("max_image_pixels", self.max_image_pixels)
         _positive("fetch_timeout", self.fetch_timeout)

@@ -47,7 +47,9 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         if width * height > limits.max_pixels:
             raise ImageInputError(f"image declares {width}x{height} pixels, over the limit of {limits.max_pixels}")
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own guard, also before decoding
+        raise ImageInputError(f"refused as a decompression bomb before decoding: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ImageInputError(f"not a readable image: {exc}") from None
     return image.convert("RGB")
 

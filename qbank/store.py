@@ -175,6 +175,10 @@ class ItemStore:
         )
         return client
 
+    def connect(self) -> None:
+        """Connect now if not connected (reads the collection's model and dimension)."""
+        self._connected()
+
     @staticmethod
     def _close_quietly(client: Any) -> None:
         try:

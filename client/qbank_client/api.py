@@ -73,6 +73,21 @@ def image_document(image: str | Path | bytes) -> Document:
     return Document(blob=image if isinstance(image, bytes) else read_image_ref(str(image)))
 
 
+def check_encodable(doc: Document) -> None:
+    """Refuse text that cannot travel as UTF-8 (lone surrogates, e.g. from a bad decode) before sending:
+    jina's client would otherwise cancel the stream and wait forever."""
+    for name in ("id", "text", "uri"):
+        value = getattr(doc, name)
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"item {doc.id.encode('utf-8', 'replace').decode()!r}: field {name!r} is not valid Unicode "
+                    f"(unpaired surrogate at position {exc.start})"
+                ) from None
+
+
 class ServerError(RuntimeError):
     """The gateway refused or failed a request; the message carries the server's reason."""
 
@@ -129,6 +144,8 @@ class QbankClient:
         self, endpoint: str, docs: DocumentArray | None = None, parameters: dict | None = None
     ) -> tuple[DocumentArray, dict]:
         """Send one request; returns the docs and the merged executor results."""
+        for doc in docs or []:
+            check_encodable(doc)
         try:
             responses = self._client.post(
                 endpoint,

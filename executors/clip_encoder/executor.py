@@ -67,7 +67,15 @@ class QbankClipEncoder(Executor):
                 except ImageInputError as exc:
                     errors.append(f"item {doc.id!r}: image: {exc}")
             elif isinstance(doc.text, str) and doc.text.strip():
-                texts.append((doc, doc.text))
+                if len(doc.text) > self.settings.max_text_chars:
+                    errors.append(
+                        f"item {doc.id!r}: text is {len(doc.text)} characters, over the limit of "
+                        f"{self.settings.max_text_chars} (QBANK_MAX_TEXT_CHARS)"
+                    )
+                else:
+                    texts.append((doc, doc.text))
+            elif (doc.mime_type or "").startswith("image/"):
+                errors.append(f"item {doc.id!r}: image: image is empty (0 bytes)")
             elif doc.embedding is None and not (metadata_only_ok and doc.tags):
                 errors.append(f"item {doc.id!r}: no content (empty text, no blob, uri or tensor)")
         if errors:

@@ -133,9 +133,11 @@ class QbankMilvusIndexer(Executor):
         """Upsert by item id: indexing the same items twice never duplicates them."""
         if not docs:
             return docs
-        first = next((d for d in docs if d.embedding is not None), None)
-        if first is not None:  # the model guard speaks first: it names both models
-            self.store.check_vectors(self.model_name, int(np.size(first.embedding)), create=True)
+        dims = {int(np.size(d.embedding)) for d in docs if d.embedding is not None}
+        if len(dims) == 1:  # one shape: whether it is this collection's model is the question, and
+            self.store.check_vectors(self.model_name, dims.pop(), create=True)  # the guard names both
+        else:  # mixed shapes: the per-item check below names the odd items
+            self.store.connect()
         rows = self._rows(docs)
         written = self.store.upsert(rows)
         self.logger.debug(f"upserted {written} items")
@@ -150,7 +152,12 @@ class QbankMilvusIndexer(Executor):
             limit = int(limit)  # JSON over HTTP/WebSocket turns ints into floats
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= self.settings.max_limit:
             raise FilterError(f"parameter 'limit' must be an integer in 1..{self.settings.max_limit}, got {limit!r}")
-        filters = dict(parameters.get("filter") or {})
+        filters = parameters.get("filter") or {}
+        if not isinstance(filters, dict):
+            raise FilterError(
+                f"parameter 'filter' must be an object of field -> value(s), got {type(filters).__name__}"
+            )
+        filters = dict(filters)
         if parameters.get("modality"):
             filters["modality"] = parameters["modality"]
         expr = build_filter(filters)
