@@ -12,20 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def main() -> int:
@@ -43,7 +32,7 @@ def main() -> int:
 
     from qbank.demo import write_demo_bank
     from qbank.loadtest import run_load
-    from qbank.serve import load_flow
+    from qbank.serve import free_ports, load_flow
     from qbank.tiny_clip import build_tiny_clip
 
     work = Path(tempfile.mkdtemp(prefix="qbank-load-"))

@@ -111,18 +111,22 @@ class TokenMiddleware:
         return token_matches(headers.get(b"authorization"), self._token)
 
 
-class TokenGRPCGateway(GRPCGateway):
-    def __init__(self, *, qbank_token: str, **kwargs: Any):
-        super().__init__(**kwargs)
-        tracing = self.grpc_tracing_server_interceptors or []
-        self.grpc_tracing_server_interceptors = [TokenInterceptor(qbank_token), *tracing]
+class _TokenHolder:
+    """Takes the ``qbank_token`` keyword for the guarded server classes below (first in their MRO)."""
 
-
-class TokenHTTPGateway(HTTPGateway):
     def __init__(self, *, qbank_token: str, **kwargs: Any):
         super().__init__(**kwargs)
         self._qbank_token = qbank_token
 
+
+class TokenGRPCGateway(_TokenHolder, GRPCGateway):
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        tracing = self.grpc_tracing_server_interceptors or []
+        self.grpc_tracing_server_interceptors = [TokenInterceptor(self._qbank_token), *tracing]
+
+
+class TokenHTTPGateway(_TokenHolder, HTTPGateway):
     @property
     def app(self):
         app = super().app  # jina builds a fresh FastAPI app on each access
@@ -130,11 +134,7 @@ class TokenHTTPGateway(HTTPGateway):
         return app
 
 
-class TokenWebSocketGateway(WebSocketGateway):
-    def __init__(self, *, qbank_token: str, **kwargs: Any):
-        super().__init__(**kwargs)
-        self._qbank_token = qbank_token
-
+class TokenWebSocketGateway(_TokenHolder, WebSocketGateway):
     @property
     def app(self):
         return self._app

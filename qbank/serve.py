@@ -5,9 +5,22 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 from pathlib import Path
 
 from qbank.config import FLOW_ENV_DEFAULTS
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (all held open together, so none repeats)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def apply_flow_defaults() -> dict[str, str]:

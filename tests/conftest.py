@@ -10,12 +10,13 @@ import contextlib
 import io
 import multiprocessing
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from qbank.serve import free_ports  # re-exported: test modules import it from conftest
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach for the hub
@@ -26,18 +27,6 @@ os.environ.setdefault("JINA_MP_START_METHOD", "spawn")
 # The variable alone is not enough here: torch or a tokenizer library asks for the start method
 # before jina is imported, which fixes it to fork (jina then only warns "context has already been set").
 multiprocessing.set_start_method("spawn", force=True)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets, ports = [], []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-        ports.append(sock.getsockname()[1])
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 @contextlib.contextmanager
