@@ -20,7 +20,29 @@ FLOW_ENV_DEFAULTS: dict[str, str] = {
     "QBANK_HTTP_PORT": "51001",
     "QBANK_WS_PORT": "51002",
     "QBANK_ENCODER_REPLICAS": "1",
+    # More than 1 only with a Milvus server: Milvus Lite holds one process per file.
+    "QBANK_INDEXER_REPLICAS": "1",
 }
+
+
+def is_milvus_server_uri(uri: str) -> bool:
+    """A Milvus server (many clients may connect) rather than a Milvus Lite file (one process)."""
+    return uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
+
+
+def check_flow_topology(env: dict[str, str]) -> None:
+    """Refuse replica counts the store cannot serve, before any process starts."""
+    for name in ("QBANK_ENCODER_REPLICAS", "QBANK_INDEXER_REPLICAS"):
+        raw = env.get(name, "1")
+        if not raw.isdigit() or int(raw) < 1:
+            raise ConfigError(f"{name} must be a whole number >= 1, got {raw!r}")
+    uri = env.get("QBANK_MILVUS_URI", "")
+    if int(env.get("QBANK_INDEXER_REPLICAS", "1")) > 1 and not is_milvus_server_uri(uri):
+        raise ConfigError(
+            f"QBANK_INDEXER_REPLICAS={env['QBANK_INDEXER_REPLICAS']} needs a Milvus server: Milvus Lite "
+            f"({uri or 'the default file under QBANK_DATA_DIR'}) holds one process per file. Set "
+            "QBANK_MILVUS_URI=http://host:19530 or keep one indexer replica."
+        )
 
 
 class ConfigError(ValueError):

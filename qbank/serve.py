@@ -8,7 +8,7 @@ import os
 import socket
 from pathlib import Path
 
-from qbank.config import FLOW_ENV_DEFAULTS
+from qbank.config import FLOW_ENV_DEFAULTS, ConfigError, check_flow_topology
 
 
 def free_ports(count: int) -> list[int]:
@@ -29,6 +29,7 @@ def apply_flow_defaults() -> dict[str, str]:
         os.environ.setdefault(name, value)
     # Executors in fresh interpreters: a fork of a process holding gRPC/torch threads can deadlock.
     os.environ.setdefault("JINA_MP_START_METHOD", "spawn")
+    check_flow_topology(dict(os.environ))
     return {name: os.environ[name] for name in FLOW_ENV_DEFAULTS}
 
 
@@ -48,7 +49,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flow", default=None, help="flow YAML (default: $QBANK_FLOW or ./flow.yml)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ports = apply_flow_defaults()
+    try:
+        ports = apply_flow_defaults()
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
     flow = load_flow(args.flow)
     with flow:
         print(

@@ -51,6 +51,7 @@ def flow_env(**settings: object) -> dict[str, str]:
         "QBANK_HTTP_PORT": str(http),
         "QBANK_WS_PORT": str(ws),
         "QBANK_ENCODER_REPLICAS": "1",
+        "QBANK_INDEXER_REPLICAS": "1",
     }
     env.update({f"QBANK_{k.upper()}": str(v) for k, v in settings.items()})
     return env

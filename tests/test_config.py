@@ -29,3 +29,21 @@ def test_indexer_defaults_to_a_milvus_lite_file_under_the_data_dir(tmp_path):
     settings = IndexerSettings.resolve(data_dir=str(tmp_path))
     assert settings.uri == str(tmp_path / "milvus_lite.db")
     assert IndexerSettings.resolve(milvus_uri="http://milvus:19530").uri == "http://milvus:19530"
+
+
+def test_indexer_replicas_above_one_need_a_milvus_server():
+    from qbank.config import check_flow_topology
+    from qbank.serve import main as serve_main
+
+    check_flow_topology({"QBANK_INDEXER_REPLICAS": "1"})
+    check_flow_topology({"QBANK_INDEXER_REPLICAS": "3", "QBANK_MILVUS_URI": "http://milvus:19530"})
+    with pytest.raises(ConfigError, match="QBANK_INDEXER_REPLICAS=2 needs a Milvus server"):
+        check_flow_topology({"QBANK_INDEXER_REPLICAS": "2"})
+    with pytest.raises(ConfigError, match="one process per file"):
+        check_flow_topology({"QBANK_INDEXER_REPLICAS": "2", "QBANK_MILVUS_URI": "/data/bank.db"})
+    with pytest.raises(ConfigError, match="QBANK_ENCODER_REPLICAS must be a whole number"):
+        check_flow_topology({"QBANK_ENCODER_REPLICAS": "two"})
+    # qbank-serve refuses before starting anything, with the message and no traceback.
+    with patched_env({"QBANK_INDEXER_REPLICAS": "2", "QBANK_MILVUS_URI": ""}):
+        with pytest.raises(SystemExit, match="error: QBANK_INDEXER_REPLICAS=2 needs a Milvus server"):
+            serve_main([])

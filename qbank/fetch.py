@@ -1,0 +1,98 @@
+"""``qbank-fetch-model``: bring a CLIP model into the local cache (and optionally its ONNX export).
+
+It is the init step of the encoder on Kubernetes (k8s/base/encoder.yaml): the image carries no
+weights, so a pod either mounts a volume that already holds them or runs this first. Idempotent: a
+cached model and an existing ONNX folder are left alone, so a restarted pod starts at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from qbank.clip_model import (
+    ONNX_META,
+    ONNX_TEXTUAL,
+    ONNX_VISUAL,
+    ModelUnavailableError,
+    export_onnx,
+    model_identity,
+    resolve_model_name,
+)
+from qbank.config import DEFAULT_MODEL
+
+logger = logging.getLogger("qbank.fetch")
+
+# What loading a transformers CLIP needs; skips other frameworks' weight files in a hub repo.
+HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "*.bin"]
+
+
+def fetch_model(model: str) -> str:
+    """Make ``model`` loadable offline; returns where it is (a folder or the hub id in the cache)."""
+    source = resolve_model_name(model)
+    if Path(source).is_dir():
+        logger.info("model %s is a local folder: nothing to fetch", source)
+        return source
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(source, allow_patterns=HUB_PATTERNS, local_files_only=True)
+        logger.info("model %s already in the cache (%s)", source, folder)
+        return source
+    except LocalEntryNotFoundError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "") in {"1", "true", "True"}:
+        raise ModelUnavailableError(f"model {source!r} is not in the cache and HF_HUB_OFFLINE is set")
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    logger.info("downloading %s from %s into %s", source, endpoint, os.environ.get("HF_HOME", "~/.cache/huggingface"))
+    try:
+        snapshot_download(source, allow_patterns=HUB_PATTERNS)
+    except Exception as exc:  # network, auth, no such repo: one message for the operator
+        raise ModelUnavailableError(f"model {source!r} could not be downloaded from {endpoint}: {exc}") from exc
+    return source
+
+
+def exported_model(folder: Path) -> str | None:
+    """The model an ONNX folder was exported from: None when there is no complete export, "" when it
+    has no qbank metadata (a clip-server folder brought by a volume)."""
+    if not ((folder / ONNX_TEXTUAL).is_file() and (folder / ONNX_VISUAL).is_file()):
+        return None
+    meta = folder / ONNX_META
+    return json.loads(meta.read_text()).get("model", "") if meta.is_file() else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qbank-fetch-model", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=os.environ.get("QBANK_MODEL") or DEFAULT_MODEL)
+    # With QBANK_ENGINE=onnx the encoder reads QBANK_ONNX_PATH: export there by default.
+    onnx_default = os.environ.get("QBANK_ONNX_PATH", "") if os.environ.get("QBANK_ENGINE") == "onnx" else ""
+    parser.add_argument("--onnx-out", default=onnx_default, help="also export to this folder unless it holds one")
+    parser.add_argument("--opset", type=int, default=18)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        fetch_model(args.model)
+        if args.onnx_out:
+            out = Path(args.onnx_out)
+            exported = exported_model(out)
+            if exported == "" or exported == model_identity(args.model):
+                logger.info("ONNX export %s already in %s: left as it is", exported or "(no metadata)", out)
+            else:
+                if exported:
+                    logger.warning("%s holds an export of %s, not %s: exporting over it", out, exported, args.model)
+                export_onnx(args.model, out, args.opset)
+                logger.info("exported %s to ONNX in %s", args.model, out)
+    except ModelUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"model {args.model} ready" + (f"; ONNX in {args.onnx_out}" if args.onnx_out else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
