@@ -45,6 +45,10 @@ def check_flow_topology(env: dict[str, str]) -> None:
         )
 
 
+SEARCH_MODES = ("dense", "bm25", "hybrid")
+TEXT_ANALYZERS = ("chinese", "standard", "english")
+
+
 class ConfigError(ValueError):
     """A setting has a value the service cannot use; the message names the setting."""
 
@@ -169,6 +173,12 @@ class IndexerSettings(Settings):
     connect_timeout: float = 5.0  # seconds to (re)connect; requests fail after this while Milvus is down
     retry_times: int = 2  # pymilvus retries of a failed call (an unreachable Milvus fails fast)
     insert_batch_size: int = 1000
+    # Full text (BM25 over stems, beside the CLIP vectors): the analyzer is fixed when the collection
+    # is created; "chinese" (jieba) splits Chinese words, "standard" suits space-separated text.
+    text_analyzer: str = "chinese"
+    search_mode: str = "dense"  # dense | bm25 | hybrid, when a request names none
+    rrf_k: int = 60  # hybrid: reciprocal rank fusion constant
+    hybrid_weights: str = ""  # hybrid: "dense,bm25" weights (e.g. "0.7,0.3") -> weighted fusion instead of RRF
 
     def validate(self) -> None:
         _choice("metric_type", self.metric_type, ("COSINE", "IP"))
@@ -179,9 +189,26 @@ class IndexerSettings(Settings):
         if self.retry_times < 0:
             raise ConfigError(f"setting 'retry_times' must be >= 0, got {self.retry_times}")
         _positive("insert_batch_size", self.insert_batch_size)
+        _choice("text_analyzer", self.text_analyzer, TEXT_ANALYZERS)
+        _choice("search_mode", self.search_mode, SEARCH_MODES)
+        _positive("rrf_k", self.rrf_k)
+        if self.hybrid_weights:
+            parse_weights(self.hybrid_weights, "setting 'hybrid_weights'")
 
     @property
     def uri(self) -> str:
         if self.milvus_uri:
             return self.milvus_uri
         return str(Path(self.data_dir).resolve() / "milvus_lite.db")
+
+
+def parse_weights(value: Any, label: str) -> tuple[float, float]:
+    """``"0.7,0.3"`` or ``[0.7, 0.3]`` -> (dense, bm25) weights in [0, 1]; the error names ``label``."""
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        weights = tuple(float(w) for w in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{label} must be two numbers (dense, bm25), got {value!r}") from None
+    if len(weights) != 2 or not all(0.0 <= w <= 1.0 for w in weights) or sum(weights) == 0:
+        raise ConfigError(f"{label} must be two numbers in [0, 1] (dense, bm25), not both 0; got {value!r}")
+    return weights

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,11 @@ from qbank.schema import (
 )
 
 logger = logging.getLogger("qbank.store")
+
+# Schema 2 adds full text: a BM25 function turns `text` (analysed by settings.text_analyzer) into
+# the sparse vector field below, so one collection answers dense, bm25 and hybrid searches.
+SCHEMA_VERSION = 2
+SPARSE_FIELD = "text_sparse"
 
 OUTPUT_FIELDS = [
     "question_id",
@@ -47,6 +53,10 @@ class ModelMismatchError(StoreError):
 
 class MilvusUnavailableError(StoreError):
     """Milvus cannot be reached now; the request failed fast and a later one reconnects."""
+
+
+class FullTextUnavailableError(StoreError):
+    """bm25/hybrid asked of a collection created before full text was part of the schema."""
 
 
 class FilterError(ValueError):
@@ -114,6 +124,23 @@ def _unavailable_reason(exc: BaseException) -> str | None:
     return None
 
 
+def _weighted_fusion(
+    dense: list[dict[str, Any]], sparse: list[dict[str, Any]], weights: tuple[float, float], limit: int, metric: str
+) -> list[dict[str, Any]]:
+    """One list from a dense and a BM25 list by weighted normalised scores (best first)."""
+    norm_dense = (lambda s: (1.0 + s) / 2.0) if metric == "COSINE" else (lambda s: 0.5 + math.atan(s) / math.pi)
+    fused: dict[str, dict[str, Any]] = {}
+    for hits, weight, norm in ((dense, weights[0], norm_dense), (sparse, weights[1], _norm_bm25)):
+        for hit in hits:
+            entry = fused.setdefault(hit["id"], {**hit, "distance": 0.0})
+            entry["distance"] += weight * norm(float(hit["distance"]))
+    return sorted(fused.values(), key=lambda h: h["distance"], reverse=True)[:limit]
+
+
+def _norm_bm25(score: float) -> float:
+    return 2.0 * math.atan(score) / math.pi
+
+
 class ItemStore:
     """The item collection: created on first write, checked against the model on every write/search.
 
@@ -133,6 +160,8 @@ class ItemStore:
         self._create_lock = threading.Lock()
         self.model: str | None = None
         self.dim: int | None = None
+        self.full_text = False  # the collection has the BM25 field
+        self.analyzer: str | None = None
         try:
             self._connected()
         except MilvusUnavailableError as exc:
@@ -222,29 +251,45 @@ class ItemStore:
         vector = next(f for f in info["fields"] if f["name"] == "embedding")
         self.dim = int(vector["params"]["dim"])
         self.model = identity.get("model")
+        self.full_text = any(f["name"] == SPARSE_FIELD for f in info["fields"])
+        self.analyzer = identity.get("text_analyzer")
 
     def _create(self, model: str, dim: int) -> None:
-        from pymilvus import DataType, MilvusClient
+        from pymilvus import DataType, Function, FunctionType, MilvusClient
 
-        schema = MilvusClient.create_schema(
-            auto_id=False,
-            enable_dynamic_field=False,
-            description=json.dumps({"model": model, "dim": dim, "schema": 1}),
-        )
+        analyzer = self.settings.text_analyzer
+        identity = {"model": model, "dim": dim, "schema": SCHEMA_VERSION, "text_analyzer": analyzer}
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=json.dumps(identity))
         schema.add_field("id", DataType.VARCHAR, max_length=ID_MAX_LENGTH, is_primary=True)
         for name, length in SCALAR_FIELDS.items():
             schema.add_field(name, DataType.VARCHAR, max_length=length)
-        schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES)
+        schema.add_field(
+            "text",
+            DataType.VARCHAR,
+            max_length=TEXT_MAX_BYTES,
+            enable_analyzer=True,
+            analyzer_params={"type": analyzer},
+        )
+        schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
         schema.add_field("image_uri", DataType.VARCHAR, max_length=URI_MAX_LENGTH)
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_function(
+            Function(
+                name="text_bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=["text"],
+                output_field_names=[SPARSE_FIELD],
+            )
+        )
         index = MilvusClient.prepare_index_params()
         index.add_index("embedding", index_type=self.settings.index_type, metric_type=self.settings.metric_type)
+        index.add_index(SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         if "://" in self.settings.uri:  # scalar indexes speed filters on a server; Milvus Lite scans
             for name in SCALAR_FIELDS:
                 index.add_index(name, index_type="INVERTED")
         self._call("create_collection", self.collection, schema=schema, index_params=index)
-        self.model, self.dim = model, dim
+        self.model, self.dim, self.full_text, self.analyzer = model, dim, True, analyzer
         logger.info(
             "created collection %s for model %s (dim %d, %s)", self.collection, model, dim, self.settings.index_type
         )
@@ -295,6 +340,93 @@ class ItemStore:
             search_params={"metric_type": self.settings.metric_type},
         )
 
+    def _require_full_text(self, mode: str) -> None:
+        if not self.full_text:
+            raise FullTextUnavailableError(
+                f"search mode {mode!r} needs full text, and collection {self.collection!r} was created before it "
+                "was part of the schema: import the bank into a new collection (QBANK_COLLECTION) to use it"
+            )
+
+    def search_text(self, texts: Sequence[str], limit: int, expr: str = "") -> list[list[dict[str, Any]]]:
+        """BM25 over the analysed stems; ``distance`` is the BM25 score (higher is better, unbounded)."""
+        self._connected()
+        if self.dim is None:
+            return [[] for _ in texts]
+        self._require_full_text("bm25")
+        return self._call(
+            "search",
+            self.collection,
+            data=list(texts),
+            anns_field=SPARSE_FIELD,
+            limit=limit,
+            filter=expr,
+            output_fields=OUTPUT_FIELDS,
+            search_params={"metric_type": "BM25"},
+        )
+
+    def search_hybrid(
+        self,
+        vectors: Sequence[Sequence[float]],
+        texts: Sequence[str],
+        limit: int,
+        expr: str = "",
+        rrf_k: int = 60,
+        weights: tuple[float, float] | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        """Dense and BM25 lists (each ``limit`` long, both filtered by ``expr``) fused into one.
+
+        RRF: Milvus' hybrid search (all queries in one call), score = sum over the lists of
+        1 / (rrf_k + rank). Weighted:
+        fused here, score = w_dense * norm(similarity) + w_bm25 * norm(bm25), with Milvus' own
+        normalisations (cosine -> (1 + s) / 2, IP -> 0.5 + atan(s) / pi, BM25 -> 2 * atan(s) / pi).
+        Milvus Lite 2.5.1's WeightedRanker normalises BM25 as a distance (a higher BM25 score came
+        out lower: measured, tests/test_fulltext.py), so that fusion is not left to it.
+        """
+        from pymilvus import AnnSearchRequest, RRFRanker
+
+        self._connected()
+        if self.dim is None:
+            return [[] for _ in texts]
+        self._require_full_text("hybrid")
+        if weights:
+            dense = self.search(vectors, limit, expr)
+            sparse = self.search_text(texts, limit, expr)
+            metric = self.settings.metric_type
+            return [_weighted_fusion(d, s, weights, limit, metric) for d, s in zip(dense, sparse, strict=True)]
+        requests = [
+            AnnSearchRequest(
+                [list(map(float, v)) for v in vectors],
+                "embedding",
+                {"metric_type": self.settings.metric_type},
+                limit,
+                expr=expr or None,
+            ),
+            AnnSearchRequest(list(texts), SPARSE_FIELD, {"metric_type": "BM25"}, limit, expr=expr or None),
+        ]
+        return self._call(
+            "hybrid_search", self.collection, requests, RRFRanker(rrf_k), limit=limit, output_fields=OUTPUT_FIELDS
+        )
+
+    def iterate(self, expr: str, fields: list[str], batch_size: int = 500) -> Iterator[list[dict[str, Any]]]:
+        """Every row matching ``expr``, in batches (pymilvus' query iterator: no offset limit)."""
+        self._connected()
+        if self.dim is None:
+            return
+        iterator = self._call(
+            "query_iterator", self.collection, batch_size=batch_size, filter=expr, output_fields=fields
+        )
+        try:
+            while True:
+                try:
+                    batch = iterator.next()
+                except Exception as exc:
+                    raise StoreError(f"Milvus query iterator failed: {str(exc)[:300]}") from None
+                if not batch:
+                    return
+                yield batch
+        finally:
+            iterator.close()
+
     def get(self, ids: Sequence[str], with_vectors: bool = False) -> list[dict[str, Any]]:
         self._connected()
         if self.dim is None or not ids:
@@ -324,6 +456,8 @@ class ItemStore:
             "dim": self.dim,
             "index_type": self.settings.index_type,
             "metric_type": self.settings.metric_type,
+            "full_text": self.full_text,
+            "text_analyzer": self.analyzer,
             "count": self.count(),
             "uri": self.where,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -164,3 +165,41 @@ def test_import_killed_with_sigkill_at_random_points_resumes_exactly(tiny_model,
         assert resumed.items_sent + resumed.items_skipped == 120
         assert client.count() == 120 and client.count(modality="image") == 60
         assert client.existing(sorted(all_ids)) == all_ids
+
+
+def test_similar_modes_and_near_duplicate_export(flow, imported, tmp_path, capsys):
+    from qbank.duplicates import text_similarity
+
+    path, _ = imported
+    client = QbankClient(flow["grpc"])
+    bank = [r for r in read_bank(path) if not isinstance(r, BadRow)]
+    stems = [q.stem for q in bank]
+    planted = next(q for q in bank if stems.count(q.stem) == 1)
+    for mode in ("bm25", "hybrid"):
+        assert client.similar_questions(planted.stem, limit=3, mode=mode)[0].question_id == planted.id
+    weighted = client.similar_questions(planted.stem, limit=3, mode="hybrid", weights=(0.5, 0.5))
+    assert weighted[0].question_id == planted.id and 0.5 < weighted[0].score <= 1.0
+    url = ["--url", flow["grpc"]]
+    assert cli([*url, "--json", "similar", planted.stem, "--mode", "bm25", "--limit", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["question_id"] == planted.id
+    assert cli([*url, "similar", planted.stem, "--mode", "hybrid", "--weights", "x,y"]) == 2
+    assert "--weights" in capsys.readouterr().err
+
+    # Near-duplicates at 0.99: exactly the stems that are the same up to punctuation, grouped.
+    out = tmp_path / "dups.csv"
+    assert cli([*url, "dups", "--threshold", "0.99", "--neighbours", "20", "--format", "csv", "--out", str(out)]) == 0
+    assert "groups of near-duplicates" in capsys.readouterr().err
+    with out.open(encoding="utf-8") as file:
+        exported = list(csv.DictReader(file))
+    got: dict[str, set[str]] = {}
+    for row in exported:
+        got.setdefault(row["group"], set()).add(row["question_id"])
+    expected: dict[str, set[str]] = {}
+    for q in bank:
+        twins = {o.id for o in bank if o.id != q.id and text_similarity(q.stem, o.stem) >= 0.99}
+        if twins:
+            expected.setdefault(frozenset({q.id, *twins}), set()).update({q.id, *twins})
+    assert sorted(map(sorted, got.values())) == sorted(map(sorted, expected.values()))
+    assert expected  # the demo bank repeats stems on purpose, so there is something to find
+    assert cli([*url, "--json", "dups", "--by", "dense", "--threshold", "0.9999", "--subject", "不存在"]) == 0
+    assert json.loads(capsys.readouterr().out)["groups"] == []

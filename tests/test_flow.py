@@ -246,3 +246,32 @@ def test_server_reads_uris_from_allowed_files_and_http(flow, uri_root, tmp_path)
     for doc_id, (uri, reason) in refused.items():
         with pytest.raises(Exception, match=f"item .{{0,4}}{doc_id}.*{reason}"):
             jina_client(flow["grpc"]).post("/encode", inputs=DocumentArray([Document(id=doc_id, uri=uri)]))
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_clip_client_selects_bm25_and_hybrid_with_parameters(flow, protocol):
+    client = Client(flow[protocol])
+    subject = f"全文-{protocol}"
+    stems = ["如图，在等腰三角形ABC中，求∠B的度数。", "两个电阻串联，求电路的总电阻。", "圆的半径为3，求圆的面积。"]
+    docs = DocumentArray(
+        Document(id=f"ft-{protocol}-{i}", text=text, tags={"subject": subject}) for i, text in enumerate(stems)
+    )
+    client.index(docs)
+    only_subject = {"filter": {"subject": subject}}
+    found = client.search(["三角形"], limit=3, parameters={"mode": "bm25", **only_subject})
+    best = found[0].matches[0]
+    assert best.id == f"ft-{protocol}-0" and len(found[0].matches) == 1  # only one stem has the word
+    assert best.scores["bm25"].value > 0 and best.scores["score"].value == best.scores["bm25"].value
+    fused = client.search(["电阻"], limit=3, parameters={"mode": "hybrid", "rrf_k": 60, **only_subject})
+    assert fused[0].matches[0].id == f"ft-{protocol}-1"
+    assert all(m.tags["subject"] == subject for m in fused[0].matches)
+    weighted = client.search(["电阻"], limit=3, parameters={"mode": "hybrid", "weights": [0.0, 1.0], **only_subject})
+    assert weighted[0].matches[0].id == f"ft-{protocol}-1" and "weighted" in weighted[0].matches[0].scores
+    # Bad options fail on every protocol; jina's HTTP client hides the server's message.
+    mode_message, weights_message = ("parameter 'mode' must be one of", "parameter 'weights' must be two numbers")
+    if protocol == "http":
+        mode_message = weights_message = ""
+    with pytest.raises(Exception, match=mode_message):
+        client.search(["电阻"], parameters={"mode": "fuzzy"})
+    with pytest.raises(Exception, match=weights_message):
+        client.search(["电阻"], parameters={"mode": "hybrid", "weights": [2, 1]})

@@ -49,7 +49,9 @@ def group_by_question(matches: DocumentArray, limit: int) -> list[QuestionHit]:
     hits: dict[str, QuestionHit] = {}
     for match in matches:
         qid = match.tags.get("question_id") or match.id
-        score = float(match.scores["similarity"].value)
+        # 'score' ranks in every search mode (dense similarity, bm25, rrf / weighted fusion).
+        score = match.scores["score"].value
+        score = float(score if score is not None else match.scores["similarity"].value)
         item = {"id": match.id, "modality": match.modality, "score": score}
         if qid not in hits:
             if len(hits) == limit:
@@ -190,9 +192,12 @@ class QbankClient:
         stats["dim"] = int(stats["dim"]) if stats.get("dim") else None
         return stats
 
-    def _search(self, query: Document, modality: str, limit: int, filters: dict[str, Any]) -> list[QuestionHit]:
+    def _search(
+        self, query: Document, modality: str, limit: int, filters: dict[str, Any], **options: Any
+    ) -> list[QuestionHit]:
         wanted = {k: v for k, v in filters.items() if v not in (None, "", [])}
         parameters = {"limit": min(limit * OVERFETCH, 1000), "modality": modality, "filter": wanted}
+        parameters.update({k: v for k, v in options.items() if v is not None})
         docs, _ = self.post("/search", DocumentArray([query]), parameters)
         return group_by_question(docs[0].matches, limit)
 
@@ -208,6 +213,27 @@ class QbankClient:
             "figures": self._search(query, IMAGE, limit, filters),
         }
 
-    def similar_questions(self, text: str, limit: int = 10, **filters: Any) -> list[QuestionHit]:
-        """Text -> text recall: near-duplicate and similar questions."""
-        return self._search(Document(text=text), TEXT, limit, filters)
+    def similar_questions(
+        self,
+        text: str,
+        limit: int = 10,
+        mode: str | None = None,
+        weights: tuple[float, float] | None = None,
+        rrf_k: int | None = None,
+        **filters: Any,
+    ) -> list[QuestionHit]:
+        """Text -> text recall. ``mode``: dense (CLIP), bm25 (full text) or hybrid (both, fused by RRF
+        with ``rrf_k``, or by ``weights`` = (dense, bm25)); None: the server's default."""
+        options = {"mode": mode, "rrf_k": rrf_k, "weights": list(weights) if weights else None}
+        return self._search(Document(text=text), TEXT, limit, filters, **options)
+
+    def near_duplicates(
+        self, by: str = "text", threshold: float = 0.8, neighbours: int = 10, max_items: int = 100_000, **filters: Any
+    ) -> dict[str, Any]:
+        """Groups of near-duplicate questions (see qbank.duplicates): by ``text`` (BM25 recall, bigram
+        Jaccard) or ``dense`` (CLIP cosine), within the filters; at most ``max_items`` stems scanned."""
+        wanted = {k: v for k, v in filters.items() if v not in (None, "", [])}
+        parameters = {"by": by, "threshold": threshold, "neighbours": neighbours, "max_items": max_items}
+        result = self.post("/near_duplicates", parameters={**parameters, "filter": wanted})[1]
+        result["scanned"] = int(result.get("scanned", 0))
+        return result

@@ -92,9 +92,56 @@ def cmd_image2text(args: argparse.Namespace, client: QbankClient) -> int:
     return 0
 
 
+def _weights(raw: str | None) -> tuple[float, float] | None:
+    if not raw:
+        return None
+    parts = raw.split(",")
+    try:
+        weights = tuple(float(p) for p in parts)
+    except ValueError:
+        weights = ()
+    if len(weights) != 2:
+        raise ValueError(f"--weights must be two numbers 'dense,bm25' (e.g. 0.7,0.3), got {raw!r}")
+    return weights
+
+
 def cmd_similar(args: argparse.Namespace, client: QbankClient) -> int:
-    hits = client.similar_questions(args.query, args.limit, **_filters(args))
-    _print(args, [h.to_dict() for h in hits], _table(f"questions similar to {args.query!r}", hits))
+    hits = client.similar_questions(
+        args.query, args.limit, mode=args.mode, weights=_weights(args.weights), rrf_k=args.rrf_k, **_filters(args)
+    )
+    mode = f" ({args.mode})" if args.mode else ""
+    _print(args, [h.to_dict() for h in hits], _table(f"questions similar to {args.query!r}{mode}", hits))
+    return 0
+
+
+def cmd_dups(args: argparse.Namespace, client: QbankClient) -> int:
+    import csv
+    import io
+
+    found = client.near_duplicates(args.by, args.threshold, args.neighbours, args.max_items, **_filters(args))
+    groups = found["groups"]
+    if args.format == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["group", "question_id", "subject", "grade", "type", "max_similarity", "text"])
+        for number, group in enumerate(groups, 1):
+            for q in group["questions"]:
+                row = [q["question_id"], q["subject"], q["grade"], q["type"], group["max_similarity"], q["text"]]
+                writer.writerow([number, *row])
+        text = out.getvalue()
+    else:
+        text = json.dumps(found, ensure_ascii=False, indent=2) + "\n"
+    if args.out:
+        with open(args.out, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+    else:
+        sys.stdout.write(text)
+    capped = " (capped by --max-items: narrow with filters or raise it)" if found.get("truncated") else ""
+    print(
+        f"{len(groups)} groups of near-duplicates ({sum(len(g['questions']) for g in groups)} questions) "
+        f"by {args.by} >= {args.threshold} in {found['scanned']} stems{capped}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -148,6 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_image2text,
     )
     lookup("similar", "text -> similar / near-duplicate questions", "query", "question text", cmd_similar)
+    p = sub.choices["similar"]
+    p.add_argument("--mode", choices=["dense", "bm25", "hybrid"], help="dense (CLIP), bm25 (full text) or both")
+    p.add_argument("--weights", help="hybrid: 'dense,bm25' weights instead of RRF, e.g. 0.7,0.3")
+    p.add_argument("--rrf-k", type=int, default=None, help="hybrid: RRF constant (server default 60)")
+
+    p = sub.add_parser("dups", help="groups of near-duplicate questions, as JSON or CSV (cleaning a bank)")
+    p.add_argument("--by", choices=["text", "dense"], default="text", help="text: BM25 + bigram overlap; dense: CLIP")
+    p.add_argument("--threshold", type=float, default=0.8, help="similarity in (0, 1] (default %(default)s)")
+    p.add_argument("--neighbours", type=int, default=10, help="candidates per question (default %(default)s)")
+    p.add_argument("--max-items", type=int, default=100_000, help="stems scanned at most (default %(default)s)")
+    p.add_argument("--format", choices=["json", "csv"], default="json")
+    p.add_argument("--out", help="write here instead of stdout")
+    p.add_argument("--subject", help="only this subject")
+    p.add_argument("--grade", help="only this grade")
+    p.add_argument("--type", help="only this question type")
+    p.set_defaults(run=cmd_dups)
     p = sub.add_parser("stats", help="questions/items stored, model, dimension, index type")
     p.set_defaults(run=cmd_stats)
     return parser

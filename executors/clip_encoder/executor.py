@@ -97,11 +97,18 @@ class QbankClipEncoder(Executor):
         return bool(value)
 
     # -- endpoints ----------------------------------------------------------------------------
-    @requests(on=["/encode", "/index", "/search"])
+    @requests(on=["/encode", "/index"])
     def encode(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
         """Embed every doc; a doc that already has an embedding and no content is left as it is."""
         self._encode_docs(docs, self._drop(parameters))
         return docs
+
+    @requests(on="/search")
+    def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
+        """Embed the queries, except for a pure full-text search (mode bm25), which needs no vectors."""
+        if (parameters or {}).get("mode") == "bm25":
+            return docs
+        return self.encode(docs, parameters)
 
     @requests(on="/update")
     def update(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
@@ -114,7 +121,7 @@ class QbankClipEncoder(Executor):
         """clip-server encodes on any endpoint it does not know; so do we (except the store's own)."""
         return self.encode(docs, parameters)
 
-    @requests(on=["/delete", "/exists", "/count", "/stats"])
+    @requests(on=["/delete", "/exists", "/count", "/stats", "/near_duplicates"])
     def passthrough(self, **kwargs: Any) -> None:
         """Store-only endpoints: nothing to encode."""
         return None

@@ -1,6 +1,7 @@
 """Milvus executor: maps Documents to item rows and back; the store layer does the Milvus work.
 
-Endpoints: /index (upsert by id), /search (matches with scores and fields, filterable), /update,
+Endpoints: /index (upsert by id), /search (dense, bm25 or hybrid; matches with scores and fields,
+filterable), /update,
 /delete, /exists, /count, /stats. Any other endpoint (/encode, /rank) passes through unchanged. Each request
 is all-or-nothing: it is validated whole before anything is written.
 """
@@ -15,7 +16,9 @@ from docarray import Document, DocumentArray
 from jina import Executor, requests
 
 from qbank.clip_model import model_identity
-from qbank.config import IndexerSettings
+from qbank.config import SEARCH_MODES, ConfigError, IndexerSettings, parse_weights
+from qbank.duplicates import BY as DUPLICATES_BY
+from qbank.duplicates import find_near_duplicates
 from qbank.schema import (
     ID_MAX_LENGTH,
     IMAGE,
@@ -77,7 +80,10 @@ def doc_to_row(doc: Document, dim: int | None) -> dict[str, Any]:
     }
 
 
-def row_to_match(hit: dict[str, Any]) -> Document:
+def row_to_match(hit: dict[str, Any], score_name: str = "similarity") -> Document:
+    """A stored row as a match. ``scores['score']`` always ranks (higher is better); the mode's own
+    score sits beside it: dense ``similarity`` (and clip-as-service's ``cosine`` distance), ``bm25``,
+    or the hybrid fusion's ``rrf`` / ``weighted``."""
     entity = hit.get("entity", hit)
     match = Document(
         id=hit["id"],
@@ -86,12 +92,37 @@ def row_to_match(hit: dict[str, Any]) -> Document:
         modality=entity.get("modality") or None,
         tags=fields_to_tags(entity),
     )
-    similarity = float(hit["distance"])
-    # docarray v1 / clip-as-service convention: scores['cosine'] is a distance (lower is closer).
-    match.scores["cosine"].value = 1.0 - similarity
-    match.scores["cosine"].op_name = "cosine_distance"
-    match.scores["similarity"].value = similarity
+    score = float(hit["distance"])
+    match.scores["score"].value = score
+    match.scores[score_name].value = score
+    if score_name == "similarity":
+        # docarray v1 / clip-as-service convention: scores['cosine'] is a distance (lower is closer).
+        match.scores["cosine"].value = 1.0 - score
+        match.scores["cosine"].op_name = "cosine_distance"
     return match
+
+
+def _whole(value: Any, name: str, low: int, high: int) -> int:
+    """An integer parameter in [low, high] (JSON over HTTP turns ints into floats)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise FilterError(f"parameter {name!r} must be an integer in {low}..{high}, got {value!r}")
+    return value
+
+
+def search_options(parameters: dict, settings: IndexerSettings) -> tuple[str, int, tuple[float, float] | None]:
+    """(mode, rrf_k, weights) from request parameters over the settings; errors name the parameter."""
+    mode = parameters.get("mode") or settings.search_mode
+    if mode not in SEARCH_MODES:
+        raise FilterError(f"parameter 'mode' must be one of {SEARCH_MODES}, got {mode!r}")
+    rrf_k = _whole(parameters.get("rrf_k", settings.rrf_k), "rrf_k", 1, 100_000)
+    raw = parameters.get("weights", settings.hybrid_weights)
+    try:
+        weights = parse_weights(raw, "parameter 'weights'") if raw else None
+    except ConfigError as exc:
+        raise FilterError(str(exc)) from None
+    return mode, rrf_k, weights
 
 
 class QbankMilvusIndexer(Executor):
@@ -147,11 +178,7 @@ class QbankMilvusIndexer(Executor):
     def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
         """Nearest items for each query doc, as ``.matches`` (best first), with optional filters."""
         parameters = parameters or {}
-        limit = parameters.get("limit", self.settings.default_limit)
-        if isinstance(limit, float) and limit.is_integer():
-            limit = int(limit)  # JSON over HTTP/WebSocket turns ints into floats
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= self.settings.max_limit:
-            raise FilterError(f"parameter 'limit' must be an integer in 1..{self.settings.max_limit}, got {limit!r}")
+        limit = _whole(parameters.get("limit", self.settings.default_limit), "limit", 1, self.settings.max_limit)
         filters = parameters.get("filter") or {}
         if not isinstance(filters, dict):
             raise FilterError(
@@ -161,18 +188,31 @@ class QbankMilvusIndexer(Executor):
         if parameters.get("modality"):
             filters["modality"] = parameters["modality"]
         expr = build_filter(filters)
-        queries = [d for d in docs if d.embedding is not None]
-        if len(queries) != len(docs):
-            missing = [d.id for d in docs if d.embedding is None][:MAX_REPORTED_ERRORS]
-            raise ItemError(f"query items without an embedding: {missing}")
-        if not queries:
+        mode, rrf_k, weights = search_options(parameters, self.settings)
+        if not docs:
             return docs
-        dim = len(queries[0].embedding)
-        if not self.store.check_vectors(self.model_name, dim, create=False):
-            return docs  # nothing indexed yet: no matches
-        results = self.store.search([d.embedding for d in queries], limit, expr)
-        for doc, hits in zip(queries, results, strict=True):
-            doc.matches = DocumentArray([row_to_match(hit) for hit in hits])
+        if mode != "dense":  # full text reads the query's words
+            no_text = [d.id for d in docs if not (d.text or "").strip()][:MAX_REPORTED_ERRORS]
+            if no_text:
+                raise ItemError(f"search mode {mode!r} needs text queries; these have no text: {no_text}")
+        if mode != "bm25":
+            missing = [d.id for d in docs if d.embedding is None][:MAX_REPORTED_ERRORS]
+            if missing:
+                raise ItemError(f"query items without an embedding: {missing}")
+            dim = int(np.size(docs[0].embedding))
+            if not self.store.check_vectors(self.model_name, dim, create=False):
+                return docs  # nothing indexed yet: no matches
+        vectors = [d.embedding for d in docs]
+        texts = [d.text for d in docs]
+        if mode == "dense":
+            results, score_name = self.store.search(vectors, limit, expr), "similarity"
+        elif mode == "bm25":
+            results, score_name = self.store.search_text(texts, limit, expr), "bm25"
+        else:
+            results = self.store.search_hybrid(vectors, texts, limit, expr, rrf_k=rrf_k, weights=weights)
+            score_name = "weighted" if weights else "rrf"
+        for doc, hits in zip(docs, results, strict=True):
+            doc.matches = DocumentArray([row_to_match(hit, score_name) for hit in hits])
         return docs
 
     @requests(on="/update")
@@ -237,6 +277,25 @@ class QbankMilvusIndexer(Executor):
     def count(self, parameters: dict, **kwargs: Any) -> dict[str, int]:
         """Number of stored items, optionally under a filter."""
         return {"count": self.store.count(build_filter((parameters or {}).get("filter")))}
+
+    @requests(on="/near_duplicates")
+    def near_duplicates(self, parameters: dict, **kwargs: Any) -> dict[str, Any]:
+        """Groups of near-duplicate stems (``by`` text or dense, ``threshold``, ``filter``); see qbank.duplicates."""
+        parameters = parameters or {}
+        by = parameters.get("by", "text")
+        if by not in DUPLICATES_BY:
+            raise FilterError(f"parameter 'by' must be one of {DUPLICATES_BY}, got {by!r}")
+        threshold = parameters.get("threshold", 0.8)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+            raise FilterError(f"parameter 'threshold' must be a number in (0, 1], got {threshold!r}")
+        neighbours = _whole(parameters.get("neighbours", 10), "neighbours", 1, 100)
+        max_items = _whole(parameters.get("max_items", 100_000), "max_items", 1, 10_000_000)
+        expr = build_filter(parameters.get("filter"))
+        found = find_near_duplicates(self.store, expr, by, float(threshold), neighbours, max_items)
+        self.logger.info(
+            f"near duplicates by {by} >= {threshold}: {len(found['groups'])} groups in {found['scanned']} stems"
+        )
+        return found
 
     @requests(on="/stats")
     def stats(self, **kwargs: Any) -> dict[str, Any]:
