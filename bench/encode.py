@@ -95,18 +95,12 @@ def measure_bare(model_dir: Path, engine: str, onnx_dir: Path, batches: list[int
 
 def measure_flow(model_dir: Path, onnx_dir: Path, batches: list[int], items: int, threads: int, data_dir: Path) -> dict:
     """The same through the Flow (ONNX engine), clip_client over gRPC, one request per batch."""
-    import socket
-
     from clip_client import Client
     from docarray import Document, DocumentArray
 
-    from qbank.serve import load_flow
+    from qbank.serve import free_ports, load_flow
 
-    ports = []
-    for _ in range(3):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
+    ports = free_ports(3)
     os.environ.update(
         QBANK_GRPC_PORT=str(ports[0]), QBANK_HTTP_PORT=str(ports[1]), QBANK_WS_PORT=str(ports[2]), QBANK_MODEL=str(model_dir),
         QBANK_ENGINE="onnx", QBANK_ONNX_PATH=str(onnx_dir), QBANK_DATA_DIR=str(data_dir), QBANK_NUM_THREADS=str(threads),

@@ -161,6 +161,7 @@ class ItemStore:
         self.model: str | None = None
         self.dim: int | None = None
         self.full_text = False  # the collection has the BM25 field
+        self.index_type: str | None = None  # of the vector field, as Milvus reports it
         self.analyzer: str | None = None
         try:
             self._connected()
@@ -253,6 +254,10 @@ class ItemStore:
         self.model = identity.get("model")
         self.full_text = any(f["name"] == SPARSE_FIELD for f in info["fields"])
         self.analyzer = identity.get("text_analyzer")
+        try:
+            self.index_type = self._invoke(client, "describe_index", self.collection, "embedding").get("index_type")
+        except StoreError:  # an index named otherwise (made outside qbank): reported as unknown
+            self.index_type = None
 
     def _create(self, model: str, dim: int) -> None:
         from pymilvus import DataType, Function, FunctionType, MilvusClient
@@ -283,15 +288,16 @@ class ItemStore:
             )
         )
         index = MilvusClient.prepare_index_params()
-        index.add_index("embedding", index_type=self.settings.index_type, metric_type=self.settings.metric_type)
+        index.add_index("embedding", index_type=self.settings.vector_index, metric_type=self.settings.metric_type)
         index.add_index(SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         if "://" in self.settings.uri:  # scalar indexes speed filters on a server; Milvus Lite scans
             for name in SCALAR_FIELDS:
                 index.add_index(name, index_type="INVERTED")
         self._call("create_collection", self.collection, schema=schema, index_params=index)
         self.model, self.dim, self.full_text, self.analyzer = model, dim, True, analyzer
+        self.index_type = self.settings.vector_index
         logger.info(
-            "created collection %s for model %s (dim %d, %s)", self.collection, model, dim, self.settings.index_type
+            "created collection %s for model %s (dim %d, %s)", self.collection, model, dim, self.settings.vector_index
         )
 
     def check_vectors(self, model: str, dim: int, create: bool) -> bool:
@@ -454,7 +460,7 @@ class ItemStore:
             "collection": self.collection,
             "model": self.model,
             "dim": self.dim,
-            "index_type": self.settings.index_type,
+            "index_type": self.index_type or self.settings.vector_index,
             "metric_type": self.settings.metric_type,
             "full_text": self.full_text,
             "text_analyzer": self.analyzer,
