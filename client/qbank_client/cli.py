@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from qbank.config import parse_weights
 from qbank_client.api import QbankClient, QuestionHit, error_message
 
 DEFAULT_URL = os.environ.get("QBANK_URL", "grpc://127.0.0.1:51000")
@@ -93,16 +94,8 @@ def cmd_image2text(args: argparse.Namespace, client: QbankClient) -> int:
 
 
 def _weights(raw: str | None) -> tuple[float, float] | None:
-    if not raw:
-        return None
-    parts = raw.split(",")
-    try:
-        weights = tuple(float(p) for p in parts)
-    except ValueError:
-        weights = ()
-    if len(weights) != 2:
-        raise ValueError(f"--weights must be two numbers 'dense,bm25' (e.g. 0.7,0.3), got {raw!r}")
-    return weights
+    """--weights checked by the server's own rule (its ConfigError is a ValueError: exit 2)."""
+    return parse_weights(raw, "--weights") if raw else None
 
 
 def cmd_similar(args: argparse.Namespace, client: QbankClient) -> int:
