@@ -64,6 +64,11 @@ def model_identity(name: str) -> str:
     return CLIP_SERVER_ALIASES.get(name, name)
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE set the way huggingface_hub reads it: never reach for the hub."""
+    return os.environ.get("HF_HUB_OFFLINE", "") in {"1", "true", "True"}
+
+
 def _from_pretrained(loader, source: str, **kwargs):
     """Local cache first (no network), then the hub; a failure becomes one clear message."""
     if Path(source).is_dir():
@@ -72,7 +77,7 @@ def _from_pretrained(loader, source: str, **kwargs):
         return loader.from_pretrained(source, local_files_only=True, **kwargs)
     except OSError:
         pass
-    if os.environ.get("HF_HUB_OFFLINE", "") in {"1", "true", "True"}:
+    if hub_offline():
         reason = "HF_HUB_OFFLINE is set and it is not in the local cache"
     else:
         try:

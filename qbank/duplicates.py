@@ -101,12 +101,14 @@ def find_near_duplicates(
         scanned += len(batch)
         if truncated:
             break
-    members: dict[str, list[str]] = {}
-    for qid in {q for pair in edges for q in pair}:
-        members.setdefault(groups.find(qid), []).append(qid)
+    # One pass over the kept pairs: each group's questions and similarities, by union-find root.
+    by_root: dict[str, tuple[set[str], list[float]]] = {}
+    for (a, b), score in edges.items():
+        qids, scores = by_root.setdefault(groups.find(a), (set(), []))
+        qids.update((a, b))
+        scores.append(score)
     result = []
-    for qids in members.values():
-        scores = [score for (a, b), score in edges.items() if groups.find(a) == groups.find(qids[0])]
+    for qids, scores in by_root.values():
         result.append(
             {
                 "questions": [

@@ -20,6 +20,7 @@ from qbank.clip_model import (
     ONNX_VISUAL,
     ModelUnavailableError,
     export_onnx,
+    hub_offline,
     model_identity,
     resolve_model_name,
 )
@@ -46,7 +47,7 @@ def fetch_model(model: str) -> str:
         return source
     except LocalEntryNotFoundError:
         pass
-    if os.environ.get("HF_HUB_OFFLINE", "") in {"1", "true", "True"}:
+    if hub_offline():
         raise ModelUnavailableError(f"model {source!r} is not in the cache and HF_HUB_OFFLINE is set")
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     logger.info("downloading %s from %s into %s", source, endpoint, os.environ.get("HF_HOME", "~/.cache/huggingface"))

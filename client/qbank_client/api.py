@@ -44,6 +44,11 @@ class QuestionHit:
         return asdict(self)
 
 
+def _given(filters: dict[str, Any]) -> dict[str, Any]:
+    """The filters the caller actually set (CLI flags arrive as None when absent)."""
+    return {k: v for k, v in filters.items() if v not in (None, "", [])}
+
+
 def group_by_question(matches: DocumentArray, limit: int) -> list[QuestionHit]:
     """One hit per question, best item first; matches arrive best first."""
     hits: dict[str, QuestionHit] = {}
@@ -195,7 +200,7 @@ class QbankClient:
     def _search(
         self, query: Document, modality: str, limit: int, filters: dict[str, Any], **options: Any
     ) -> list[QuestionHit]:
-        wanted = {k: v for k, v in filters.items() if v not in (None, "", [])}
+        wanted = _given(filters)
         parameters = {"limit": min(limit * OVERFETCH, 1000), "modality": modality, "filter": wanted}
         parameters.update({k: v for k, v in options.items() if v is not None})
         docs, _ = self.post("/search", DocumentArray([query]), parameters)
@@ -232,7 +237,7 @@ class QbankClient:
     ) -> dict[str, Any]:
         """Groups of near-duplicate questions (see qbank.duplicates): by ``text`` (BM25 recall, bigram
         Jaccard) or ``dense`` (CLIP cosine), within the filters; at most ``max_items`` stems scanned."""
-        wanted = {k: v for k, v in filters.items() if v not in (None, "", [])}
+        wanted = _given(filters)
         parameters = {"by": by, "threshold": threshold, "neighbours": neighbours, "max_items": max_items}
         result = self.post("/near_duplicates", parameters={**parameters, "filter": wanted})[1]
         result["scanned"] = int(result.get("scanned", 0))

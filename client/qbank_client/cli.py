@@ -12,7 +12,8 @@ import os
 import sys
 from typing import Any
 
-from qbank.config import parse_weights
+from qbank.config import SEARCH_MODES, parse_weights
+from qbank.duplicates import BY as DUPLICATES_BY
 from qbank_client.api import QbankClient, QuestionHit, error_message
 
 DEFAULT_URL = os.environ.get("QBANK_URL", "grpc://127.0.0.1:51000")
@@ -170,13 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-encode items even when they are already stored")
     p.set_defaults(run=cmd_import)
 
+    def add_filters(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--subject", help="only this subject")
+        p.add_argument("--grade", help="only this grade")
+        p.add_argument("--type", help="only this question type")
+
     def lookup(name: str, help_text: str, arg: str, arg_help: str, run) -> None:
         p = sub.add_parser(name, help=help_text)
         p.add_argument(arg, help=arg_help)
         p.add_argument("--limit", type=int, default=10, help="questions to return (default %(default)s)")
-        p.add_argument("--subject", help="only this subject")
-        p.add_argument("--grade", help="only this grade")
-        p.add_argument("--type", help="only this question type")
+        add_filters(p)
         p.set_defaults(run=run)
 
     lookup("text2image", "text -> questions whose figures match", "query", "text query", cmd_text2image)
@@ -189,20 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lookup("similar", "text -> similar / near-duplicate questions", "query", "question text", cmd_similar)
     p = sub.choices["similar"]
-    p.add_argument("--mode", choices=["dense", "bm25", "hybrid"], help="dense (CLIP), bm25 (full text) or both")
+    p.add_argument("--mode", choices=SEARCH_MODES, help="dense (CLIP), bm25 (full text) or both")
     p.add_argument("--weights", help="hybrid: 'dense,bm25' weights instead of RRF, e.g. 0.7,0.3")
     p.add_argument("--rrf-k", type=int, default=None, help="hybrid: RRF constant (server default 60)")
 
     p = sub.add_parser("dups", help="groups of near-duplicate questions, as JSON or CSV (cleaning a bank)")
-    p.add_argument("--by", choices=["text", "dense"], default="text", help="text: BM25 + bigram overlap; dense: CLIP")
+    p.add_argument("--by", choices=DUPLICATES_BY, default="text", help="text: BM25 + bigram overlap; dense: CLIP")
     p.add_argument("--threshold", type=float, default=0.8, help="similarity in (0, 1] (default %(default)s)")
     p.add_argument("--neighbours", type=int, default=10, help="candidates per question (default %(default)s)")
     p.add_argument("--max-items", type=int, default=100_000, help="stems scanned at most (default %(default)s)")
     p.add_argument("--format", choices=["json", "csv"], default="json")
     p.add_argument("--out", help="write here instead of stdout")
-    p.add_argument("--subject", help="only this subject")
-    p.add_argument("--grade", help="only this grade")
-    p.add_argument("--type", help="only this question type")
+    add_filters(p)
     p.set_defaults(run=cmd_dups)
     p = sub.add_parser("stats", help="questions/items stored, model, dimension, index type")
     p.set_defaults(run=cmd_stats)
