@@ -16,6 +16,7 @@ from pathlib import Path
 
 from qbank.clip_model import (
     ONNX_META,
+    ONNX_PRECISIONS,
     ONNX_TEXTUAL,
     ONNX_VISUAL,
     ModelUnavailableError,
@@ -30,6 +31,8 @@ logger = logging.getLogger("qbank.fetch")
 
 # What loading a transformers CLIP needs; skips other frameworks' weight files in a hub repo.
 HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "*.bin"]
+# Read by this init step only (the encoder learns the precision from the export's metadata).
+PRECISION_ENV = "QBANK_ONNX_PRECISION"
 
 
 def fetch_model(model: str) -> str:
@@ -58,13 +61,16 @@ def fetch_model(model: str) -> str:
     return source
 
 
-def exported_model(folder: Path) -> str | None:
-    """The model an ONNX folder was exported from: None when there is no complete export, "" when it
-    has no qbank metadata (a clip-server folder brought by a volume)."""
+def exported_model(folder: Path) -> tuple[str, str] | None:
+    """(model, precision) of the export in an ONNX folder: None when there is no complete export,
+    ("", "") when it has no qbank metadata (a clip-server folder brought by a volume)."""
     if not ((folder / ONNX_TEXTUAL).is_file() and (folder / ONNX_VISUAL).is_file()):
         return None
-    meta = folder / ONNX_META
-    return json.loads(meta.read_text()).get("model", "") if meta.is_file() else ""
+    meta_file = folder / ONNX_META
+    if not meta_file.is_file():
+        return "", ""
+    meta = json.loads(meta_file.read_text())
+    return meta.get("model", ""), meta.get("precision", "fp32")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     onnx_default = os.environ.get("QBANK_ONNX_PATH", "") if os.environ.get("QBANK_ENGINE") == "onnx" else ""
     parser.add_argument("--onnx-out", default=onnx_default, help="also export to this folder unless it holds one")
     parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument(
+        "--precision",
+        choices=ONNX_PRECISIONS,
+        default=os.environ.get(PRECISION_ENV) or "fp32",
+        help="weights of the ONNX export (QBANK_ONNX_PRECISION; default fp32)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -81,13 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.onnx_out:
             out = Path(args.onnx_out)
             exported = exported_model(out)
-            if exported == "" or exported == model_identity(args.model):
-                logger.info("ONNX export %s already in %s: left as it is", exported or "(no metadata)", out)
+            wanted = (model_identity(args.model), args.precision)
+            if exported == ("", "") or exported == wanted:
+                logger.info("ONNX export %s already in %s: left as it is", "/".join(exported) or "(no metadata)", out)
             else:
                 if exported:
-                    logger.warning("%s holds an export of %s, not %s: exporting over it", out, exported, args.model)
-                export_onnx(args.model, out, args.opset)
-                logger.info("exported %s to ONNX in %s", args.model, out)
+                    logger.warning(
+                        "%s holds an export of %s, not %s: exporting over it", out, "/".join(exported), "/".join(wanted)
+                    )
+                export_onnx(args.model, out, args.opset, args.precision)
+                logger.info("exported %s (%s) to ONNX in %s", args.model, args.precision, out)
     except ModelUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ from conftest import REPO, free_ports, patched_env, png_bytes
 from kustomize_subset import _key, build
 
 from qbank.config import FLOW_ENV_DEFAULTS, EncoderSettings, IndexerSettings
+from qbank.fetch import PRECISION_ENV
 
 K8S = REPO / "k8s"
 OVERLAYS = {"cpu": K8S / "overlays" / "cpu", "gpu": K8S / "overlays" / "gpu"}
@@ -159,7 +160,7 @@ def test_gateway_serves_flow_yml_protocols_and_reaches_every_executor(overlay):
 def test_env_names_are_settings_the_code_reads(overlay):
     known = {f"QBANK_{f.upper()}" for f in EncoderSettings.__dataclass_fields__}
     known |= {f"QBANK_{f.upper()}" for f in IndexerSettings.__dataclass_fields__}
-    known |= set(FLOW_ENV_DEFAULTS) | {"QBANK_AUTH_TOKEN"}
+    known |= set(FLOW_ENV_DEFAULTS) | {"QBANK_AUTH_TOKEN", PRECISION_ENV}
     config = named(overlay, "ConfigMap", "qbank-config")["data"]
     names = set(config)
     for deployment in objects(overlay, "Deployment"):

@@ -135,3 +135,42 @@ def test_torch_engine_on_cuda_in_fp16_agrees_with_cpu(tiny_model):
     assert gpu.engine.device == "cuda" and gpu.engine.dtype == torch.float16
     assert (cpu.encode_texts(TEXTS) * gpu.encode_texts(TEXTS)).sum(1).min() > 0.99
     assert (cpu.encode_images(images(4)) * gpu.encode_images(images(4))).sum(1).min() > 0.99
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_onnx_export_in_lower_precision_stays_in_the_same_space(tiny_model, tmp_path, precision, caplog):
+    import onnx
+
+    folder = export_onnx(str(tiny_model), tmp_path / precision, precision=precision)
+    assert "pre-processing" not in caplog.text  # the quantiser's hint is kept from operators
+    graph = onnx.load(str(folder / "visual.onnx")).graph
+    ops = {node.op_type for node in graph.node}
+    weight_types = {init.data_type for init in graph.initializer}
+    if precision == "int8":
+        assert "MatMulInteger" in ops and onnx.TensorProto.INT8 in weight_types
+    else:
+        assert onnx.TensorProto.FLOAT16 in weight_types
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # callers do not change
+
+    torch_encoder = ClipEncoder.load(str(tiny_model), engine="torch", device="cpu")
+    onnx_encoder = ClipEncoder.load(str(tiny_model), engine="onnx", device="cpu", onnx_path=str(folder))
+    assert onnx_encoder.engine.precision == precision and onnx_encoder.name == torch_encoder.name
+    assert (torch_encoder.encode_texts(TEXTS) * onnx_encoder.encode_texts(TEXTS)).sum(1).min() > 0.99
+    assert (torch_encoder.encode_images(images(4)) * onnx_encoder.encode_images(images(4))).sum(1).min() > 0.99
+
+    from qbank.fetch import exported_model
+    from qbank.fetch import main as fetch_main
+
+    assert exported_model(folder) == ("tiny-chinese-clip", precision)
+    before = (folder / "visual.onnx").stat().st_mtime_ns
+    assert fetch_main(["--model", str(tiny_model), "--onnx-out", str(folder), "--precision", precision]) == 0
+    assert (folder / "visual.onnx").stat().st_mtime_ns == before  # same model and precision: left alone
+    if precision == "int8":  # another precision is exported over it
+        assert fetch_main(["--model", str(tiny_model), "--onnx-out", str(folder)]) == 0
+        assert exported_model(folder) == ("tiny-chinese-clip", "fp32")
+
+
+def test_onnx_export_refuses_an_unknown_precision(tiny_model, tmp_path):
+    with pytest.raises(ValueError, match="precision must be one of fp32, fp16, int8, got 'int4'"):
+        export_onnx(str(tiny_model), tmp_path / "x", precision="int4")
+    assert not (tmp_path / "x").exists()
