@@ -96,6 +96,7 @@ def part_flow(args: argparse.Namespace) -> None:
     from jina import Client
 
     from qbank.config import IndexerSettings
+    from qbank.schema import item_row
     from qbank.serve import free_ports, load_flow
     from qbank.store import ItemStore
     from qbank.tiny_clip import build_tiny_clip
@@ -110,18 +111,9 @@ def part_flow(args: argparse.Namespace) -> None:
     model = build_tiny_clip(work / "tiny-chinese-clip", "chinese_clip")  # passes vectors on, encodes nothing
 
     def item(i: int) -> dict:
-        return {
-            "id": f"b{i}:text:0",
-            "question_id": f"b{i}",
-            "modality": "text",
-            "text": f"题{i}",
-            "image_uri": "",
-            "subject": subjects[i % 3],
-            "grade": "",
-            "qtype": "",
-            "metadata": {},
-            "embedding": vectors[i].tolist(),
-        }
+        return item_row(
+            f"b{i}:text:0", vectors[i].tolist(), question_id=f"b{i}", text=f"题{i}", subject=subjects[i % 3]
+        )
 
     print(f"\nPart 2: the Flow's /search vs direct pymilvus, {rows:,} items x {dim}, Milvus Lite 2.5, limit 10")
     store = ItemStore(IndexerSettings.resolve(data_dir=str(work / "direct"), model=str(model)))

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from qbank.config import DEFAULT_MODEL, SEARCH_MODES, IndexerSettings
+from qbank.schema import TEXT, item_id, item_row
 
 PEOPLE = ["小明", "小红", "小刚", "小华", "李老师", "王叔叔", "张阿姨", "小丽", "小军", "小芳", "刘爷爷", "陈同学"]
 ITEMS = ["苹果", "铅笔", "笔记本", "足球", "橡皮", "书包", "篮球", "练习本", "彩笔", "故事书", "西瓜", "乒乓球"]
@@ -157,18 +158,13 @@ def evaluate(
         vectors = encoder.encode_texts([q["text"] for q in questions])
         store.check_vectors(encoder.name, int(vectors.shape[1]), create=True)
         rows = [
-            {
-                "id": f"{q['id']}:text:0",
-                "question_id": q["id"],
-                "modality": "text",
-                "text": q["text"],
-                "image_uri": "",
-                "subject": q["subject"],
-                "grade": "",
-                "qtype": "",
-                "metadata": {},
-                "embedding": [float(x) for x in vector],
-            }
+            item_row(
+                item_id(q["id"], TEXT),
+                [float(x) for x in vector],
+                question_id=q["id"],
+                text=q["text"],
+                subject=q["subject"],
+            )
             for q, vector in zip(questions, vectors, strict=True)
         ]
         store.upsert(rows)

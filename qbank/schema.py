@@ -81,6 +81,35 @@ def tags_to_fields(doc_id: str, tags: dict[str, Any]) -> tuple[dict[str, str], d
     return scalars, metadata
 
 
+def item_row(
+    id: str,
+    embedding: list[float],
+    *,
+    question_id: str = "",
+    modality: str = TEXT,
+    text: str = "",
+    image_uri: str = "",
+    subject: str = "",
+    grade: str = "",
+    qtype: str = "",
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One stored row, every column present: what the indexer, qbank-eval and the benches write.
+    A lone item is its own question; a stem is kept within Milvus' VARCHAR limit."""
+    return {
+        "id": id,
+        "question_id": question_id or id,
+        "modality": modality,
+        "text": truncate_utf8(text, TEXT_MAX_BYTES),
+        "image_uri": image_uri,
+        "subject": subject,
+        "grade": grade,
+        "qtype": qtype,
+        "metadata": metadata or {},
+        "embedding": embedding,
+    }
+
+
 def item_errors_message(errors: list[str], total: int, outcome: str, shown: int = 20) -> str:
     """One message for a rejected request: how many items, and each bad item with its problem."""
     more = f" (and {len(errors) - shown} more)" if len(errors) > shown else ""

@@ -11,6 +11,7 @@ import pytest
 from qbank.config import IndexerSettings
 from qbank.duplicates import find_near_duplicates, text_similarity
 from qbank.evaluate import VARIANTS, evaluate, generate_eval_set
+from qbank.schema import item_row
 from qbank.store import FullTextUnavailableError, ItemStore, build_filter
 
 STEMS = {
@@ -28,20 +29,8 @@ def make_rows(stems: dict[str, tuple[str, str]], dim: int = 8, seed: int = 3) ->
     out = []
     for qid, (subject, text) in stems.items():
         vector = rng.normal(size=dim)
-        out.append(
-            {
-                "id": f"{qid}:text:0",
-                "question_id": qid,
-                "modality": "text",
-                "text": text,
-                "image_uri": "",
-                "subject": subject,
-                "grade": "",
-                "qtype": "",
-                "metadata": {},
-                "embedding": (vector / np.linalg.norm(vector)).tolist(),
-            }
-        )
+        embedding = (vector / np.linalg.norm(vector)).tolist()
+        out.append(item_row(f"{qid}:text:0", embedding, question_id=qid, text=text, subject=subject))
     return out
 
 

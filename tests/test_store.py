@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from qbank.config import IndexerSettings
+from qbank.schema import item_row
 from qbank.store import FilterError, ItemStore, ModelMismatchError, build_filter, ids_filter
 
 
@@ -14,18 +15,16 @@ def rows(n: int, dim: int = 8, subject: str = "数学", seed: int = 0) -> list[d
     vectors = rng.normal(size=(n, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return [
-        {
-            "id": f"q{i}:text:0",
-            "question_id": f"q{i}",
-            "modality": "text",
-            "text": f"题{i}",
-            "image_uri": "",
-            "subject": subject if i % 2 == 0 else '物"理',
-            "grade": "初二",
-            "qtype": "选择题",
-            "metadata": {"n": i},
-            "embedding": vectors[i].tolist(),
-        }
+        item_row(
+            f"q{i}:text:0",
+            vectors[i].tolist(),
+            question_id=f"q{i}",
+            text=f"题{i}",
+            subject=subject if i % 2 == 0 else '物"理',
+            grade="初二",
+            qtype="选择题",
+            metadata={"n": i},
+        )
         for i in range(n)
     ]
 

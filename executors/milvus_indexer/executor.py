@@ -24,13 +24,12 @@ from qbank.schema import (
     IMAGE,
     MODALITIES,
     TEXT,
-    TEXT_MAX_BYTES,
     URI_MAX_LENGTH,
     ItemError,
     fields_to_tags,
     item_errors_message,
+    item_row,
     tags_to_fields,
-    truncate_utf8,
 )
 from qbank.store import FilterError, ItemStore, StoreError, build_filter, ids_filter
 
@@ -66,18 +65,18 @@ def doc_to_row(doc: Document, dim: int | None) -> dict[str, Any]:
     uri = doc.uri or ""
     if uri.startswith("data:") or len(uri) > URI_MAX_LENGTH:
         uri = ""  # inline image data is not a reference worth storing
-    return {
-        "id": doc.id,
-        "question_id": scalars.pop("question_id", "") or doc.id,
-        "modality": modality,
-        "text": truncate_utf8(doc.text or "", TEXT_MAX_BYTES),
-        "image_uri": uri,
-        "subject": scalars.get("subject", ""),
-        "grade": scalars.get("grade", ""),
-        "qtype": scalars.get("qtype", ""),
-        "metadata": metadata,
-        "embedding": vector,
-    }
+    return item_row(
+        doc.id,
+        vector,
+        question_id=scalars.pop("question_id", ""),
+        modality=modality,
+        text=doc.text or "",
+        image_uri=uri,
+        subject=scalars.get("subject", ""),
+        grade=scalars.get("grade", ""),
+        qtype=scalars.get("qtype", ""),
+        metadata=metadata,
+    )
 
 
 def row_to_match(hit: dict[str, Any], score_name: str = "similarity") -> Document:
