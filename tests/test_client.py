@@ -203,3 +203,44 @@ def test_similar_modes_and_near_duplicate_export(flow, imported, tmp_path, capsy
     assert expected  # the demo bank repeats stems on purpose, so there is something to find
     assert cli([*url, "--json", "dups", "--by", "dense", "--threshold", "0.9999", "--subject", "不存在"]) == 0
     assert json.loads(capsys.readouterr().out)["groups"] == []
+
+
+def _connections_to(port: int) -> int:
+    """ESTABLISHED TCP connections from this process to a loopback port (Linux /proc)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            remote_port, state, inode = int(fields[2].rsplit(":", 1)[1], 16), fields[3], fields[9]
+            count += remote_port == port and state == "01" and inode in inodes
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="counts connections through Linux /proc")
+def test_grpc_client_keeps_one_connection_and_fails_fast_when_the_gateway_is_down(flow, imported):
+    from qbank_client import ServerError
+
+    from qbank.serve import free_ports
+
+    port = int(flow["grpc"].rsplit(":", 1)[1])
+    with QbankClient(flow["grpc"]) as client:
+        counts = {client.count() for _ in range(10)}
+        hits = [client.similar_questions("三角形", limit=3) for _ in range(5)]
+        assert counts == {48} and all(len(h) == 3 for h in hits)
+        assert _connections_to(port) == 1  # fifteen requests, one kept connection
+    time.sleep(0.5)
+    assert _connections_to(port) == 0  # closed with the client
+
+    down = f"grpc://127.0.0.1:{free_ports(1)[0]}"
+    started = time.monotonic()
+    with pytest.raises(ServerError, match=r"^/count at grpc://127\.0\.0\.1:\d+: UNAVAILABLE"):
+        QbankClient(down).count()
+    assert time.monotonic() - started < 10

@@ -111,6 +111,52 @@ def error_message(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+class GrpcTransport:
+    """One long-lived gRPC channel to the gateway, one unary call per request (jina's own wire format,
+    the method jina's Client uses for single requests).
+
+    jina's Client opens a new channel inside a new event loop on every call; for one-query lookups
+    that set-up is most of the time (measured: 23 ms per single /search with it, 13 ms over one
+    kept channel, same Flow). A gRPC channel is thread-safe, so the importer's threads share it.
+    """
+
+    METHOD = "/jina.JinaSingleDataRequestRPC/process_single_data"
+
+    def __init__(self, host: str, port: int, tls: bool, metadata: tuple[tuple[str, str], ...] = ()):
+        import grpc
+        from jina.proto.serializer import DataRequestProto
+
+        target = f"{host}:{port}"
+        options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        if tls:
+            self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(), options)
+        else:
+            self._channel = grpc.insecure_channel(target, options)
+        self._call = self._channel.unary_unary(
+            self.METHOD,
+            request_serializer=DataRequestProto.SerializeToString,
+            response_deserializer=DataRequestProto.FromString,
+        )
+        self._metadata = metadata
+
+    def post(self, endpoint: str, docs: DocumentArray, parameters: dict) -> Any:
+        """The gateway's response (a jina DataRequest); raises grpc.RpcError when the call fails and
+        ServerError when an executor failed the request."""
+        from jina.types.request.data import DataRequest
+
+        request = DataRequest()
+        request.header.exec_endpoint = endpoint
+        request.data.docs = docs
+        request.parameters = parameters
+        response = self._call(request, metadata=self._metadata)
+        if response.status.code == response.status.ERROR:
+            raise ServerError(response.status.description or response.status.exception.name)
+        return response
+
+    def close(self) -> None:
+        self._channel.close()
+
+
 class QbankClient:
     """``QbankClient("grpc://127.0.0.1:51000")``; http:// and ws:// work the same.
 
@@ -133,10 +179,23 @@ class QbankClient:
         self._local = threading.local()  # jina's Client runs an event loop per call: one per thread
         token = token if token is not None else os.environ.get("QBANK_AUTH_TOKEN", "")
         self._credentials: dict[str, Any] = {}
-        if token and self._address["protocol"] == "grpc":
-            self._credentials = {"metadata": (("authorization", token),)}
+        self._grpc: GrpcTransport | None = None
+        if self._address["protocol"] == "grpc":
+            metadata = (("authorization", token),) if token else ()
+            self._grpc = GrpcTransport(parsed.hostname, parsed.port, self._address["tls"], metadata)
         elif token:  # HTTP requests and the WebSocket handshake carry it as a header
             self._credentials = {"headers": {"Authorization": token}}
+
+    def close(self) -> None:
+        """Close the gRPC channel (HTTP and WebSocket hold nothing between calls)."""
+        if self._grpc:
+            self._grpc.close()
+
+    def __enter__(self) -> QbankClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def _client(self):
@@ -153,6 +212,14 @@ class QbankClient:
         """Send one request; returns the docs and the merged executor results."""
         for doc in docs or []:
             check_encodable(doc)
+        if self._grpc is not None:
+            try:
+                responses = [self._grpc.post(endpoint, docs or DocumentArray(), parameters or {})]
+            except ServerError as exc:  # an executor failed the request: its own description
+                raise ServerError(f"{endpoint} at {self.url}: {exc}") from exc
+            except Exception as exc:  # grpc.RpcError: refused (token), unreachable, too large, ...
+                raise ServerError(f"{endpoint} at {self.url}: {error_message(exc)}") from exc
+            return self._collect(responses)
         try:
             responses = self._client.post(
                 endpoint,
@@ -167,6 +234,10 @@ class QbankClient:
             if self._address["protocol"] == "websocket" and "403" in message:
                 message += " (the gateway refused the WebSocket handshake: missing or wrong token?)"
             raise ServerError(f"{endpoint} at {self.url}: {message}") from exc
+        return self._collect(responses)
+
+    @staticmethod
+    def _collect(responses: list[Any]) -> tuple[DocumentArray, dict]:
         out, results = DocumentArray(), {}
         for response in responses:
             out.extend(response.docs)
