@@ -8,14 +8,12 @@ cached model and an existing ONNX folder are left alone, so a restarted pod star
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
 from qbank.clip_model import (
-    ONNX_META,
     ONNX_PRECISIONS,
     ONNX_TEXTUAL,
     ONNX_VISUAL,
@@ -23,6 +21,7 @@ from qbank.clip_model import (
     export_onnx,
     hub_offline,
     model_identity,
+    read_onnx_meta,
     resolve_model_name,
 )
 from qbank.config import DEFAULT_MODEL
@@ -66,10 +65,9 @@ def exported_model(folder: Path) -> tuple[str, str] | None:
     ("", "") when it has no qbank metadata (a clip-server folder brought by a volume)."""
     if not ((folder / ONNX_TEXTUAL).is_file() and (folder / ONNX_VISUAL).is_file()):
         return None
-    meta_file = folder / ONNX_META
-    if not meta_file.is_file():
+    meta = read_onnx_meta(folder)
+    if not meta:
         return "", ""
-    meta = json.loads(meta_file.read_text())
     return meta.get("model", ""), meta.get("precision", "fp32")
 
 
