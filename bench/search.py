@@ -128,13 +128,16 @@ def part_flow(args: argparse.Namespace) -> None:
     direct_insert = rows / (time.perf_counter() - started)
     store.search([queries[0].tolist()], 10)
 
-    def direct_batch() -> None:
+    def in_batches(send) -> None:
         for start in range(0, len(queries), args.batch):
-            store.search(queries[start : start + args.batch], 10)
+            send(queries[start : start + args.batch])
 
-    def direct_single() -> None:
+    def one_by_one(send) -> None:
         for q in queries[: args.single]:
-            store.search([q], 10)
+            send([q])
+
+    def query_docs(chunk: np.ndarray) -> DocumentArray:
+        return DocumentArray([Document(embedding=q) for q in chunk])
 
     ports = free_ports(3)
     env = {
@@ -164,41 +167,22 @@ def part_flow(args: argparse.Namespace) -> None:
         flow_insert = rows / (time.perf_counter() - started)
         client.post("/search", DocumentArray([Document(embedding=queries[0])]), parameters={"limit": 10})
 
-        def flow_batch() -> None:
-            for start in range(0, len(queries), args.batch):
-                chunk = DocumentArray([Document(embedding=q) for q in queries[start : start + args.batch]])
-                client.post("/search", chunk, parameters={"limit": 10}, request_size=args.batch)
-
-        def flow_single() -> None:
-            for q in queries[: args.single]:
-                client.post("/search", DocumentArray([Document(embedding=q)]), parameters={"limit": 10})
-
         kept = QbankClient(f"grpc://127.0.0.1:{ports[0]}")  # one kept channel, unary calls
-
-        def kept_batch() -> None:
-            for start in range(0, len(queries), args.batch):
-                chunk = DocumentArray([Document(embedding=q) for q in queries[start : start + args.batch]])
-                kept.post("/search", chunk, {"limit": 10})
-
-        def kept_single() -> None:
-            for q in queries[: args.single]:
-                kept.post("/search", DocumentArray([Document(embedding=q)]), {"limit": 10})
+        senders = {
+            "direct": lambda qs: store.search(qs, 10),
+            "flow": lambda qs: client.post("/search", query_docs(qs), parameters={"limit": 10}, request_size=len(qs)),
+            "kept": lambda qs: kept.post("/search", query_docs(qs), {"limit": 10}),
+        }
 
         # Rounds alternate the paths and the medians are kept: on 2 cores one pass swings with
         # whatever the two Milvus Lite servers do in the background (seen: direct batch 46 to 79 QPS).
         samples: dict[str, list[float]] = {}
         for _ in range(args.rounds):
-            for name, run, count in (
-                ("direct batch", direct_batch, len(queries)),
-                ("flow batch", flow_batch, len(queries)),
-                ("kept batch", kept_batch, len(queries)),
-                ("direct single", direct_single, args.single),
-                ("flow single", flow_single, args.single),
-                ("kept single", kept_single, args.single),
-            ):
-                started = time.perf_counter()
-                run()
-                samples.setdefault(name, []).append(count / (time.perf_counter() - started))
+            for kind, run, count in (("batch", in_batches, len(queries)), ("single", one_by_one, args.single)):
+                for path, send in senders.items():
+                    started = time.perf_counter()
+                    run(send)
+                    samples.setdefault(f"{path} {kind}", []).append(count / (time.perf_counter() - started))
         figures = {name: statistics.median(values) for name, values in samples.items()}
         kept.close()
     store.close()
