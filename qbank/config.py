@@ -142,8 +142,10 @@ class EncoderSettings(Settings):
     uri_roots: str = ""  # folders the server may read image paths from (os.pathsep or comma separated)
     fetch_private: bool = False  # let image URLs reach loopback/private/link-local addresses
     drop_image_content: bool = True
+    max_docs_per_request: int = 1000  # Documents in one request (the indexer has the same setting)
 
     def validate(self) -> None:
+        _positive("max_docs_per_request", self.max_docs_per_request)
         _choice("engine", self.engine, ("torch", "onnx"))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _choice("fp16", self.fp16, ("auto", "true", "false"))
@@ -175,7 +177,13 @@ class IndexerSettings(Settings):
     timeout: float = 30.0  # seconds per Milvus call
     connect_timeout: float = 5.0  # seconds to (re)connect; requests fail after this while Milvus is down
     retry_times: int = 2  # pymilvus retries of a failed call (an unreachable Milvus fails fast)
-    insert_batch_size: int = 1000
+    # Request limits (README "The data contract"). One request is written in one Milvus call, so
+    # max_docs_per_request also bounds that call (Lite 2.5 hung 10 min on one batch of 10,000).
+    max_docs_per_request: int = 1000
+    max_ids_per_request: int = 10_000  # ids / question_ids in one /delete or /exists
+    max_results_per_request: int = 10_000  # queries x limit in one /search (300 x 1000 took Milvus to 9.5 GB)
+    max_tag_bytes: int = 65_536  # one item's tags as JSON (10 MB of tags took the indexer to 3.6 GB)
+    max_delete: int = 1000  # a /delete removing more items needs allow_many: true
     # Full text (BM25 over stems, beside the CLIP vectors): the analyzer is fixed when the collection
     # is created; "chinese" (jieba) splits Chinese words, "standard" suits space-separated text.
     text_analyzer: str = "chinese"
@@ -191,12 +199,35 @@ class IndexerSettings(Settings):
         _positive("connect_timeout", self.connect_timeout)
         if self.retry_times < 0:
             raise ConfigError(f"setting 'retry_times' must be >= 0, got {self.retry_times}")
-        _positive("insert_batch_size", self.insert_batch_size)
+        for name in ("max_docs_per_request", "max_ids_per_request", "max_results_per_request", "max_tag_bytes"):
+            _positive(name, getattr(self, name))
+        if self.max_docs_per_request > 10_000:
+            raise ConfigError(
+                f"setting 'max_docs_per_request' must be <= 10000 (one Milvus write per request), "
+                f"got {self.max_docs_per_request}"
+            )
+        if self.max_delete < 0:
+            raise ConfigError(f"setting 'max_delete' must be >= 0, got {self.max_delete}")
         _choice("text_analyzer", self.text_analyzer, TEXT_ANALYZERS)
         _choice("search_mode", self.search_mode, SEARCH_MODES)
         _positive("rrf_k", self.rrf_k)
         if self.hybrid_weights:
             parse_weights(self.hybrid_weights, "setting 'hybrid_weights'")
+
+    def weights(self) -> tuple[float, float] | None:
+        """The hybrid weights setting as (dense, bm25), None for RRF."""
+        return parse_weights(self.hybrid_weights, "setting 'hybrid_weights'") if self.hybrid_weights else None
+
+    def limits(self):
+        from qbank.params import Limits
+
+        return Limits(
+            max_limit=self.max_limit,
+            max_ids=self.max_ids_per_request,
+            max_docs=self.max_docs_per_request,
+            max_results=self.max_results_per_request,
+            default_limit=self.default_limit,
+        )
 
     @property
     def vector_index(self) -> str:

@@ -177,11 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     from qbank_client.cli import _table
     from qbank_client.importer import import_bank
 
-    from qbank.serve import load_flow
+    from qbank.serve import load_flow, run
 
     bank_path = write_demo_bank(Path(os.environ["QBANK_DATA_DIR"]) / "bank", args.questions)
     flow = load_flow()
-    with flow:
+
+    def demo() -> None:
         client = QbankClient(f"grpc://127.0.0.1:{os.environ['QBANK_GRPC_PORT']}")
         summary = import_bank(client, read_bank(bank_path), batch_size=32, total=args.questions)
         print(
@@ -210,12 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"try: .venv/bin/qbank --url grpc://127.0.0.1:{ports['grpc']} similar '已知圆的半径' --subject 数学")
         if not args.no_serve:
-            print("Ctrl-C to stop.", flush=True)
-            try:
-                flow.block()
-            except KeyboardInterrupt:
-                pass
-    return 0
+            print("Ctrl-C (or SIGTERM) to stop.", flush=True)
+
+    return run(flow, demo, serve=not args.no_serve)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ similarity reaches the threshold: paraphrases too, with a real model.
 from __future__ import annotations
 
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qbank.schema import TEXT
-from qbank.store import ItemStore
+
+if TYPE_CHECKING:
+    from qbank.store import ItemStore
 
 BY = ("text", "dense")
 

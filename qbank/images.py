@@ -45,7 +45,9 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
         if width * height > limits.max_pixels:
-            raise ImageInputError(f"image declares {width}x{height} pixels, over the limit of {limits.max_pixels}")
+            raise ImageInputError(
+                f"image declares {width}x{height} pixels, over the limit of {limits.max_pixels} (QBANK_MAX_IMAGE_PIXELS)"
+            )
         image.load()
     except Image.DecompressionBombError as exc:  # Pillow's own guard, also before decoding
         raise ImageInputError(f"refused as a decompression bomb before decoding: {exc}") from None
@@ -54,8 +56,10 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
     return image.convert("RGB")
 
 
-def image_from_array(array: np.ndarray) -> Image.Image:
-    """An HxWx{1,3,4} or HxW array (uint8, ints in 0..255, or floats in [0, 1]) as sent in ``.tensor``."""
+def image_from_array(array: np.ndarray, limits: ImageLimits | None = None) -> Image.Image:
+    """An HxWx{1,3,4} or HxW array (uint8, ints in 0..255, or floats in [0, 1]) as sent in ``.tensor``,
+    held to the same pixel limit as encoded images (a 49-megapixel tensor was once encoded while the
+    same image as PNG was refused)."""
     if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3, 4):
         array = np.transpose(array, (1, 2, 0))  # CxHxW -> HxWxC
     if array.ndim == 3 and array.shape[-1] == 1:
@@ -64,6 +68,12 @@ def image_from_array(array: np.ndarray) -> Image.Image:
         raise ImageInputError(f"tensor of shape {tuple(array.shape)} is not an image (want HxWx3)")
     if min(array.shape[:2]) < 1:
         raise ImageInputError(f"tensor of shape {tuple(array.shape)} is empty")
+    max_pixels = (limits or ImageLimits()).max_pixels
+    if array.shape[0] * array.shape[1] > max_pixels:
+        raise ImageInputError(
+            f"tensor of {array.shape[0]}x{array.shape[1]} pixels is over the limit of {max_pixels} pixels "
+            "(QBANK_MAX_IMAGE_PIXELS)"
+        )
     if array.dtype == np.uint8:
         pixels = array
     elif np.issubdtype(array.dtype, np.integer):  # HTTP/JSON turns uint8 pixels into int64

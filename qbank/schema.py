@@ -8,6 +8,7 @@ fields come back in the same ``tags`` on search matches.
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any
 
 TEXT = "text"
@@ -27,12 +28,43 @@ TAG_ALIASES = {"type": "qtype", "question_type": "qtype"}
 FILTER_FIELDS = tuple(SCALAR_FIELDS)
 
 ID_MAX_LENGTH = 256
+# Ids are opaque strings with two exceptions, refused up front so every accepted id round-trips
+# through index, search, exists, update and delete: control characters (a newline cannot stand in
+# a Milvus expression literal: "token recognition error", measured) and the single quote (Milvus
+# Lite 2.5.1 puts an upserted id into SQL between single quotes, unescaped: an id with ' fails with
+# "internal error" and could rewrite that statement).
+ID_RULE = f"1..{ID_MAX_LENGTH} bytes of UTF-8, no control characters and no single quote (')"
+MAX_TAG_BYTES = 65_536  # default of QBANK_MAX_TAG_BYTES: tags of one item as JSON
 TEXT_MAX_BYTES = 65_535  # Milvus VARCHAR limit; longer stems are stored truncated (display copy)
 URI_MAX_LENGTH = 2048
 
 
 class ItemError(ValueError):
     """An item cannot be stored as given; the message names the item and the field."""
+
+
+def id_problem(value: object, max_bytes: int = ID_MAX_LENGTH) -> str | None:
+    """Why ``value`` cannot be an item or question id, or None when it can."""
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if not 1 <= size <= max_bytes:
+        return f"is {size} bytes; ids are 1..{max_bytes} bytes"
+    for ch in value:
+        if ch == "'":
+            return "contains a single quote ('), which ids may not (Milvus Lite writes ids into SQL)"
+        if unicodedata.category(ch) in ("Cc", "Cs"):
+            return f"contains the control character {ch!r}, which ids may not"
+    return None
+
+
+def check_id(value: object, label: str = "id", max_bytes: int = ID_MAX_LENGTH) -> str:
+    """``value`` as an id, or ItemError naming it and the rule."""
+    problem = id_problem(value, max_bytes)
+    if problem:
+        shown = value[:60] if isinstance(value, str) else value
+        raise ItemError(f"{label} {shown!r} {problem}")
+    return value  # type: ignore[return-value]
 
 
 def item_id(question_id: str, modality: str, index: int = 0) -> str:
@@ -64,8 +96,11 @@ def check_scalar(doc_id: str, name: str, value: Any, label: str | None = None) -
     return text
 
 
-def tags_to_fields(doc_id: str, tags: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
-    """Split Document tags into the scalar columns and the free ``metadata`` JSON."""
+def tags_to_fields(
+    doc_id: str, tags: dict[str, Any], max_tag_bytes: int = MAX_TAG_BYTES
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Split Document tags into the scalar columns and the free ``metadata`` JSON (at most
+    ``max_tag_bytes`` as JSON: 10 MB of tags per item once took 3.6 GB in the indexer)."""
     scalars: dict[str, str] = {}
     metadata: dict[str, Any] = {}
     for key, value in (tags or {}).items():
@@ -75,9 +110,15 @@ def tags_to_fields(doc_id: str, tags: dict[str, Any]) -> tuple[dict[str, str], d
         else:
             metadata[key] = value
     try:
-        json.dumps(metadata, ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
+        size = len(json.dumps(metadata, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ItemError(f"item {doc_id!r}: tags are not JSON-serialisable: {exc}") from None
+    if size > max_tag_bytes:
+        raise ItemError(
+            f"item {doc_id!r}: tags are {size} bytes as JSON, over the limit of {max_tag_bytes} (QBANK_MAX_TAG_BYTES)"
+        )
+    if "question_id" in scalars:
+        check_id(scalars["question_id"], f"item {doc_id!r}: question_id", SCALAR_FIELDS["question_id"])
     return scalars, metadata
 
 

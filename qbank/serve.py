@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import multiprocessing
 import os
+import signal
 import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from qbank.config import FLOW_ENV_DEFAULTS, ConfigError, check_flow_topology
@@ -44,6 +50,104 @@ def load_flow(flow_file: str | Path | None = None):
     return Flow.load_config(str(path), extra_search_paths=[str(path.parent)])
 
 
+logger = logging.getLogger("qbank.serve")
+CLOSE_TIMEOUT = 20.0  # seconds the Flow gets to close before its processes are killed
+WATCH_INTERVAL = 0.5
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGINT arrived: unwinds whatever the main thread is doing, so the Flow closes."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class PartDied(RuntimeError):
+    """A process of the Flow (gateway or executor) exited while the service was up."""
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM (what systemd, Docker and Kubernetes send) and SIGINT both raise :class:`Stopped` in
+    the main thread. Before this, SIGTERM killed qbank-serve alone and left the gateway and the
+    executors running, holding the ports and the Milvus Lite lock."""
+
+    def on_signal(signum: int, frame: object) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not interrupt the close
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def watch(children: list, stop: Callable[[], bool] = lambda: False) -> None:
+    """Return when ``stop()`` says so; raise PartDied as soon as one of ``children`` has exited.
+
+    jina does not notice a dead executor: after ``kill -9`` of one, the gateway kept answering health
+    checks while every request failed. Exiting non-zero instead lets a supervisor (systemd,
+    Kubernetes, Docker) restart the whole service, and nothing answers health checks meanwhile.
+    """
+    while not stop():
+        for child in children:
+            if not child.is_alive():
+                raise PartDied(f"Flow process {child.name} (pid {child.pid}) exited with code {child.exitcode}")
+        time.sleep(WATCH_INTERVAL)
+
+
+def kill_leftovers(children: list) -> None:
+    for child in children:
+        if child.is_alive():
+            logger.warning("killing %s (pid %s): it did not stop in time", child.name, child.pid)
+            child.kill()
+
+
+@contextlib.contextmanager
+def supervised(flow) -> Iterator[list]:
+    """Start ``flow``; yield its processes; close it on leaving, killing what has not stopped
+    within CLOSE_TIMEOUT (a close once took 62 s after an executor was killed)."""
+    timer = None
+    children: list = []
+    try:
+        with flow:
+            children = multiprocessing.active_children()
+            timer = threading.Timer(CLOSE_TIMEOUT, kill_leftovers, args=(children,))
+            timer.daemon = True
+            try:
+                yield children
+            finally:
+                timer.start()  # the deadline covers the close that follows
+    finally:
+        if timer is not None:
+            timer.cancel()
+        kill_leftovers(children)
+
+
+def run(flow, on_up: Callable[[], None] | None = None, serve: bool = True) -> int:
+    """Run ``flow`` until SIGTERM/SIGINT (exit code 0) or until a part of it dies (1).
+
+    ``on_up`` runs once it is up (the demo imports its bank there); ``serve=False`` returns after it.
+    """
+    code = 0
+    try:
+        with stop_on_signals(), supervised(flow) as children:
+            if on_up:
+                on_up()
+            if serve:
+                watch(children)
+    except Stopped as stop:
+        logger.info("stopped by %s", stop)
+    except PartDied as exc:
+        logger.error("%s: stopping the whole service (exit 1) so that a supervisor restarts it", exc)
+        code = 1
+    return code
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="qbank-serve", description=__doc__)
     parser.add_argument("--flow", default=None, help="flow YAML (default: $QBANK_FLOW or ./flow.yml)")
@@ -54,13 +158,19 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
     flow = load_flow(args.flow)
-    with flow:
+
+    def announce() -> None:
         print(
             f"qbank flow up: grpc://0.0.0.0:{ports['QBANK_GRPC_PORT']}  http://0.0.0.0:{ports['QBANK_HTTP_PORT']}  "
             f"ws://0.0.0.0:{ports['QBANK_WS_PORT']}",
             flush=True,
         )
-        flow.block()
+
+    try:
+        code = run(flow, announce)
+    except Exception as exc:  # the Flow did not start: an executor refused its settings or data dir
+        raise SystemExit(f"error: the service did not start: {exc}") from None
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from qbank.config import IndexerSettings
+from qbank.config import IndexerSettings, is_milvus_server_uri
+from qbank.lite import LiteProcess, free_bytes
 from qbank.schema import (
     FILTER_FIELDS,
     ID_MAX_LENGTH,
@@ -32,6 +34,8 @@ logger = logging.getLogger("qbank.store")
 # the sparse vector field below, so one collection answers dense, bm25 and hybrid searches.
 SCHEMA_VERSION = 2
 SPARSE_FIELD = "text_sparse"
+GET_CHUNK = 1000  # ids per query expression
+LOW_DISK_BYTES = 64 * 1024 * 1024  # below this, a failed write on Lite is reported as a full disk
 
 OUTPUT_FIELDS = [
     "question_id",
@@ -105,6 +109,21 @@ def ids_filter(ids: Sequence[str]) -> str:
     return f"id in [{', '.join(_literal('id', i) for i in ids)}]"
 
 
+def check_writable(folder: Path) -> None:
+    """Refuse a data folder that cannot be written (checked by writing, since root ignores mode bits):
+    on a read-only folder the Flow used to come up and pass health checks while every call failed."""
+    probe = folder / f".qbank-write-check-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StoreError(
+            f"the data folder {folder} cannot be written ({exc.strerror}): Milvus Lite keeps its file there. "
+            "Make it writable or set QBANK_DATA_DIR (or QBANK_MILVUS_URI for a Milvus server)"
+        ) from None
+
+
 def _unavailable_reason(exc: BaseException) -> str | None:
     """The gRPC detail when ``exc`` (or what caused it) says the server cannot be reached, else None."""
     import grpc
@@ -153,8 +172,9 @@ class ItemStore:
         self.settings = settings
         self.collection = settings.collection
         self.where = settings.milvus_uri or "milvus-lite:" + settings.uri
-        if "://" not in settings.uri:
-            Path(settings.uri).parent.mkdir(parents=True, exist_ok=True)
+        self.lite: LiteProcess | None = None
+        if not is_milvus_server_uri(settings.uri):
+            self.lite = LiteProcess(settings.uri)
         self._client: Any = None
         self._connect_lock = threading.RLock()  # _invoke may forget a client while _connected holds it
         self._create_lock = threading.Lock()
@@ -163,6 +183,10 @@ class ItemStore:
         self.full_text = False  # the collection has the BM25 field
         self.index_type: str | None = None  # of the vector field, as Milvus reports it
         self.analyzer: str | None = None
+        if self.lite is not None:  # a local file that cannot be written is a fault to report at start
+            check_writable(self.lite.db_file.parent)
+            self._connected()
+            return
         try:
             self._connected()
         except MilvusUnavailableError as exc:
@@ -176,6 +200,9 @@ class ItemStore:
         connected store that does not yet know its model and dimension.
         """
         client = self._client
+        if client is not None and self.lite is not None and not self.lite.alive():
+            self._forget(client)  # Milvus Lite died under us: restart it below instead of failing
+            client = None
         if client is not None:
             return client
         with self._connect_lock:
@@ -184,8 +211,9 @@ class ItemStore:
             from pymilvus import MilvusClient
 
             try:
+                uri = self.lite.uri() if self.lite else self.settings.uri
                 client = MilvusClient(
-                    uri=self.settings.uri, token=self.settings.milvus_token or "", timeout=self.settings.connect_timeout
+                    uri=uri, token=self.settings.milvus_token or "", timeout=self.settings.connect_timeout
                 )
             except Exception as exc:  # pymilvus raises its own exception types and plain ones
                 raise MilvusUnavailableError(f"cannot connect to Milvus at {self.where}: {str(exc)[:300]}") from None
@@ -230,14 +258,19 @@ class ItemStore:
         except Exception as exc:
             reason = _unavailable_reason(exc)
             if reason is None:
-                raise StoreError(f"Milvus {method} failed: {str(exc)[:500]}") from None
-            with self._connect_lock:  # the next request reconnects
-                if self._client is client:
-                    self._client = None
-            self._close_quietly(client)
+                detail = getattr(exc, "message", None) or str(exc)
+                raise StoreError(f"Milvus {method} failed: {str(detail)[:500]}") from None
+            self._forget(client)
             raise MilvusUnavailableError(
                 f"Milvus at {self.where} is unreachable ({method}: {reason}); retry when it is back"
             ) from None
+
+    def _forget(self, client: Any) -> None:
+        """Drop ``client``: the next request connects again (and restarts Milvus Lite if it died)."""
+        with self._connect_lock:
+            if self._client is client:
+                self._client = None
+        self._close_quietly(client)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return self._invoke(self._connected(), method, *args, **kwargs)
@@ -290,7 +323,7 @@ class ItemStore:
         index = MilvusClient.prepare_index_params()
         index.add_index("embedding", index_type=self.settings.vector_index, metric_type=self.settings.metric_type)
         index.add_index(SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        if "://" in self.settings.uri:  # scalar indexes speed filters on a server; Milvus Lite scans
+        if is_milvus_server_uri(self.settings.uri):  # scalar indexes speed filters on a server; Lite scans
             for name in SCALAR_FIELDS:
                 index.add_index(name, index_type="INVERTED")
         self._call("create_collection", self.collection, schema=schema, index_params=index)
@@ -318,18 +351,41 @@ class ItemStore:
 
     # -- reads and writes (each connects first, so a fresh identity is read after an outage) -----
     def upsert(self, rows: list[dict[str, Any]]) -> int:
-        done = 0
-        size = self.settings.insert_batch_size
-        for start in range(0, len(rows), size):
-            batch = rows[start : start + size]
-            try:
-                result = self._call("upsert", self.collection, batch)
-            except StoreError as exc:
-                if done:  # say how far a multi-batch write got; upserting the request again is safe
-                    raise type(exc)(f"{exc} (after {done} of {len(rows)} items were written)") from None
-                raise
-            done += int(result.get("upsert_count", len(batch)))
-        return done
+        """Write ``rows`` in one Milvus call, so a request is stored whole or not at all.
+
+        One upsert call is one write on Milvus Lite (what failed is not in the file after a
+        restart) and one insert message on a server; the executors cap a request's items
+        (QBANK_MAX_DOCS_PER_REQUEST), so no request needs more than one call. When a write fails on
+        Milvus Lite, Lite is restarted before the error is returned: it had already applied the rows
+        in memory, and only a reload drops them, so a failed write is never visible.
+        """
+        if not rows:
+            return 0
+        client = self._connected()
+        try:
+            result = self._invoke(client, "upsert", self.collection, rows)
+        except MilvusUnavailableError:
+            raise
+        except StoreError as exc:
+            message = f"{self._disk_note()}{exc}"
+            if self.lite is not None:
+                self._forget(client)
+                self.lite.restart("a write failed, reloading what is on disk")
+                message = f"nothing of this request was stored: {message}"
+            raise StoreError(message) from None
+        return int(result.get("upsert_count", len(rows)))
+
+    def _disk_note(self) -> str:
+        """What the disk says, when it is the likely cause of a failed write."""
+        if self.lite is None:
+            return ""
+        free = free_bytes(self.lite.db_file)
+        if free is not None and free < LOW_DISK_BYTES:
+            return (
+                f"the disk holding {self.lite.db_file.parent} is full ({free} bytes free): free space "
+                "(or move QBANK_DATA_DIR) and send the request again. "
+            )
+        return ""
 
     def search(self, vectors: Sequence[Sequence[float]], limit: int, expr: str = "") -> list[list[dict[str, Any]]]:
         self._connected()
@@ -434,11 +490,17 @@ class ItemStore:
             iterator.close()
 
     def get(self, ids: Sequence[str], with_vectors: bool = False) -> list[dict[str, Any]]:
+        """The stored rows of ``ids`` (those that exist), through our escaped id filter: pymilvus'
+        own ``get`` puts ids between single quotes unescaped, so an id could rewrite its query."""
         self._connected()
         if self.dim is None or not ids:
             return []
         fields = OUTPUT_FIELDS + (["embedding"] if with_vectors else [])
-        return list(self._call("get", self.collection, ids=list(ids), output_fields=fields))
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(ids), GET_CHUNK):
+            chunk = list(ids[start : start + GET_CHUNK])
+            rows += self._call("query", self.collection, filter=ids_filter(chunk), output_fields=fields)
+        return rows
 
     def delete(self, expr: str) -> int:
         self._connected()
@@ -472,3 +534,5 @@ class ItemStore:
         client, self._client = self._client, None
         if client is not None:
             self._close_quietly(client)
+        if self.lite is not None:
+            self.lite.stop()

@@ -16,9 +16,11 @@ from jina import Executor, requests
 from qbank.clip_model import ClipEncoder
 from qbank.config import EncoderSettings
 from qbank.images import FetchPolicy, ImageInputError, ImageLimits, decode_image, image_from_array, read_uri
+from qbank.params import CLIP_CLIENT_PARAMETERS, UNKNOWN_ENDPOINT, Limits, UnknownEndpointError, check_request
 from qbank.schema import IMAGE, TEXT, item_errors_message
 
 MAX_REPORTED_ERRORS = 20
+ENCODER_PARAMETERS = {*CLIP_CLIENT_PARAMETERS, "mode"}
 
 
 class EncodeError(ValueError):
@@ -49,10 +51,26 @@ class QbankClipEncoder(Executor):
 
     __init__.__signature__ = EncoderSettings.executor_signature()
 
+    async def __acall__(self, req_endpoint: str, **kwargs: Any) -> Any:
+        """Every request is checked before any work: the endpoint (a misspelt one fails instead of
+        answering "ok" with nothing done), its size and the parameters this executor reads; the
+        store's own parameters are checked by the indexer, which holds their limits."""
+        if req_endpoint == "__default__":  # jina's name for an endpoint no handler declares
+            raise UnknownEndpointError(UNKNOWN_ENDPOINT)
+        docs = kwargs.get("docs")
+        kwargs["parameters"] = check_request(
+            req_endpoint,
+            kwargs.get("parameters"),
+            len(docs) if docs is not None else 0,
+            Limits(max_docs=self.settings.max_docs_per_request),
+            only=ENCODER_PARAMETERS,
+        )
+        return await super().__acall__(req_endpoint, **kwargs)
+
     # -- helpers ------------------------------------------------------------------------------
     def _image(self, doc: Document):
         if doc.tensor is not None and not doc.blob:
-            return image_from_array(np.asarray(doc.tensor))
+            return image_from_array(np.asarray(doc.tensor), self.limits)
         data = doc.blob if doc.blob else read_uri(doc.uri, self.limits, self.fetch_policy)
         return decode_image(data, self.limits)
 
@@ -97,7 +115,7 @@ class QbankClipEncoder(Executor):
         return bool(value)
 
     # -- endpoints ----------------------------------------------------------------------------
-    @requests(on=["/encode", "/index"])
+    @requests(on=["/encode", "/index", "/"])
     def encode(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
         """Embed every doc; a doc that already has an embedding and no content is left as it is."""
         self._encode_docs(docs, self._drop(parameters))
@@ -117,9 +135,10 @@ class QbankClipEncoder(Executor):
         return docs
 
     @requests
-    def default(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
-        """clip-server encodes on any endpoint it does not know; so do we (except the store's own)."""
-        return self.encode(docs, parameters)
+    def unknown(self, **kwargs: Any) -> None:
+        """Takes every endpoint not declared here, so that none is skipped silently: refused in
+        ``__acall__`` (here too, for a caller that goes through jina's synchronous ``__call__``)."""
+        raise UnknownEndpointError(UNKNOWN_ENDPOINT)
 
     @requests(on=["/delete", "/exists", "/count", "/stats", "/near_duplicates"])
     def passthrough(self, **kwargs: Any) -> None:

@@ -16,24 +16,34 @@ from docarray import Document, DocumentArray
 from jina import Executor, requests
 
 from qbank.clip_model import model_identity
-from qbank.config import SEARCH_MODES, ConfigError, IndexerSettings, parse_weights
-from qbank.duplicates import BY as DUPLICATES_BY
+from qbank.config import IndexerSettings
 from qbank.duplicates import find_near_duplicates
+from qbank.params import UNKNOWN_ENDPOINT, ParameterError, UnknownEndpointError, check_request
 from qbank.schema import (
-    ID_MAX_LENGTH,
     IMAGE,
+    MAX_TAG_BYTES,
     MODALITIES,
+    SCALAR_FIELDS,
     TEXT,
     URI_MAX_LENGTH,
     ItemError,
+    check_id,
     fields_to_tags,
     item_errors_message,
     item_row,
     tags_to_fields,
 )
-from qbank.store import FilterError, ItemStore, StoreError, build_filter, ids_filter
+from qbank.store import ItemStore, StoreError, build_filter, ids_filter
 
 MAX_REPORTED_ERRORS = 20
+
+
+def check_id_quietly(value: str) -> bool:
+    try:
+        check_id(value)
+    except ItemError:
+        return False
+    return True
 
 
 def _raise_all(errors: list[str], total: int) -> None:
@@ -41,10 +51,9 @@ def _raise_all(errors: list[str], total: int) -> None:
         raise ItemError(item_errors_message(errors, total, "rejected, nothing written", MAX_REPORTED_ERRORS))
 
 
-def doc_to_row(doc: Document, dim: int | None) -> dict[str, Any]:
+def doc_to_row(doc: Document, dim: int | None, max_tag_bytes: int = MAX_TAG_BYTES) -> dict[str, Any]:
     """One item row from a Document with an embedding; raises ItemError naming the item and field."""
-    if not doc.id or len(doc.id.encode("utf-8")) > ID_MAX_LENGTH:
-        raise ItemError(f"item {doc.id[:40]!r}: id must be 1..{ID_MAX_LENGTH} bytes")
+    check_id(doc.id, "item id")
     if doc.embedding is None:
         raise ItemError(f"item {doc.id!r}: no embedding (send content through the encoder, or a vector)")
     vector = (
@@ -61,7 +70,13 @@ def doc_to_row(doc: Document, dim: int | None) -> dict[str, Any]:
         if doc.modality in MODALITIES
         else (IMAGE if (doc.uri or doc.blob or doc.tensor is not None) else TEXT)
     )
-    scalars, metadata = tags_to_fields(doc.id, dict(doc.tags))
+    scalars, metadata = tags_to_fields(doc.id, dict(doc.tags), max_tag_bytes)
+    question_limit = SCALAR_FIELDS["question_id"]
+    if not scalars.get("question_id") and len(doc.id.encode("utf-8")) > question_limit:
+        raise ItemError(
+            f"item {doc.id[:60]!r}: has no tags.question_id, and its id ({len(doc.id.encode('utf-8'))} bytes) "
+            f"cannot stand for one: question ids are at most {question_limit} bytes. Send tags.question_id"
+        )
     uri = doc.uri or ""
     if uri.startswith("data:") or len(uri) > URI_MAX_LENGTH:
         uri = ""  # inline image data is not a reference worth storing
@@ -101,29 +116,6 @@ def row_to_match(hit: dict[str, Any], score_name: str = "similarity") -> Documen
     return match
 
 
-def _whole(value: Any, name: str, low: int, high: int) -> int:
-    """An integer parameter in [low, high] (JSON over HTTP turns ints into floats)."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise FilterError(f"parameter {name!r} must be an integer in {low}..{high}, got {value!r}")
-    return value
-
-
-def search_options(parameters: dict, settings: IndexerSettings) -> tuple[str, int, tuple[float, float] | None]:
-    """(mode, rrf_k, weights) from request parameters over the settings; errors name the parameter."""
-    mode = parameters.get("mode") or settings.search_mode
-    if mode not in SEARCH_MODES:
-        raise FilterError(f"parameter 'mode' must be one of {SEARCH_MODES}, got {mode!r}")
-    rrf_k = _whole(parameters.get("rrf_k", settings.rrf_k), "rrf_k", 1, 100_000)
-    raw = parameters.get("weights", settings.hybrid_weights)
-    try:
-        weights = parse_weights(raw, "parameter 'weights'") if raw else None
-    except ConfigError as exc:
-        raise FilterError(str(exc)) from None
-    return mode, rrf_k, weights
-
-
 class QbankMilvusIndexer(Executor):
     """Question items in one Milvus collection (Milvus Lite file by default, any Milvus by URI)."""
 
@@ -140,6 +132,17 @@ class QbankMilvusIndexer(Executor):
 
     __init__.__signature__ = IndexerSettings.executor_signature()
 
+    async def __acall__(self, req_endpoint: str, **kwargs: Any) -> Any:
+        """Every request is checked before any work: a known endpoint, its size, and each parameter
+        for its exact type (qbank.params); handlers get the checked parameters."""
+        if req_endpoint == "__default__":  # jina's name for an endpoint no handler declares
+            raise UnknownEndpointError(UNKNOWN_ENDPOINT)
+        docs = kwargs.get("docs")
+        kwargs["parameters"] = check_request(
+            req_endpoint, kwargs.get("parameters"), len(docs) if docs is not None else 0, self.settings.limits()
+        )
+        return await super().__acall__(req_endpoint, **kwargs)
+
     def _rows(self, docs: DocumentArray) -> list[dict[str, Any]]:
         errors, rows, seen = [], [], set()
         dim = self.store.dim
@@ -149,7 +152,7 @@ class QbankMilvusIndexer(Executor):
                 continue
             seen.add(doc.id)
             try:
-                row = doc_to_row(doc, dim)
+                row = doc_to_row(doc, dim, self.settings.max_tag_bytes)
             except ItemError as exc:
                 errors.append(str(exc))
                 continue
@@ -176,18 +179,14 @@ class QbankMilvusIndexer(Executor):
     @requests(on="/search")
     def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
         """Nearest items for each query doc, as ``.matches`` (best first), with optional filters."""
-        parameters = parameters or {}
-        limit = _whole(parameters.get("limit", self.settings.default_limit), "limit", 1, self.settings.max_limit)
-        filters = parameters.get("filter") or {}
-        if not isinstance(filters, dict):
-            raise FilterError(
-                f"parameter 'filter' must be an object of field -> value(s), got {type(filters).__name__}"
-            )
-        filters = dict(filters)
-        if parameters.get("modality"):
+        limit = parameters.get("limit", self.settings.default_limit)
+        filters = dict(parameters.get("filter", {}))
+        if "modality" in parameters:
             filters["modality"] = parameters["modality"]
         expr = build_filter(filters)
-        mode, rrf_k, weights = search_options(parameters, self.settings)
+        mode = parameters.get("mode", self.settings.search_mode)
+        rrf_k = parameters.get("rrf_k", self.settings.rrf_k)
+        weights = parameters.get("weights") or self.settings.weights()
         if not docs:
             return docs
         if mode != "dense":  # full text reads the query's words
@@ -222,6 +221,13 @@ class QbankMilvusIndexer(Executor):
         """
         if not docs:
             return docs
+        errors = []
+        for doc in docs:
+            try:
+                check_id(doc.id, "item id")
+            except ItemError as exc:
+                errors.append(str(exc))
+        _raise_all(errors, len(docs))
         stored = {row["id"]: row for row in self.store.get(docs[:, "id"], with_vectors=True)}
         missing = [d.id for d in docs if d.id not in stored]
         if missing:
@@ -247,48 +253,57 @@ class QbankMilvusIndexer(Executor):
 
     @requests(on="/delete")
     def delete(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> dict[str, int]:
-        """Delete by item ids (docs or ``ids``), ``question_ids`` or ``filter``; refuses an empty selector."""
-        parameters = parameters or {}
-        ids = list(docs[:, "id"]) if docs else []
-        ids += list(parameters.get("ids") or [])
+        """Delete by item ids (docs or ``ids``), ``question_ids`` or ``filter``; refuses an empty selector,
+        and a delete of more than QBANK_MAX_DELETE items unless ``allow_many`` is true."""
+        ids = (list(docs[:, "id"]) if docs else []) + parameters.get("ids", [])
+        question_ids = parameters.get("question_ids", [])
+        for label, values in (("id", ids), ("question_id", question_ids)):
+            for value in values:
+                try:
+                    check_id(value, label)
+                except ItemError as exc:
+                    raise ParameterError(f"/delete: {exc}") from None
         clauses = []
         if ids:
             clauses.append(ids_filter(ids))
-        if parameters.get("question_ids"):
-            clauses.append(build_filter({"question_id": list(parameters["question_ids"])}))
+        if question_ids:
+            clauses.append(build_filter({"question_id": question_ids}))
         if parameters.get("filter"):
             clauses.append(build_filter(parameters["filter"]))
         if not clauses:
-            raise FilterError("/delete needs docs, 'ids', 'question_ids' or 'filter' (refusing to delete everything)")
-        deleted = self.store.delete(" or ".join(f"({c})" for c in clauses))
+            raise ParameterError(
+                "/delete needs docs, 'ids', 'question_ids' or a non-empty 'filter' (refusing to delete everything)"
+            )
+        expr = " or ".join(f"({c})" for c in clauses)
+        matched = self.store.count(expr)
+        if matched > self.settings.max_delete and not parameters.get("allow_many", False):
+            raise ParameterError(
+                f"/delete would remove {matched} items, more than QBANK_MAX_DELETE={self.settings.max_delete}: "
+                "nothing deleted. Send allow_many: true to delete them"
+            )
+        deleted = self.store.delete(expr)
         self.logger.info(f"deleted {deleted} items")
         return {"deleted": deleted}
 
     @requests(on="/exists")
     def exists(self, parameters: dict, **kwargs: Any) -> dict[str, list[str]]:
-        """Which of ``ids`` are stored: lets an import resume without re-encoding what is there."""
-        ids = list((parameters or {}).get("ids") or [])
-        if len(ids) > 10_000:
-            raise FilterError(f"/exists takes at most 10000 ids per call, got {len(ids)}")
+        """Which of ``ids`` are stored: lets an import resume without re-encoding what is there.
+        An id that could never be stored is simply not there."""
+        ids = [i for i in parameters.get("ids", []) if check_id_quietly(i)]
         return {"existing": [row["id"] for row in self.store.get(ids)]}
 
     @requests(on="/count")
     def count(self, parameters: dict, **kwargs: Any) -> dict[str, int]:
         """Number of stored items, optionally under a filter."""
-        return {"count": self.store.count(build_filter((parameters or {}).get("filter")))}
+        return {"count": self.store.count(build_filter(parameters.get("filter")))}
 
     @requests(on="/near_duplicates")
     def near_duplicates(self, parameters: dict, **kwargs: Any) -> dict[str, Any]:
         """Groups of near-duplicate stems (``by`` text or dense, ``threshold``, ``filter``); see qbank.duplicates."""
-        parameters = parameters or {}
         by = parameters.get("by", "text")
-        if by not in DUPLICATES_BY:
-            raise FilterError(f"parameter 'by' must be one of {DUPLICATES_BY}, got {by!r}")
         threshold = parameters.get("threshold", 0.8)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-            raise FilterError(f"parameter 'threshold' must be a number in (0, 1], got {threshold!r}")
-        neighbours = _whole(parameters.get("neighbours", 10), "neighbours", 1, 100)
-        max_items = _whole(parameters.get("max_items", 100_000), "max_items", 1, 10_000_000)
+        neighbours = parameters.get("neighbours", 10)
+        max_items = parameters.get("max_items", 100_000)
         expr = build_filter(parameters.get("filter"))
         found = find_near_duplicates(self.store, expr, by, float(threshold), neighbours, max_items)
         self.logger.info(
@@ -301,9 +316,9 @@ class QbankMilvusIndexer(Executor):
         """Collection, model, dimension, index type, count and where Milvus is."""
         return self.store.describe()
 
-    @requests
+    @requests(on=["/encode", "/rank", "/"])
     def passthrough(self, **kwargs: Any) -> None:
-        """Other endpoints (/encode, /rank) travel through unchanged.
+        """The encoder's endpoints travel through unchanged.
 
         Handling them here rather than letting the gateway skip this executor is what makes
         clip_client work over HTTP: jina 3.34's gateway stamps a skipped executor's route with a
@@ -311,6 +326,11 @@ class QbankMilvusIndexer(Executor):
         "'functools.partial' object has no attribute '__name__'" error hides that ParseError).
         """
         return None
+
+    @requests
+    def unknown(self, **kwargs: Any) -> None:
+        """Takes every undeclared endpoint so none is skipped silently; refused (see ``__acall__``)."""
+        raise UnknownEndpointError(UNKNOWN_ENDPOINT)
 
     def close(self) -> None:
         self.store.close()
