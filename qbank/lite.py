@@ -12,6 +12,7 @@ what is on disk.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -77,3 +78,22 @@ def free_bytes(path: str | Path) -> int | None:
         return shutil.disk_usage(target).free
     except OSError:
         return None
+
+
+class DataDirError(RuntimeError):
+    """The Milvus Lite data folder cannot be used."""
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse a data folder that cannot be written (checked by writing, since root ignores mode bits):
+    on a read-only folder the Flow used to come up and pass health checks while every call failed."""
+    probe = folder / f".qbank-write-check-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise DataDirError(
+            f"the data folder {folder} cannot be written ({exc.strerror}): Milvus Lite keeps its file there. "
+            "Make it writable or set QBANK_DATA_DIR (or QBANK_MILVUS_URI for a Milvus server)"
+        ) from None

@@ -119,7 +119,7 @@ def string_list(max_items: int, setting: str = "") -> Callable[[str, Any], list[
 def filter_object(name: str, value: Any) -> dict[str, Any]:
     """An object of field -> value or [values]; the store checks fields and values (qbank.store)."""
     if not isinstance(value, dict):
-        raise _fail(name, 'an object of field -> value(s), e.g. {"subject": "数学"}', value)
+        raise _fail(name, "an object of field -> value(s), e.g. {subject: 数学}", value)
     return dict(value)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from qbank.config import FLOW_ENV_DEFAULTS, ConfigError, check_flow_topology
+from qbank.lite import DataDirError, check_writable
 
 
 def free_ports(count: int) -> list[int]:
@@ -100,6 +101,20 @@ def watch(children: list, stop: Callable[[], bool] = lambda: False) -> None:
         time.sleep(WATCH_INTERVAL)
 
 
+def release_dead_pods(flow) -> None:
+    """Mark the pods whose process is gone as shut down: jina's close waits ``timeout_ctrl`` (60 s)
+    for a shutdown signal that a killed process never sends (a close took 62 s after kill -9).
+    Reads jina 3.34's Deployment internals (head, gateway and replica pods), which are pinned."""
+    for deployment in getattr(flow, "_deployment_nodes", {}).values():
+        pods = [getattr(deployment, "head_pod", None), getattr(deployment, "gateway_pod", None)]
+        for replicas in (getattr(deployment, "shards", None) or {}).values():
+            pods += list(getattr(replicas, "_pods", []))
+        for pod in pods:
+            worker = getattr(pod, "worker", None)
+            if worker is not None and not worker.is_alive() and hasattr(pod, "is_shutdown"):
+                pod.is_shutdown.set()
+
+
 def kill_leftovers(children: list) -> None:
     for child in children:
         if child.is_alive():
@@ -122,6 +137,7 @@ def supervised(flow) -> Iterator[list]:
                 yield children
             finally:
                 timer.start()  # the deadline covers the close that follows
+                release_dead_pods(flow)
     finally:
         if timer is not None:
             timer.cancel()
@@ -148,6 +164,16 @@ def run(flow, on_up: Callable[[], None] | None = None, serve: bool = True) -> in
     return code
 
 
+def preflight() -> None:
+    """Refuse at once, with the reason on one line, what would stop the indexer from starting
+    (the indexer checks it too, for Flows started otherwise, but jina reports only that it failed)."""
+    from qbank.config import IndexerSettings, is_milvus_server_uri
+
+    settings = IndexerSettings.resolve()
+    if not is_milvus_server_uri(settings.uri):
+        check_writable(Path(settings.uri).parent)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="qbank-serve", description=__doc__)
     parser.add_argument("--flow", default=None, help="flow YAML (default: $QBANK_FLOW or ./flow.yml)")
@@ -155,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         ports = apply_flow_defaults()
-    except ConfigError as exc:
+        preflight()
+    except (ConfigError, DataDirError) as exc:
         raise SystemExit(f"error: {exc}") from None
     flow = load_flow(args.flow)
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from qbank.config import IndexerSettings, is_milvus_server_uri
-from qbank.lite import LiteProcess, free_bytes
+from qbank.lite import LiteProcess, check_writable, free_bytes
 from qbank.schema import (
     FILTER_FIELDS,
     ID_MAX_LENGTH,
@@ -107,21 +105,6 @@ def build_filter(filters: dict[str, Any] | None) -> str:
 
 def ids_filter(ids: Sequence[str]) -> str:
     return f"id in [{', '.join(_literal('id', i) for i in ids)}]"
-
-
-def check_writable(folder: Path) -> None:
-    """Refuse a data folder that cannot be written (checked by writing, since root ignores mode bits):
-    on a read-only folder the Flow used to come up and pass health checks while every call failed."""
-    probe = folder / f".qbank-write-check-{os.getpid()}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise StoreError(
-            f"the data folder {folder} cannot be written ({exc.strerror}): Milvus Lite keeps its file there. "
-            "Make it writable or set QBANK_DATA_DIR (or QBANK_MILVUS_URI for a Milvus server)"
-        ) from None
 
 
 def _unavailable_reason(exc: BaseException) -> str | None:

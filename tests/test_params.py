@@ -119,7 +119,9 @@ def test_unknown_parameters_and_endpoints_are_refused_naming_the_known_ones():
 
 
 def test_request_size_limits_name_their_setting():
-    with pytest.raises(RequestTooLargeError, match="1001 documents, over the limit of 1000.*QBANK_MAX_DOCS_PER_REQUEST"):
+    with pytest.raises(
+        RequestTooLargeError, match="1001 documents, over the limit of 1000.*QBANK_MAX_DOCS_PER_REQUEST"
+    ):
         check_request("/index", {}, 1001, LIMITS)
     with pytest.raises(RequestTooLargeError, match="300 queries x limit 1000 = 300000.*QBANK_MAX_RESULTS_PER_REQUEST"):
         check_request("/search", {"limit": 1000}, 300, LIMITS)
@@ -136,15 +138,15 @@ def test_request_size_limits_name_their_setting():
 
 
 HOSTILE_IDS = [
-    "a\"b",
+    'a"b',
     "a\\b",
     "F\\",
     "\\",
     '\\\\"',
     "x]y",
     "[",
-    "q\" or id != \"",
-    "zz\"] or id != \"zz\" or id in [\"zz",
+    'q" or id != "',
+    'zz"] or id != "zz" or id in ["zz',
     "or",
     "and",
     "题目：∠A=40°",

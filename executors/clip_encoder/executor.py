@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from docarray import Document, DocumentArray
 from jina import Executor, requests
+from jina.constants import __default_endpoint__
 
 from qbank.clip_model import ClipEncoder
 from qbank.config import EncoderSettings
@@ -55,7 +56,7 @@ class QbankClipEncoder(Executor):
         """Every request is checked before any work: the endpoint (a misspelt one fails instead of
         answering "ok" with nothing done), its size and the parameters this executor reads; the
         store's own parameters are checked by the indexer, which holds their limits."""
-        if req_endpoint == "__default__":  # jina's name for an endpoint no handler declares
+        if req_endpoint == __default_endpoint__:  # where jina sends an endpoint no handler declares
             raise UnknownEndpointError(UNKNOWN_ENDPOINT)
         docs = kwargs.get("docs")
         kwargs["parameters"] = check_request(

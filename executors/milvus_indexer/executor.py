@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from docarray import Document, DocumentArray
 from jina import Executor, requests
+from jina.constants import __default_endpoint__
 
 from qbank.clip_model import model_identity
 from qbank.config import IndexerSettings
@@ -135,7 +136,7 @@ class QbankMilvusIndexer(Executor):
     async def __acall__(self, req_endpoint: str, **kwargs: Any) -> Any:
         """Every request is checked before any work: a known endpoint, its size, and each parameter
         for its exact type (qbank.params); handlers get the checked parameters."""
-        if req_endpoint == "__default__":  # jina's name for an endpoint no handler declares
+        if req_endpoint == __default_endpoint__:  # where jina sends an endpoint no handler declares
             raise UnknownEndpointError(UNKNOWN_ENDPOINT)
         docs = kwargs.get("docs")
         kwargs["parameters"] = check_request(

@@ -1,0 +1,190 @@
+"""The process contract of `qbank-serve`, tested on the real process tree: SIGTERM and SIGINT stop
+everything; a dead executor stops the whole service (exit 1) so a supervisor restarts it; a dead
+Milvus Lite process is restarted; a data folder that cannot be written fails the start.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, flow_env
+from docarray import DocumentArray
+from qbank_client import QbankClient
+from test_contract import stem
+
+START_TIMEOUT = 180
+
+
+class Served:
+    """`python -m qbank.serve` in its own session (process group), with its output collected."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.url = f"grpc://127.0.0.1:{env['QBANK_GRPC_PORT']}"
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "qbank.serve", "--flow", str(REPO / "flow.yml")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+    def wait_up(self) -> Served:
+        deadline = time.monotonic() + START_TIMEOUT
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if "qbank flow up" in line:
+                return self
+            assert time.monotonic() < deadline, "qbank-serve did not start in time"
+        raise AssertionError(f"qbank-serve exited with {self.process.wait()}:\n{''.join(self.lines[-30:])}")
+
+    def wait_exit(self, within: float) -> int:
+        started = time.monotonic()
+        try:
+            code = self.process.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"qbank-serve still running {within} s later") from None
+        self.lines += self.process.stdout.readlines()
+        self.elapsed = time.monotonic() - started
+        return code
+
+    def group_alive(self) -> bool:
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def kill(self) -> None:
+        if self.group_alive():
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def descendants(self) -> dict[int, str]:
+        """pid -> command line of every process in its process group except itself."""
+        found = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == self.process.pid:
+                continue
+            try:
+                if os.getpgid(int(entry.name)) != self.process.pid:
+                    continue
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, ProcessLookupError):
+                continue
+        return found
+
+    def loaded(self, pid: int, library: str) -> bool:
+        try:
+            return library in Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            return False
+
+
+def ports_free(env: dict[str, str]) -> bool:
+    for name in ("QBANK_GRPC_PORT", "QBANK_HTTP_PORT", "QBANK_WS_PORT"):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", int(env[name])))
+            except OSError:
+                return False
+    return True
+
+
+def wait_for(condition, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+@pytest.fixture
+def env(tiny_model, tmp_path):
+    return dict(os.environ, **flow_env(model=tiny_model, data_dir=tmp_path / "data"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_main_process_stops_every_process_and_frees_the_ports(env, signum):
+    served = Served(env).wait_up()
+    try:
+        QbankClient(served.url).index(DocumentArray([stem("sig")]))
+        assert served.descendants(), "the Flow's processes should be in the group"
+        os.kill(served.process.pid, signum)  # to the main process only, as systemd or docker stop do
+        assert served.wait_exit(within=40) == 0
+        assert wait_for(lambda: not served.group_alive()), f"left running: {served.descendants()}"
+        assert wait_for(lambda: ports_free(env))
+    finally:
+        served.kill()
+    again = Served(env).wait_up()  # same ports, same Milvus Lite file: nothing holds them
+    try:
+        assert QbankClient(again.url).count() == 1
+    finally:
+        os.kill(again.process.pid, signal.SIGTERM)
+        again.wait_exit(within=40)
+        again.kill()
+
+
+def test_a_killed_executor_stops_the_service_with_exit_1_and_no_orphans(env):
+    served = Served(env).wait_up()
+    try:
+        QbankClient(served.url).index(DocumentArray([stem("dead")]))
+        encoders = [pid for pid in served.descendants() if served.loaded(pid, "libtorch_cpu")]
+        assert len(encoders) == 1, served.descendants()
+        os.kill(encoders[0], signal.SIGKILL)
+        assert served.wait_exit(within=40) == 1
+        output = "".join(served.lines)
+        assert "exited with code -9" in output and "stopping the whole service" in output
+        assert wait_for(lambda: not served.group_alive()), f"left running: {served.descendants()}"
+        assert wait_for(lambda: ports_free(env))
+    finally:
+        served.kill()
+
+
+def test_a_killed_milvus_lite_process_is_restarted_and_nothing_is_lost(env):
+    served = Served(env).wait_up()
+    try:
+        client = QbankClient(served.url)
+        client.index(DocumentArray([stem("lite-1"), stem("lite-2")]))
+        lite = [pid for pid, cmd in served.descendants().items() if "milvus_lite" in cmd]
+        assert len(lite) == 1, served.descendants()
+        os.kill(lite[0], signal.SIGKILL)
+        time.sleep(0.5)
+        assert client.count() == 2  # the next request restarts it from the file
+        client.index(DocumentArray([stem("lite-3")]))
+        assert client.count() == 3
+        relaunched = [pid for pid, cmd in served.descendants().items() if "milvus_lite" in cmd]
+        assert len(relaunched) == 1 and relaunched != lite
+        assert served.process.poll() is None
+    finally:
+        os.kill(served.process.pid, signal.SIGTERM)
+        served.wait_exit(within=40)
+        served.kill()
+
+
+def test_a_data_folder_that_cannot_be_written_fails_the_start_with_the_reason(env, tmp_path):
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(folder)]).returncode != 0:
+        pytest.skip("mounting a read-only tmpfs needs root")
+    try:
+        served = Served(dict(env, QBANK_DATA_DIR=str(folder)))
+        code = served.wait_exit(within=START_TIMEOUT)
+        output = "".join(served.lines)
+        assert code != 0 and "qbank flow up" not in output
+        assert f"the data folder {folder} cannot be written (Read-only file system)" in output
+        assert wait_for(lambda: not served.group_alive())
+        served.kill()
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
