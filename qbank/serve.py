@@ -52,7 +52,7 @@ def load_flow(flow_file: str | Path | None = None):
 
 
 logger = logging.getLogger("qbank.serve")
-CLOSE_TIMEOUT = 20.0  # seconds the Flow gets to close before its processes are killed
+CLOSE_TIMEOUT = 15.0  # seconds the Flow gets to close before its processes are killed
 WATCH_INTERVAL = 0.5
 
 
@@ -115,6 +115,14 @@ def release_dead_pods(flow) -> None:
                 pod.is_shutdown.set()
 
 
+def force_close(flow, children: list) -> None:
+    """The close took too long: kill what runs and let jina's close finish without waiting for them."""
+    kill_leftovers(children)
+    for child in children:
+        child.join(timeout=5)
+    release_dead_pods(flow)
+
+
 def kill_leftovers(children: list) -> None:
     for child in children:
         if child.is_alive():
@@ -131,7 +139,7 @@ def supervised(flow) -> Iterator[list]:
     try:
         with flow:
             children = multiprocessing.active_children()
-            timer = threading.Timer(CLOSE_TIMEOUT, kill_leftovers, args=(children,))
+            timer = threading.Timer(CLOSE_TIMEOUT, force_close, args=(flow, children))
             timer.daemon = True
             try:
                 yield children

@@ -188,3 +188,63 @@ def test_a_data_folder_that_cannot_be_written_fails_the_start_with_the_reason(en
         served.kill()
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def nested(depth: int) -> dict:
+    value: object = "x"
+    for _ in range(depth):
+        value = {"a": value}
+    return value  # type: ignore[return-value]
+
+
+def test_malformed_http_and_websocket_input_gets_its_reason_and_never_wedges_shutdown(env):
+    import asyncio
+    import json
+    import urllib.request
+
+    import websockets
+
+    served = Served(env).wait_up()
+    http = f"http://127.0.0.1:{env['QBANK_HTTP_PORT']}/post"
+    try:
+        for depth, expected in ((30, 200), (40, 400), (60, 400)):
+            doc = {"id": f"deep-{depth}", "text": "题", "tags": {"question_id": "deep", "deep": nested(depth)}}
+            body = json.dumps({"data": [doc], "execEndpoint": "/index"}).encode()
+            request = urllib.request.Request(http, data=body, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    status, text = response.status, response.read().decode()
+            except urllib.error.HTTPError as error:
+                status, text = error.code, error.read().decode()
+            assert status == expected, text
+            if expected == 400:
+                assert "nests" in text and "over the limit of 36" in text
+
+        async def malformed_frames() -> list[str]:
+            reasons = []
+            for n in range(30):
+                async with websockets.connect(f"ws://127.0.0.1:{env['QBANK_WS_PORT']}/") as ws:
+                    await ws.send(b"\x00\xffgarbage" if n % 3 == 0 else ["not json {", "[1, 2]"][n % 3 - 1])
+                    with pytest.raises(websockets.ConnectionClosed) as closed:
+                        await asyncio.wait_for(ws.recv(), 10)
+                    reasons.append(f"{closed.value.rcvd.code} {closed.value.rcvd.reason}")
+            return reasons
+
+        reasons = asyncio.run(malformed_frames())
+        assert all(r.startswith("1007 ") for r in reasons), reasons
+        assert {r.split(" ", 1)[1] for r in reasons} == {
+            "send JSON text frames (or connect with the bytes subprotocol)",
+            "frame is not valid JSON",
+            "a request must be a JSON object",
+        }
+        client = QbankClient(f"ws://127.0.0.1:{env['QBANK_WS_PORT']}")
+        client.index(DocumentArray([stem("after-garbage")]))
+        assert client.count() == 2  # deep-30 and this one
+
+        os.kill(served.process.pid, signal.SIGINT)
+        assert served.wait_exit(within=40) == 0
+        assert served.elapsed < 12, f"shutdown took {served.elapsed:.1f} s: it was forced, not clean"
+        assert "did not stop in time" not in "".join(served.lines)
+        assert wait_for(lambda: not served.group_alive())
+    finally:
+        served.kill()
