@@ -81,6 +81,13 @@ def test_reading_reports_bad_rows_with_line_numbers(tmp_path):
     assert from_folder[-1].id == "x-1" and from_folder[-1].item_ids() == ["x-1:text:0"]
     (tmp_path / "bad.jsonl").write_bytes(b'{"id": "x", "stem": "\xff\xfe"}\n')
     assert "not valid UTF-8" in next(iter(read_bank(tmp_path / "bad.jsonl"))).reason
+    ids = tmp_path / "ids.jsonl"  # the server's id rule, told by file:line before anything is sent
+    ids.write_text(
+        "".join(json.dumps({"id": i, "stem": "题"}) + "\n" for i in ("a'b", "F\\", "t\tab")), encoding="utf-8"
+    )
+    quote, backslash, tab = list(read_bank(ids))
+    assert isinstance(quote, BadRow) and quote.source.endswith(":1") and "single quote" in quote.reason
+    assert backslash.id == "F\\" and isinstance(tab, BadRow) and "control character" in tab.reason
 
 
 def test_import_counts_and_skips_bad_rows(flow, imported):

@@ -17,7 +17,7 @@ from typing import Any
 
 from docarray import Document
 
-from qbank.schema import IMAGE, SCALAR_FIELDS, TAG_ALIASES, TEXT, check_scalar, item_id
+from qbank.schema import IMAGE, SCALAR_FIELDS, TAG_ALIASES, TEXT, check_scalar, id_problem, item_id
 
 KNOWN_KEYS = {"id", "stem", "figures", "subject", "grade", "type", "knowledge_points"}
 MAX_FIGURE_BYTES = 20 * 1024 * 1024
@@ -65,6 +65,9 @@ def parse_question(record: Any, source: str, base: Path) -> Question:
     qid = str(qid).strip()
     if len(qid.encode("utf-8")) > SCALAR_FIELDS["question_id"] or ":" in qid:
         raise ValueError(f"field 'id' must be at most {SCALAR_FIELDS['question_id']} bytes and contain no ':'")
+    problem = id_problem(qid, SCALAR_FIELDS["question_id"])
+    if problem:  # the server's rule, checked here so the row is named by file:line
+        raise ValueError(f"field 'id' {problem}")
     stem = record.get("stem") or ""
     if not isinstance(stem, str):
         raise ValueError("field 'stem' must be a string")
