@@ -21,10 +21,23 @@ _HANZI = (
 )
 
 
+# Symbols of exam questions beyond ASCII: full-width forms, CJK punctuation, Greek, math and units.
+_SYMBOLS = (
+    "".join(chr(c) for c in range(0xFF01, 0xFF5F))
+    + "".join(chr(c) for c in range(0x3000, 0x3040))
+    + "".join(chr(c) for c in range(0x0391, 0x03CA))
+    + "∠°⊥∥△▱□○⊙≌∽π√±×÷≤≥≠≈∞∈∉∪∩⊂⊆∅∴∵∑∫′″‰℃Ωμ²³¹⁰₀₁₂₃₄·—…“”‘’《》【】"
+)
+
+
 def _bert_vocab() -> dict[str, int]:
+    """Every CJK unified ideograph, ASCII (with word pieces, so "ABC" is not [UNK]) and the symbols
+    above: with a few hundred characters most of a stem became [UNK] and distinct stems tokenized alike."""
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokens += list(string.ascii_lowercase + string.digits + string.punctuation)
-    tokens += list(dict.fromkeys(_HANZI + "，。？！：；（）、“”"))
+    ascii_chars = string.ascii_lowercase + string.digits
+    tokens += list(ascii_chars + string.punctuation) + ["##" + c for c in ascii_chars]
+    tokens += list(dict.fromkeys(_HANZI + "".join(chr(c) for c in range(0x4E00, 0xA000)) + _SYMBOLS))
+    tokens += ["##" + c for c in _SYMBOLS]  # "6Ω", "20℃": a symbol inside a word
     return {token: index for index, token in enumerate(dict.fromkeys(tokens))}
 
 
@@ -63,6 +76,7 @@ def build_tiny_clip(
     seed: int = 0,
     projection_dim: int = 16,
     full_size: bool = False,
+    init_scale: float | None = None,
 ) -> Path:
     """Write a model folder (config, random weights, tokenizer, image processor) and return its path.
 
@@ -123,6 +137,18 @@ def build_tiny_clip(
         )
     else:
         raise ValueError(f"architecture must be 'chinese_clip' or 'clip', got {architecture!r}")
+    # transformers initialises weights at std 0.02, which made the tiny model degenerate: every text
+    # came out at cosine 0.99998+ to every other, so "its own text is found first" held on the fifth
+    # decimal. Scaled by 10, distinct demo stems lie at cosine 0.79-0.99 (median 0.95), figures
+    # 0.35-0.99: a random model that still tells inputs apart. Full-size models (benchmarks) keep the
+    # library's scale: only their cost matters, and large weights could overflow fp16.
+    if init_scale is None:
+        init_scale = 1.0 if full_size else 10.0
+    if init_scale != 1.0:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if param.dim() >= 2 and "embeddings" not in name:
+                    param.mul_(init_scale)
     model.eval().save_pretrained(out)
     tokenizer.save_pretrained(out)
     processor.save_pretrained(out)
