@@ -3,6 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+# tests/test_k8s.py renders k8s/ with the real kustomize (kubectl kustomize); Debian's kubectl where missing.
+if ! command -v kubectl >/dev/null && ! command -v kustomize >/dev/null; then
+  echo "[test] installing kubectl (kustomize) for tests/test_k8s.py"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null
+fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -p no:cacheprovider "$@"
