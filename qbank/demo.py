@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     from qbank_client import BadRow, QbankClient, read_bank
-    from qbank_client.cli import _table
+    from qbank_client.cli import format_table
     from qbank_client.importer import import_bank
 
     from qbank.serve import load_flow, run
@@ -193,16 +193,21 @@ def main(argv: list[str] | None = None) -> int:
         probe = next(q for q in questions if "三角形" in q.stem)
         print(
             "\n"
-            + _table(
+            + format_table(
                 "text -> image: '等腰三角形' (questions whose figures match)", client.text_to_image("等腰三角形", 5)
             )
         )
         found = client.image_to_text(probe.figures[0], 5, subject=probe.tags["subject"])
-        print("\n" + _table(f"image -> text: figure of {probe.id}, stems of {probe.tags['subject']}", found["stems"]))
-        print("\n" + _table(f"image -> image: figures like the one of {probe.id}", found["figures"]))
         print(
             "\n"
-            + _table(f"similar questions to {probe.id}: {probe.stem[:24]}...", client.similar_questions(probe.stem, 5))
+            + format_table(f"image -> text: figure of {probe.id}, stems of {probe.tags['subject']}", found["stems"])
+        )
+        print("\n" + format_table(f"image -> image: figures like the one of {probe.id}", found["figures"]))
+        print(
+            "\n"
+            + format_table(
+                f"similar questions to {probe.id}: {probe.stem[:24]}...", client.similar_questions(probe.stem, 5)
+            )
         )
 
         ports = {p: os.environ[f"QBANK_{k}_PORT"] for p, k in [("grpc", "GRPC"), ("http", "HTTP"), ("ws", "WS")]}

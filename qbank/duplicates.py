@@ -12,12 +12,12 @@ from __future__ import annotations
 import unicodedata
 from typing import TYPE_CHECKING, Any
 
-from qbank.schema import TEXT
+from qbank.schema import DUPLICATE_MEASURES, TEXT
 
 if TYPE_CHECKING:
     from qbank.store import ItemStore
 
-BY = ("text", "dense")
+BY = DUPLICATE_MEASURES
 
 
 def normalise(text: str) -> str:

@@ -162,8 +162,7 @@ CLIP_CLIENT_PARAMETERS: dict[str, Check] = {
 def endpoint_parameters(endpoint: str, limits: Limits) -> dict[str, Check] | None:
     """The checks of each parameter ``endpoint`` takes; None for an unknown endpoint."""
     from qbank.config import SEARCH_MODES
-    from qbank.duplicates import BY as DUPLICATES_BY
-    from qbank.schema import MODALITIES
+    from qbank.schema import DUPLICATE_MEASURES, MODALITIES
 
     ids = string_list(limits.max_ids, "QBANK_MAX_IDS_PER_REQUEST")
     table: dict[str, dict[str, Check]] = {
@@ -184,7 +183,7 @@ def endpoint_parameters(endpoint: str, limits: Limits) -> dict[str, Check] | Non
         "/count": {"filter": filter_object},
         "/stats": {},
         "/near_duplicates": {
-            "by": choice(*DUPLICATES_BY),
+            "by": choice(*DUPLICATE_MEASURES),
             "threshold": number(0.0, 1.0, low_open=True),
             "neighbours": integer(1, 100),
             "max_items": integer(1, 10_000_000),

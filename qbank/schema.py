@@ -35,6 +35,8 @@ ID_MAX_LENGTH = 256
 # "internal error" and could rewrite that statement).
 ID_RULE = f"1..{ID_MAX_LENGTH} bytes of UTF-8, no control characters and no single quote (')"
 MAX_TAG_BYTES = 65_536  # default of QBANK_MAX_TAG_BYTES: tags of one item as JSON
+# How near-duplicate stems are measured (qbank.duplicates): bigram Jaccard of the text, or CLIP cosine.
+DUPLICATE_MEASURES = ("text", "dense")
 TEXT_MAX_BYTES = 65_535  # Milvus VARCHAR limit; longer stems are stored truncated (display copy)
 URI_MAX_LENGTH = 2048
 

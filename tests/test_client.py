@@ -251,3 +251,14 @@ def test_grpc_client_keeps_one_connection_and_fails_fast_when_the_gateway_is_dow
     with pytest.raises(ServerError, match=r"^/count at grpc://127\.0\.0\.1:\d+: UNAVAILABLE"):
         QbankClient(down).count()
     assert time.monotonic() - started < 10
+
+
+def test_the_client_imports_neither_pymilvus_nor_torch():
+    """qbank_client talks to the gateway only: it must be installable beside neither."""
+    import subprocess
+    import sys
+
+    probe = "import sys, qbank_client, qbank_client.cli, qbank_client.importer; print(sorted(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    for module in ("pymilvus", "torch", "milvus_lite", "qbank.store", "qbank.duplicates"):
+        assert f"'{module}'" not in loaded, f"the client imports {module}"

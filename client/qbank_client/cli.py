@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from qbank.config import SEARCH_MODES, parse_weights
-from qbank.duplicates import BY as DUPLICATES_BY
+from qbank.schema import DUPLICATE_MEASURES
 from qbank_client.api import QbankClient, QuestionHit, error_message
 
 DEFAULT_URL = os.environ.get("QBANK_URL", "grpc://127.0.0.1:51000")
@@ -23,7 +23,7 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
     return {"subject": args.subject, "grade": args.grade, "type": args.type}
 
 
-def _table(title: str, hits: list[QuestionHit]) -> str:
+def format_table(title: str, hits: list[QuestionHit]) -> str:
     lines = [
         title,
         f"  {'#':>2}  {'score':>6}  {'question':<14} {'subject':<6} {'grade':<6} {'type':<6} {'items':>5}  best item",
@@ -75,7 +75,7 @@ def cmd_import(args: argparse.Namespace, client: QbankClient) -> int:
 
 def cmd_text2image(args: argparse.Namespace, client: QbankClient) -> int:
     hits = client.text_to_image(args.query, args.limit, **_filters(args))
-    _print(args, [h.to_dict() for h in hits], _table(f"questions whose figures match {args.query!r}", hits))
+    _print(args, [h.to_dict() for h in hits], format_table(f"questions whose figures match {args.query!r}", hits))
     return 0
 
 
@@ -86,9 +86,9 @@ def cmd_image2text(args: argparse.Namespace, client: QbankClient) -> int:
         print(f"error: cannot read image {args.image}: {exc}", file=sys.stderr)
         return 2
     text = (
-        _table("questions whose stems match the image", found["stems"])
+        format_table("questions whose stems match the image", found["stems"])
         + "\n\n"
-        + _table("questions with the most similar figures", found["figures"])
+        + format_table("questions with the most similar figures", found["figures"])
     )
     _print(args, {k: [h.to_dict() for h in v] for k, v in found.items()}, text)
     return 0
@@ -104,7 +104,7 @@ def cmd_similar(args: argparse.Namespace, client: QbankClient) -> int:
         args.query, args.limit, mode=args.mode, weights=_weights(args.weights), rrf_k=args.rrf_k, **_filters(args)
     )
     mode = f" ({args.mode})" if args.mode else ""
-    _print(args, [h.to_dict() for h in hits], _table(f"questions similar to {args.query!r}{mode}", hits))
+    _print(args, [h.to_dict() for h in hits], format_table(f"questions similar to {args.query!r}{mode}", hits))
     return 0
 
 
@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rrf-k", type=int, default=None, help="hybrid: RRF constant (server default 60)")
 
     p = sub.add_parser("dups", help="groups of near-duplicate questions, as JSON or CSV (cleaning a bank)")
-    p.add_argument("--by", choices=DUPLICATES_BY, default="text", help="text: BM25 + bigram overlap; dense: CLIP")
+    p.add_argument("--by", choices=DUPLICATE_MEASURES, default="text", help="text: BM25 + bigram overlap; dense: CLIP")
     p.add_argument("--threshold", type=float, default=0.8, help="similarity in (0, 1] (default %(default)s)")
     p.add_argument("--neighbours", type=int, default=10, help="candidates per question (default %(default)s)")
     p.add_argument("--max-items", type=int, default=100_000, help="stems scanned at most (default %(default)s)")
