@@ -105,17 +105,12 @@ def measure_bare(
     return result
 
 
-def flow_env(model_dir: Path, onnx_dir: Path, threads: int, data_dir: Path, device: str, replicas: int) -> list[int]:
-    """Point flow.yml at the ONNX export on free ports; returns the ports."""
-    from qbank.serve import free_ports
-
-    ports = free_ports(3)
-    os.environ.update(
-        QBANK_GRPC_PORT=str(ports[0]), QBANK_HTTP_PORT=str(ports[1]), QBANK_WS_PORT=str(ports[2]), QBANK_MODEL=str(model_dir),
-        QBANK_ENGINE="onnx", QBANK_ONNX_PATH=str(onnx_dir), QBANK_DATA_DIR=str(data_dir), QBANK_NUM_THREADS=str(threads),
-        QBANK_DEVICE=device, QBANK_ENCODER_REPLICAS=str(replicas),
+def flow_settings(model_dir: Path, onnx_dir: Path, threads: int, data_dir: Path, device: str, replicas: int) -> dict:
+    """QBANK_* settings that point flow.yml at the ONNX export."""
+    return dict(
+        model=model_dir, engine="onnx", onnx_path=onnx_dir, data_dir=data_dir, num_threads=threads, device=device,
+        encoder_replicas=replicas,
     )  # fmt: skip
-    return ports
 
 
 def measure_flow(model_dir: Path, onnx_dir: Path, batches: list[int], items: int, threads: int, data_dir: Path) -> dict:
@@ -123,13 +118,12 @@ def measure_flow(model_dir: Path, onnx_dir: Path, batches: list[int], items: int
     from clip_client import Client
     from docarray import Document, DocumentArray
 
-    from qbank.serve import load_flow
+    from qbank.serve import running_flow
 
-    ports = flow_env(model_dir, onnx_dir, threads, data_dir, "cpu", 1)
     texts, blobs = text_inputs(items), png_inputs(items)
     result = {}
-    with load_flow(FLOW_FILE):
-        client = Client(f"grpc://127.0.0.1:{ports[0]}")
+    with running_flow(FLOW_FILE, **flow_settings(model_dir, onnx_dir, threads, data_dir, "cpu", 1)) as urls:
+        client = Client(urls["grpc"])
         for batch in batches:
             result[("text", batch)] = rate(lambda chunk, b=batch: client.encode(chunk, batch_size=b), texts, batch)
             docs = [Document(blob=b, mime_type="image/png") for b in blobs]
@@ -147,14 +141,13 @@ def measure_flow_replicas(
     from clip_client import Client
     from docarray import Document, DocumentArray
 
-    from qbank.serve import load_flow
+    from qbank.serve import running_flow
 
-    ports = flow_env(model_dir, onnx_dir, 0, data_dir, device, replicas)
     texts = text_inputs(items)
     docs = DocumentArray([Document(blob=b, mime_type="image/png") for b in png_inputs(items)])
     result = {}
-    with load_flow(FLOW_FILE):
-        client = Client(f"grpc://127.0.0.1:{ports[0]}")
+    with running_flow(FLOW_FILE, **flow_settings(model_dir, onnx_dir, 0, data_dir, device, replicas)) as urls:
+        client = Client(urls["grpc"])
         for kind, inputs in (("text", texts), ("image", docs)):
             client.encode(inputs[: batch * replicas], batch_size=batch)  # warm every replica
             start = time.perf_counter()

@@ -11,7 +11,6 @@ service path, not the model, is what is under load here); --model takes a real o
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -32,21 +31,12 @@ def main() -> int:
 
     from qbank.demo import write_demo_bank
     from qbank.loadtest import run_load
-    from qbank.serve import free_ports, load_flow
+    from qbank.serve import running_flow
     from qbank.tiny_clip import build_tiny_clip
 
     work = Path(tempfile.mkdtemp(prefix="qbank-load-"))
     model = args.model or str(build_tiny_clip(work / "tiny-clip", "chinese_clip"))
-    grpc, http, ws = free_ports(3)
-    os.environ.update(
-        QBANK_GRPC_PORT=str(grpc),
-        QBANK_HTTP_PORT=str(http),
-        QBANK_WS_PORT=str(ws),
-        QBANK_MODEL=model,
-        QBANK_DATA_DIR=str(work / "data"),
-    )
-    url = {"grpc": f"grpc://127.0.0.1:{grpc}", "http": f"http://127.0.0.1:{http}", "websocket": f"ws://127.0.0.1:{ws}"}
-    with load_flow(Path(__file__).resolve().parent.parent / "flow.yml"):
+    with running_flow(Path(__file__).resolve().parent.parent / "flow.yml", model=model, data_dir=work / "data") as url:
         bank = write_demo_bank(work / "bank", args.questions)
         summary = import_bank(QbankClient(url["grpc"]), read_bank(bank), progress=False)
         print(f"imported {summary.items_sent} items; load on {args.protocol} with {args.clients} clients", flush=True)

@@ -101,7 +101,7 @@ def part_flow(args: argparse.Namespace) -> None:
 
     from qbank.config import IndexerSettings
     from qbank.schema import item_row
-    from qbank.serve import free_ports, load_flow
+    from qbank.serve import running_flow
     from qbank.store import ItemStore
     from qbank.tiny_clip import build_tiny_clip
 
@@ -139,18 +139,10 @@ def part_flow(args: argparse.Namespace) -> None:
     def query_docs(chunk: np.ndarray) -> DocumentArray:
         return DocumentArray([Document(embedding=q) for q in chunk])
 
-    ports = free_ports(3)
-    env = {
-        "QBANK_GRPC_PORT": str(ports[0]),
-        "QBANK_HTTP_PORT": str(ports[1]),
-        "QBANK_WS_PORT": str(ports[2]),
-        "QBANK_MODEL": str(model),
-        "QBANK_DATA_DIR": str(work / "flow"),
-        "JINA_LOG_LEVEL": "ERROR",
-    }
-    os.environ.update(env)
-    with load_flow(REPO / "flow.yml"):
-        client = Client(host="127.0.0.1", port=ports[0], protocol="grpc")
+    os.environ["JINA_LOG_LEVEL"] = "ERROR"
+    with running_flow(REPO / "flow.yml", model=model, data_dir=work / "flow") as urls:
+        grpc_port = int(urls["grpc"].rsplit(":", 1)[1])
+        client = Client(host="127.0.0.1", port=grpc_port, protocol="grpc")
         started = time.perf_counter()
         for start in range(0, rows, 500):
             docs = DocumentArray()
@@ -167,7 +159,7 @@ def part_flow(args: argparse.Namespace) -> None:
         flow_insert = rows / (time.perf_counter() - started)
         client.post("/search", DocumentArray([Document(embedding=queries[0])]), parameters={"limit": 10})
 
-        kept = QbankClient(f"grpc://127.0.0.1:{ports[0]}")  # one kept channel, unary calls
+        kept = QbankClient(urls["grpc"])  # one kept channel, unary calls
         senders = {
             "direct": lambda qs: store.search(qs, 10),
             "flow": lambda qs: client.post("/search", query_docs(qs), parameters={"limit": 10}, request_size=len(qs)),

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from qbank.clip_model import export_onnx
-    from qbank.serve import free_ports, load_flow
+    from qbank.serve import running_flow
     from qbank.tiny_clip import build_tiny_clip
 
     results = {}
@@ -166,14 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         blobs = png_inputs(64)
         dynamic = {"preferred_batch_size": args.preferred, "timeout": args.timeout_ms}
         for label, config in (("plain", None), ("dynamic batching", dynamic)):
-            ports = free_ports(3)
-            os.environ.update(
-                QBANK_GRPC_PORT=str(ports[0]), QBANK_HTTP_PORT=str(ports[1]), QBANK_WS_PORT=str(ports[2]),
-                QBANK_MODEL=str(model), QBANK_ENGINE="onnx", QBANK_ONNX_PATH=str(onnx), QBANK_DEVICE="cpu",
-                QBANK_DATA_DIR=str(folder / f"data-{len(results)}"), QBANK_NUM_THREADS=str(args.threads),
+            settings = dict(
+                model=model, engine="onnx", onnx_path=onnx, device="cpu", data_dir=folder / f"data-{len(results)}",
+                num_threads=args.threads,
             )  # fmt: skip
-            url = f"grpc://127.0.0.1:{ports[0]}"
-            with load_flow(flow_file(folder, config)):
+            with running_flow(flow_file(folder, config), **settings) as urls:
+                url = urls["grpc"]
                 results[label] = concurrent_singles(url, blobs, args.clients, args.requests)
                 results[label]["batch32_items_per_s"] = batched(url, blobs)
                 if config is None:

@@ -30,6 +30,50 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+@contextlib.contextmanager
+def patched_env(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, and restore what was there."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def flow_env(**settings: object) -> dict[str, str]:
+    """QBANK_* variables for a Flow on free loopback ports, one replica each, plus ``settings``
+    (``model=...`` becomes QBANK_MODEL)."""
+    grpc, http, ws = free_ports(3)
+    env = {
+        "QBANK_GRPC_PORT": str(grpc),
+        "QBANK_HTTP_PORT": str(http),
+        "QBANK_WS_PORT": str(ws),
+        "QBANK_ENCODER_REPLICAS": "1",
+        "QBANK_INDEXER_REPLICAS": "1",
+    }
+    env.update({f"QBANK_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+@contextlib.contextmanager
+def running_flow(flow_file: str | Path | None = None, **settings: object) -> Iterator[dict[str, str]]:
+    """Start a flow YAML (default flow.yml) on free loopback ports with QBANK_* ``settings``; yields the
+    three client URLs by protocol. The one way tests, benchmarks and tools start a Flow in-process."""
+    env = flow_env(**settings)
+    with patched_env(env):
+        with load_flow(flow_file):
+            yield {
+                "grpc": f"grpc://127.0.0.1:{env['QBANK_GRPC_PORT']}",
+                "http": f"http://127.0.0.1:{env['QBANK_HTTP_PORT']}",
+                "websocket": f"ws://127.0.0.1:{env['QBANK_WS_PORT']}",
+            }
+
+
 def apply_flow_defaults() -> dict[str, str]:
     """Fill in QBANK_* variables flow.yml needs, leaving any the operator set."""
     for name, value in FLOW_ENV_DEFAULTS.items():

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qbank.serve import free_ports  # re-exported: test modules import it from conftest
+# re-exported: test modules import these from conftest
+from qbank.serve import flow_env, free_ports, patched_env  # noqa: F401
+from qbank.serve import running_flow as serve_running_flow
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach for the hub
@@ -30,48 +32,10 @@ multiprocessing.set_start_method("spawn", force=True)
 
 
 @contextlib.contextmanager
-def patched_env(values: dict[str, str]) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def flow_env(**settings: object) -> dict[str, str]:
-    """QBANK_* variables for a Flow on free loopback ports, plus the given settings."""
-    grpc, http, ws = free_ports(3)
-    env = {
-        "QBANK_GRPC_PORT": str(grpc),
-        "QBANK_HTTP_PORT": str(http),
-        "QBANK_WS_PORT": str(ws),
-        "QBANK_ENCODER_REPLICAS": "1",
-        "QBANK_INDEXER_REPLICAS": "1",
-    }
-    env.update({f"QBANK_{k.upper()}": str(v) for k, v in settings.items()})
-    return env
-
-
-@contextlib.contextmanager
-def running_flow(**settings: str) -> Iterator[dict[str, str]]:
-    """Start flow.yml with QBANK_* settings; yields the three client URLs by protocol."""
-    from qbank.serve import load_flow
-
-    env = flow_env(**settings)
-    grpc, http, ws = env["QBANK_GRPC_PORT"], env["QBANK_HTTP_PORT"], env["QBANK_WS_PORT"]
-    with patched_env(env):
-        flow = load_flow(REPO / "flow.yml")
-        with flow:
-            yield {
-                "grpc": f"grpc://127.0.0.1:{grpc}",
-                "http": f"http://127.0.0.1:{http}",
-                "websocket": f"ws://127.0.0.1:{ws}",
-            }
+def running_flow(**settings: object) -> Iterator[dict[str, str]]:
+    """flow.yml of this checkout on free loopback ports (qbank.serve.running_flow)."""
+    with serve_running_flow(REPO / "flow.yml", **settings) as urls:
+        yield urls
 
 
 @pytest.fixture(scope="session")
