@@ -1,120 +1,34 @@
 """Milvus executor: maps Documents to item rows and back; the store layer does the Milvus work.
 
 Endpoints: /index (upsert by id), /search (dense, bm25 or hybrid; matches with scores and fields,
-filterable), /update,
-/delete, /exists, /count, /stats. Any other endpoint (/encode, /rank) passes through unchanged. Each request
-is all-or-nothing: it is validated whole before anything is written.
+filterable), /update, /delete, /exists, /count, /stats, /near_duplicates; /encode, /rank and / pass
+through; any other endpoint is refused. Each request is all-or-nothing: it is checked whole
+(qbank.params, qbank.mapping) before anything is written.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
-from docarray import Document, DocumentArray
+from docarray import DocumentArray
 from jina import Executor, requests
 from jina.constants import __default_endpoint__
 
 from qbank.clip_model import model_identity
 from qbank.config import IndexerSettings
 from qbank.duplicates import find_near_duplicates
-from qbank.params import UNKNOWN_ENDPOINT, ParameterError, UnknownEndpointError, check_request
-from qbank.schema import (
-    IMAGE,
-    MAX_TAG_BYTES,
-    MODALITIES,
-    SCALAR_FIELDS,
-    TEXT,
-    URI_MAX_LENGTH,
-    ItemError,
-    check_id,
-    fields_to_tags,
-    item_errors_message,
-    item_row,
-    tags_to_fields,
+from qbank.mapping import (
+    MAX_REPORTED_ERRORS,
+    check_ids,
+    delete_expression,
+    merged_update,
+    row_to_match,
+    rows_from_docs,
 )
-from qbank.store import ItemStore, StoreError, build_filter, ids_filter
-
-MAX_REPORTED_ERRORS = 20
-
-
-def check_id_quietly(value: str) -> bool:
-    try:
-        check_id(value)
-    except ItemError:
-        return False
-    return True
-
-
-def _raise_all(errors: list[str], total: int) -> None:
-    if errors:
-        raise ItemError(item_errors_message(errors, total, "rejected, nothing written", MAX_REPORTED_ERRORS))
-
-
-def doc_to_row(doc: Document, dim: int | None, max_tag_bytes: int = MAX_TAG_BYTES) -> dict[str, Any]:
-    """One item row from a Document with an embedding; raises ItemError naming the item and field."""
-    check_id(doc.id, "item id")
-    if doc.embedding is None:
-        raise ItemError(f"item {doc.id!r}: no embedding (send content through the encoder, or a vector)")
-    vector = (
-        [float(x) for x in doc.embedding.reshape(-1)]
-        if hasattr(doc.embedding, "reshape")
-        else [float(x) for x in doc.embedding]
-    )
-    if dim is not None and len(vector) != dim:
-        raise ItemError(f"item {doc.id!r}: embedding has {len(vector)} dimensions, the collection has {dim}")
-    if not all(math.isfinite(x) for x in vector):
-        raise ItemError(f"item {doc.id!r}: embedding holds NaN or infinite values")
-    modality = (
-        doc.modality
-        if doc.modality in MODALITIES
-        else (IMAGE if (doc.uri or doc.blob or doc.tensor is not None) else TEXT)
-    )
-    scalars, metadata = tags_to_fields(doc.id, dict(doc.tags), max_tag_bytes)
-    question_limit = SCALAR_FIELDS["question_id"]
-    if not scalars.get("question_id") and len(doc.id.encode("utf-8")) > question_limit:
-        raise ItemError(
-            f"item {doc.id[:60]!r}: has no tags.question_id, and its id ({len(doc.id.encode('utf-8'))} bytes) "
-            f"cannot stand for one: question ids are at most {question_limit} bytes. Send tags.question_id"
-        )
-    uri = doc.uri or ""
-    if uri.startswith("data:") or len(uri) > URI_MAX_LENGTH:
-        uri = ""  # inline image data is not a reference worth storing
-    return item_row(
-        doc.id,
-        vector,
-        question_id=scalars.pop("question_id", ""),
-        modality=modality,
-        text=doc.text or "",
-        image_uri=uri,
-        subject=scalars.get("subject", ""),
-        grade=scalars.get("grade", ""),
-        qtype=scalars.get("qtype", ""),
-        metadata=metadata,
-    )
-
-
-def row_to_match(hit: dict[str, Any], score_name: str = "similarity") -> Document:
-    """A stored row as a match. ``scores['score']`` always ranks (higher is better); the mode's own
-    score sits beside it: dense ``similarity`` (and clip-as-service's ``cosine`` distance), ``bm25``,
-    or the hybrid fusion's ``rrf`` / ``weighted``."""
-    entity = hit.get("entity", hit)
-    match = Document(
-        id=hit["id"],
-        text=entity.get("text") or None,
-        uri=entity.get("image_uri") or None,
-        modality=entity.get("modality") or None,
-        tags=fields_to_tags(entity),
-    )
-    score = float(hit["distance"])
-    match.scores["score"].value = score
-    match.scores[score_name].value = score
-    if score_name == "similarity":
-        # docarray v1 / clip-as-service convention: scores['cosine'] is a distance (lower is closer).
-        match.scores["cosine"].value = 1.0 - score
-        match.scores["cosine"].op_name = "cosine_distance"
-    return match
+from qbank.params import UNKNOWN_ENDPOINT, ParameterError, UnknownEndpointError, check_request
+from qbank.schema import ItemError, id_problem
+from qbank.store import ItemStore, StoreError, build_filter
 
 
 class QbankMilvusIndexer(Executor):
@@ -144,24 +58,6 @@ class QbankMilvusIndexer(Executor):
         )
         return await super().__acall__(req_endpoint, **kwargs)
 
-    def _rows(self, docs: DocumentArray) -> list[dict[str, Any]]:
-        errors, rows, seen = [], [], set()
-        dim = self.store.dim
-        for doc in docs:
-            if doc.id in seen:
-                errors.append(f"item {doc.id!r}: duplicate id in one request")
-                continue
-            seen.add(doc.id)
-            try:
-                row = doc_to_row(doc, dim, self.settings.max_tag_bytes)
-            except ItemError as exc:
-                errors.append(str(exc))
-                continue
-            dim = dim or len(row["embedding"])
-            rows.append(row)
-        _raise_all(errors, len(docs))
-        return rows
-
     @requests(on="/index")
     def index(self, docs: DocumentArray, **kwargs: Any) -> DocumentArray:
         """Upsert by item id: indexing the same items twice never duplicates them."""
@@ -172,7 +68,7 @@ class QbankMilvusIndexer(Executor):
             self.store.check_vectors(self.model_name, dims.pop(), create=True)  # the guard names both
         else:  # mixed shapes: the per-item check below names the odd items
             self.store.connect()
-        rows = self._rows(docs)
+        rows = rows_from_docs(docs, self.store.dim, self.settings.max_tag_bytes)
         written = self.store.upsert(rows)
         self.logger.debug(f"upserted {written} items")
         return docs
@@ -222,32 +118,15 @@ class QbankMilvusIndexer(Executor):
         """
         if not docs:
             return docs
-        errors = []
-        for doc in docs:
-            try:
-                check_id(doc.id, "item id")
-            except ItemError as exc:
-                errors.append(str(exc))
-        _raise_all(errors, len(docs))
+        check_ids(docs)
         stored = {row["id"]: row for row in self.store.get(docs[:, "id"], with_vectors=True)}
         missing = [d.id for d in docs if d.id not in stored]
         if missing:
             raise ItemError(
                 f"/update: {len(missing)} items do not exist, nothing written: {missing[:MAX_REPORTED_ERRORS]}"
             )
-        merged = DocumentArray()
-        for doc in docs:
-            old = stored[doc.id]
-            tags = fields_to_tags(old)
-            tags["question_id"] = old["question_id"]
-            tags.update(doc.tags)
-            new = Document(id=doc.id, tags=tags, modality=doc.modality or old["modality"])
-            if doc.embedding is not None:
-                new.embedding, new.text, new.uri = doc.embedding, doc.text, doc.uri
-            else:
-                new.embedding, new.text, new.uri = old["embedding"], old["text"], old["image_uri"] or None
-            merged.append(new)
-        rows = self._rows(merged)
+        merged = DocumentArray(merged_update(doc, stored[doc.id]) for doc in docs)
+        rows = rows_from_docs(merged, self.store.dim, self.settings.max_tag_bytes)
         self.store.check_vectors(self.model_name, len(rows[0]["embedding"]), create=False)
         self.store.upsert(rows)
         return docs
@@ -257,25 +136,7 @@ class QbankMilvusIndexer(Executor):
         """Delete by item ids (docs or ``ids``), ``question_ids`` or ``filter``; refuses an empty selector,
         and a delete of more than QBANK_MAX_DELETE items unless ``allow_many`` is true."""
         ids = (list(docs[:, "id"]) if docs else []) + parameters.get("ids", [])
-        question_ids = parameters.get("question_ids", [])
-        for label, values in (("id", ids), ("question_id", question_ids)):
-            for value in values:
-                try:
-                    check_id(value, label)
-                except ItemError as exc:
-                    raise ParameterError(f"/delete: {exc}") from None
-        clauses = []
-        if ids:
-            clauses.append(ids_filter(ids))
-        if question_ids:
-            clauses.append(build_filter({"question_id": question_ids}))
-        if parameters.get("filter"):
-            clauses.append(build_filter(parameters["filter"]))
-        if not clauses:
-            raise ParameterError(
-                "/delete needs docs, 'ids', 'question_ids' or a non-empty 'filter' (refusing to delete everything)"
-            )
-        expr = " or ".join(f"({c})" for c in clauses)
+        expr = delete_expression(ids, parameters.get("question_ids", []), parameters.get("filter"))
         matched = self.store.count(expr)
         if matched > self.settings.max_delete and not parameters.get("allow_many", False):
             raise ParameterError(
@@ -290,7 +151,7 @@ class QbankMilvusIndexer(Executor):
     def exists(self, parameters: dict, **kwargs: Any) -> dict[str, list[str]]:
         """Which of ``ids`` are stored: lets an import resume without re-encoding what is there.
         An id that could never be stored is simply not there."""
-        ids = [i for i in parameters.get("ids", []) if check_id_quietly(i)]
+        ids = [i for i in parameters.get("ids", []) if id_problem(i) is None]
         return {"existing": [row["id"] for row in self.store.get(ids)]}
 
     @requests(on="/count")
