@@ -1,4 +1,6 @@
-"""Only here to ship qbank_jina_compat.pth into site-packages (see qbank/jina_compat.py)."""
+"""Only here to ship qbank_jina_compat.pth into site-packages (see qbank_jina_compat.py).
+
+An editable install does not run build_py, so scripts/bootstrap.sh copies the .pth itself."""
 
 from pathlib import Path
 

@@ -20,8 +20,10 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.s
   fi
 fi
 
-echo "[bootstrap] installing the project and its pinned dependencies"
-# Not editable on purpose: the wheel carries qbank_jina_compat.pth (clip_client over HTTP/WebSocket).
-"${PIP[@]}" install -q -c constraints.txt ".[encoder,indexer,dev]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-"${PIP[@]}" install -q --no-deps --force-reinstall . 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-"$VENV/bin/python" -c "import qbank, jina, docarray, clip_client, pymilvus, torch, onnxruntime; print('[bootstrap] ok: jina', jina.__version__, 'docarray', docarray.__version__, 'torch', torch.__version__)"
+echo "[bootstrap] installing the project (editable) and its pinned dependencies"
+# Editable: tests, executors and console scripts run the tree being edited. An editable install does
+# not ship qbank_jina_compat.pth (clip_client over HTTP/WebSocket), so it is copied into site-packages.
+"${PIP[@]}" install -q -c constraints.txt -e ".[encoder,indexer,dev]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+cp qbank_jina_compat.pth "$SITE/qbank_jina_compat.pth"
+"$VENV/bin/python" -c "import qbank, qbank_jina_compat, jina, docarray, clip_client, pymilvus, torch, onnxruntime; print('[bootstrap] ok: jina', jina.__version__, 'docarray', docarray.__version__, 'torch', torch.__version__)"

@@ -7,7 +7,7 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 JINA_LOG_LEVEL=INFO \
     HF_HOME=/models/hf
 WORKDIR /app
-COPY pyproject.toml setup.py constraints.txt README.md qbank_jina_compat.pth ./
+COPY pyproject.toml setup.py constraints.txt README.md qbank_jina_compat.pth qbank_jina_compat.py ./
 COPY qbank ./qbank
 COPY client ./client
 # The +cpu wheel first, from PyTorch's CPU index: never a CUDA build in the CPU image.

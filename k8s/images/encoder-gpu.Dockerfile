@@ -7,7 +7,7 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 JINA_LOG_LEVEL=INFO \
     HF_HOME=/models/hf NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
 WORKDIR /app
-COPY pyproject.toml setup.py constraints.txt README.md qbank_jina_compat.pth ./
+COPY pyproject.toml setup.py constraints.txt README.md qbank_jina_compat.pth qbank_jina_compat.py ./
 COPY qbank ./qbank
 COPY client ./client
 # constraints.txt pins the +cpu torch for CPU hosts; here the CUDA build of the same version.

@@ -4,7 +4,7 @@
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 JINA_LOG_LEVEL=INFO
 WORKDIR /app
-COPY pyproject.toml setup.py constraints.txt README.md qbank_jina_compat.pth ./
+COPY pyproject.toml setup.py constraints.txt README.md qbank_jina_compat.pth qbank_jina_compat.py ./
 COPY qbank ./qbank
 COPY client ./client
 RUN pip install -c constraints.txt ".[indexer]" && useradd --uid 10001 --no-create-home qbank \

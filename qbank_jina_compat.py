@@ -12,15 +12,16 @@ Two client-side jina 3.34 bugs, both met through clip_client:
   through ``on_error`` and raised as ``BadServer`` at the end of the stream, as gRPC/HTTP do.
 
 Applied by ``qbank_jina_compat.pth`` (installed with this package) in every Python process of the
-environment, lazily: a meta-path hook patches each jina module right after it is imported, so
-processes that never import jina pay nothing. Set QBANK_NO_JINA_PATCH=1 to disable. (The
-server-side half of the HTTP problem, naive route timestamps, is handled in the indexer.)
+environment, lazily: wrapt's post-import hooks patch each jina module right after it is imported,
+so processes that never import jina pay nothing. A module of its own, outside the ``qbank``
+package, so that the .pth does not import ``qbank`` at interpreter start (which made every process
+use the installed copy of qbank instead of the tree being edited). Set QBANK_NO_JINA_PATCH=1 to
+disable. (The server-side half of the HTTP problem, naive route timestamps, is handled in the
+indexer.) tests/test_jina_compat.py fails the day jina fixes these bugs, so the patch can go.
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import os
 import sys
 from collections.abc import Callable
@@ -76,28 +77,14 @@ def _apply(name: str, module: ModuleType) -> None:
         patch(module)
 
 
-class _PatchAfterImport(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
-        if fullname not in PATCHES:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_and_patch(module: ModuleType) -> None:
-            exec_module(module)
-            _apply(fullname, module)
-
-        spec.loader.exec_module = exec_and_patch
-        return spec
-
-
 def install() -> None:
+    """Patch the jina modules now if imported, else right after their import (idempotent)."""
+    import wrapt
+
     if os.environ.get("QBANK_NO_JINA_PATCH"):
         return
     for name in PATCHES:
         if name in sys.modules:
             _apply(name, sys.modules[name])
-    if not any(isinstance(f, _PatchAfterImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PatchAfterImport())
+        else:
+            wrapt.register_post_import_hook(lambda module, name=name: _apply(name, module), name)

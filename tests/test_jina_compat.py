@@ -1,0 +1,49 @@
+"""The jina client patch (qbank_jina_compat) and the editable install it now allows.
+
+The first test fails the day jina fixes the bug upstream: then the patch can be dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+PROBE_DIRECT_DOCS = (
+    "from docarray import Document, DocumentArray\n"
+    "from jina.types.request.data import DataRequest\n"
+    "request = DataRequest()\n"
+    "request.direct_docs = DocumentArray([Document(text='x')])\n"
+    "print(len(request.data.docs))\n"
+)
+
+
+def python(code: str, **env: str) -> str:
+    """Run ``code`` in a fresh interpreter of this environment, outside the repository."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/", env={**os.environ, **env}
+    )
+    return result.stdout.strip()
+
+
+def test_jina_still_has_the_bug_the_patch_fixes():
+    """jina 3.34's HTTP client keeps response docs in ``direct_docs``; ``data.docs`` (what clip_client
+    reads) ignores them. If this fails, jina fixed it: remove patch_data_request."""
+    assert python(PROBE_DIRECT_DOCS, QBANK_NO_JINA_PATCH="1") == "0"
+
+
+def test_the_patch_is_active_in_every_process_of_the_environment():
+    assert python(PROBE_DIRECT_DOCS) == "1"
+    assert python(
+        "from jina.clients.base.websocket import WebSocketBaseClient as C; print(C._qbank_compat_patched)"
+    ) == ("True")
+
+
+def test_processes_run_the_tree_being_edited():
+    """The editable install resolves qbank and qbank_client to this checkout, and the .pth no longer
+    imports qbank at interpreter start (which pinned every process to the installed copy)."""
+    assert python("import sys; print('qbank' in sys.modules)") == "False"
+    where = python("import qbank, qbank_client; print(qbank.__file__); print(qbank_client.__file__)").splitlines()
+    assert where == [str(REPO / "qbank" / "__init__.py"), str(REPO / "client" / "qbank_client" / "__init__.py")]
