@@ -338,25 +338,50 @@ class ItemStore:
 
         One upsert call is one write on Milvus Lite (what failed is not in the file after a
         restart) and one insert message on a server; the executors cap a request's items
-        (QBANK_MAX_DOCS_PER_REQUEST), so no request needs more than one call. When a write fails on
-        Milvus Lite, Lite is restarted before the error is returned: it had already applied the rows
-        in memory, and only a reload drops them, so a failed write is never visible.
+        (QBANK_MAX_DOCS_PER_REQUEST), so no request needs more than one call. A failed write is
+        never visible (see :meth:`_write`).
         """
         if not rows:
             return 0
+        # Milvus Lite 2.5.1 upserts by deleting the stored rows, then inserting: when the insert
+        # fails, the delete stays, on disk too (measured: a refused upsert of an existing id lost
+        # that item). So on Lite the stored versions are read first and put back after a failure.
+        previous = self.get([row["id"] for row in rows], with_vectors=True) if self.lite is not None else []
+        try:
+            result = self._write("upsert", "nothing of this request was stored", self.collection, rows)
+        except MilvusUnavailableError:
+            raise
+        except StoreError as exc:
+            if previous:
+                raise StoreError(f"{exc}{self._restore(previous)}") from None
+            raise
+        return int(result.get("upsert_count", len(rows)))
+
+    def _restore(self, previous: list[dict[str, Any]]) -> str:
+        """Write back the stored versions a failed Lite upsert deleted; says so when it cannot."""
+        try:
+            self._call("upsert", self.collection, previous)
+        except StoreError as exc:
+            logger.error("could not restore %d items after a failed upsert: %s", len(previous), exc)
+            return f" (and the stored versions of {len(previous)} items could not be put back: {exc})"
+        return ""
+
+    def _write(self, method: str, outcome: str, *args: Any, **kwargs: Any) -> Any:
+        """A writing Milvus call. When it fails on Milvus Lite, Lite is restarted before the error is
+        returned: Lite applies a write in memory before the file, so only a reload makes what
+        requests see match what is on disk again (``outcome`` says so in the error)."""
         client = self._connected()
         try:
-            result = self._invoke(client, "upsert", self.collection, rows)
+            return self._invoke(client, method, *args, **kwargs)
         except MilvusUnavailableError:
             raise
         except StoreError as exc:
             message = f"{self._disk_note()}{exc}"
             if self.lite is not None:
                 self._forget(client)
-                self.lite.restart("a write failed, reloading what is on disk")
-                message = f"nothing of this request was stored: {message}"
+                self.lite.restart(f"a {method} failed, reloading what is on disk")
+                message = f"{outcome}: {message}"
             raise StoreError(message) from None
-        return int(result.get("upsert_count", len(rows)))
 
     def _disk_note(self) -> str:
         """What the disk says, when it is the likely cause of a failed write."""
@@ -490,7 +515,7 @@ class ItemStore:
         if self.dim is None:
             return 0
         before = self.count()
-        self._call("delete", self.collection, filter=expr)
+        self._write("delete", "nothing was deleted", self.collection, filter=expr)
         return before - self.count()
 
     def count(self, expr: str = "") -> int:

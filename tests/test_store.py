@@ -75,6 +75,30 @@ def test_upsert_search_filter_delete_on_milvus_lite(store):
     assert store.count() == 8 and store.count(build_filter({"subject": "数学"})) == 4
 
 
+def test_a_failed_write_reloads_milvus_lite_and_keeps_what_is_on_disk(store):
+    """Both writes (upsert and delete) go through one failure path: Milvus Lite is restarted, so
+    what requests see afterwards is what is in the file."""
+    from qbank.store import StoreError
+
+    store.check_vectors("m", 8, create=True)
+    store.upsert(rows(4))
+    with pytest.raises(StoreError, match="nothing was deleted: Milvus delete failed"):
+        store.delete("id in [")  # an expression Milvus refuses: a delete that fails
+    assert store.lite.restarts == 1 and store.count() == 4
+    # A refused upsert of a stored id: Lite deletes before it inserts, so the stored version is put back.
+    bad = rows(1)[0] | {"embedding": [0.0] * 7, "text": "新"}  # Milvus refuses a 7-d vector in an 8-d field
+    with pytest.raises(StoreError, match="nothing of this request was stored: Milvus upsert failed"):
+        store.upsert([bad])
+    assert store.lite.restarts == 2 and store.count() == 4
+    (kept,) = store.get(["q0:text:0"], with_vectors=True)
+    assert kept["text"] == "题0" and kept["metadata"] == {"n": 0}
+    assert kept["embedding"] == pytest.approx(rows(1)[0]["embedding"], abs=1e-6)
+    store.close()  # and so it is in the file
+    reopened = ItemStore(IndexerSettings.resolve(data_dir=str(store.lite.db_file.parent)))
+    assert reopened.count() == 4 and reopened.get(["q0:text:0"])[0]["text"] == "题0"
+    reopened.close()
+
+
 def test_vectors_of_another_model_or_dimension_are_refused(store):
     store.check_vectors("model-a", 8, create=True)
     store.upsert(rows(3))
