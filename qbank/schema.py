@@ -33,7 +33,6 @@ ID_MAX_LENGTH = 256
 # a Milvus expression literal: "token recognition error", measured) and the single quote (Milvus
 # Lite 2.5.1 puts an upserted id into SQL between single quotes, unescaped: an id with ' fails with
 # "internal error" and could rewrite that statement).
-ID_RULE = f"1..{ID_MAX_LENGTH} bytes of UTF-8, no control characters and no single quote (')"
 MAX_TAG_BYTES = 65_536  # default of QBANK_MAX_TAG_BYTES: tags of one item as JSON
 # How near-duplicate stems are measured (qbank.duplicates): bigram Jaccard of the text, or CLIP cosine.
 DUPLICATE_MEASURES = ("text", "dense")

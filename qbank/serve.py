@@ -131,14 +131,14 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def watch(children: list, stop: Callable[[], bool] = lambda: False) -> None:
-    """Return when ``stop()`` says so; raise PartDied as soon as one of ``children`` has exited.
+def watch(children: list) -> None:
+    """Raise PartDied as soon as one of ``children`` has exited (the main thread waits here).
 
     jina does not notice a dead executor: after ``kill -9`` of one, the gateway kept answering health
     checks while every request failed. Exiting non-zero instead lets a supervisor (systemd,
     Kubernetes, Docker) restart the whole service, and nothing answers health checks meanwhile.
     """
-    while not stop():
+    while True:
         for child in children:
             if not child.is_alive():
                 raise PartDied(f"Flow process {child.name} (pid {child.pid}) exited with code {child.exitcode}")

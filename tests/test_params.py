@@ -115,7 +115,8 @@ def test_unknown_parameters_and_endpoints_are_refused_naming_the_known_ones():
         with pytest.raises(UnknownEndpointError, match="this service serves /encode, /rank, /index"):
             check_parameters(endpoint, {}, LIMITS)
     assert check_parameters("/", {}, LIMITS) == {}
-    assert check_parameters("/rank/ViT-B-32", {"model_name": "ViT-B-32"}, LIMITS) == {"model_name": "ViT-B-32"}
+    with pytest.raises(UnknownEndpointError, match="got '/rank/ViT-B-32'"):  # one model per service
+        check_parameters("/rank/ViT-B-32", {"model_name": "ViT-B-32"}, LIMITS)
 
 
 def test_request_size_limits_name_their_setting():

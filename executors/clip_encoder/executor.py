@@ -43,6 +43,7 @@ class QbankClipEncoder(Executor):
         s = self.settings
         self.limits = ImageLimits(s.max_image_bytes, s.max_image_pixels, s.fetch_timeout)
         self.fetch_policy = FetchPolicy.from_settings(s.uri_roots, s.fetch_private)
+        self.request_limits = Limits(max_docs=s.max_docs_per_request)
         self.model = ClipEncoder.load(s.model, s.engine, s.device, s.onnx_path, s.fp16, s.num_threads)
         self.logger.info(
             f"encoder ready: model={self.model.name} engine={s.engine} device={self.model.engine.device} "
@@ -63,7 +64,7 @@ class QbankClipEncoder(Executor):
             req_endpoint,
             kwargs.get("parameters"),
             len(docs) if docs is not None else 0,
-            Limits(max_docs=self.settings.max_docs_per_request),
+            self.request_limits,
             only=ENCODER_PARAMETERS,
         )
         return await super().__acall__(req_endpoint, **kwargs)

@@ -39,6 +39,8 @@ class QbankMilvusIndexer(Executor):
         self.settings = IndexerSettings.take_from(kwargs)
         super().__init__(**kwargs)
         self.model_name = model_identity(self.settings.model)
+        self.request_limits = self.settings.limits()
+        self.default_weights = self.settings.weights()
         self.store = ItemStore(self.settings)
         try:
             self.logger.info(f"indexer ready: {self.store.describe()}")
@@ -54,7 +56,7 @@ class QbankMilvusIndexer(Executor):
             raise UnknownEndpointError(UNKNOWN_ENDPOINT)
         docs = kwargs.get("docs")
         kwargs["parameters"] = check_request(
-            req_endpoint, kwargs.get("parameters"), len(docs) if docs is not None else 0, self.settings.limits()
+            req_endpoint, kwargs.get("parameters"), len(docs) if docs is not None else 0, self.request_limits
         )
         return await super().__acall__(req_endpoint, **kwargs)
 
@@ -83,7 +85,7 @@ class QbankMilvusIndexer(Executor):
         expr = build_filter(filters)
         mode = parameters.get("mode", self.settings.search_mode)
         rrf_k = parameters.get("rrf_k", self.settings.rrf_k)
-        weights = parameters.get("weights") or self.settings.weights()
+        weights = parameters.get("weights") or self.default_weights
         if not docs:
             return docs
         if mode != "dense":  # full text reads the query's words
