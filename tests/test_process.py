@@ -248,3 +248,16 @@ def test_malformed_http_and_websocket_input_gets_its_reason_and_never_wedges_shu
         assert wait_for(lambda: not served.group_alive())
     finally:
         served.kill()
+
+
+def test_a_signal_during_the_start_leaves_no_process_behind(env):
+    served = Served(env)  # its output is not read: the pipe holds the start's few lines
+    try:
+        assert wait_for(lambda: len(served.descendants()) >= 3, timeout=60), "the Flow's processes never started"
+        os.kill(served.process.pid, signal.SIGTERM)  # before "qbank flow up"
+        served.wait_exit(within=40)
+        assert "qbank flow up" not in "".join(served.lines), "the start finished first: the test needs a slower start"
+        assert wait_for(lambda: not served.group_alive()), f"left running: {served.descendants()}"
+        assert wait_for(lambda: ports_free(env))
+    finally:
+        served.kill()
