@@ -346,7 +346,7 @@ class ItemStore:
         # Milvus Lite 2.5.1 upserts by deleting the stored rows, then inserting: when the insert
         # fails, the delete stays, on disk too (measured: a refused upsert of an existing id lost
         # that item). So on Lite the stored versions are read first and put back after a failure.
-        previous = self.get([row["id"] for row in rows], with_vectors=True) if self.lite is not None else []
+        previous = self._stored_versions([row["id"] for row in rows]) if self.lite is not None else []
         try:
             result = self._write("upsert", "nothing of this request was stored", self.collection, rows)
         except MilvusUnavailableError:
@@ -356,6 +356,26 @@ class ItemStore:
                 raise StoreError(f"{exc}{self._restore(previous)}") from None
             raise
         return int(result.get("upsert_count", len(rows)))
+
+    def _stored_versions(self, ids: list[str]) -> list[dict[str, Any]]:
+        """The stored rows (vectors included) of those ``ids`` that exist. Milvus Lite cannot return
+        the vectors of unflushed rows under a non-FLAT index ("Growing segment loss raw data"): then
+        the upsert goes ahead without a way back, and the log says so."""
+        existing = [row["id"] for row in self.get(ids)]
+        if not existing:
+            return []
+        try:
+            return self.get(existing, with_vectors=True)
+        except MilvusUnavailableError:
+            raise
+        except StoreError as exc:
+            logger.warning(
+                "cannot read the stored vectors of %d items before upserting them (%s): if the upsert fails, "
+                "Milvus Lite may lose their stored versions",
+                len(existing),
+                exc,
+            )
+            return []
 
     def _restore(self, previous: list[dict[str, Any]]) -> str:
         """Write back the stored versions a failed Lite upsert deleted; says so when it cannot."""
