@@ -75,8 +75,8 @@ def bare_worker(
     model_dir: str, engine: str, onnx_dir: str, device: str, batches: list[int], items: int, threads: int, out
 ) -> None:
     """In its own process: load one engine, measure texts and images at each batch size, report peak RSS."""
-    from qbank.clip_model import ClipEncoder
-    from qbank.images import ImageLimits, decode_image
+    from qbank.media.images import ImageLimits, decode_image
+    from qbank.model.clip import ClipEncoder
 
     encoder = ClipEncoder.load(model_dir, engine=engine, device=device, onnx_path=onnx_dir, num_threads=threads)
     limits = ImageLimits()
@@ -118,7 +118,7 @@ def measure_flow(model_dir: Path, onnx_dir: Path, batches: list[int], items: int
     from clip_client import Client
     from docarray import Document, DocumentArray
 
-    from qbank.serve import running_flow
+    from qbank.service.flow import running_flow
 
     texts, blobs = text_inputs(items), png_inputs(items)
     result = {}
@@ -141,7 +141,7 @@ def measure_flow_replicas(
     from clip_client import Client
     from docarray import Document, DocumentArray
 
-    from qbank.serve import running_flow
+    from qbank.service.flow import running_flow
 
     texts = text_inputs(items)
     docs = DocumentArray([Document(blob=b, mime_type="image/png") for b in png_inputs(items)])
@@ -167,7 +167,7 @@ def cuda_devices() -> int:
 
 
 def cpu_section(architecture: str, model_dir: Path, tmp: Path, args, batches: list[int]) -> list[tuple]:
-    from qbank.clip_model import export_onnx
+    from qbank.model.clip import export_onnx
 
     start = time.perf_counter()
     onnx_dir = export_onnx(str(model_dir), tmp / f"{architecture}-onnx")
@@ -189,7 +189,7 @@ def cpu_section(architecture: str, model_dir: Path, tmp: Path, args, batches: li
 
 def gpu_section(architecture: str, model_dir: Path, tmp: Path, args, gpus: int, device: str = "cuda") -> list[tuple]:
     """fp16 torch and ONNX bare on one GPU, then the Flow with 1..N replicas; items/s per GPU."""
-    from qbank.clip_model import export_onnx
+    from qbank.model.clip import export_onnx
 
     fp16_dir = export_onnx(str(model_dir), tmp / f"{architecture}-onnx-fp16", precision="fp16")
     batch = args.gpu_batch
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.gpu == "only" and not gpus:
         print("--gpu only: torch sees no CUDA device", file=sys.stderr)
         return 2
-    from qbank.tiny_clip import build_tiny_clip
+    from qbank_devtools.tiny_clip import build_tiny_clip
 
     cpu_rows, gpu_rows = [], []
     with tempfile.TemporaryDirectory(prefix="qbank-bench-") as tmp:

@@ -26,13 +26,12 @@ def main() -> int:
     parser.add_argument("--protocol", choices=["grpc", "http", "websocket"], default="grpc")
     args = parser.parse_args()
 
+    from qbank.service.flow import running_flow
     from qbank_client import QbankClient, read_bank
     from qbank_client.importer import import_bank
-
-    from qbank.demo import write_demo_bank
-    from qbank.loadtest import run_load
-    from qbank.serve import running_flow
-    from qbank.tiny_clip import build_tiny_clip
+    from qbank_devtools.demo import write_demo_bank
+    from qbank_devtools.loadtest import run_load
+    from qbank_devtools.tiny_clip import build_tiny_clip
 
     work = Path(tempfile.mkdtemp(prefix="qbank-load-"))
     model = args.model or str(build_tiny_clip(work / "tiny-clip", "chinese_clip"))

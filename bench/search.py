@@ -97,13 +97,13 @@ def part_lines(args: argparse.Namespace) -> None:
 def part_flow(args: argparse.Namespace) -> None:
     from docarray import Document, DocumentArray
     from jina import Client
-    from qbank_client import QbankClient
 
     from qbank.config import IndexerSettings
-    from qbank.schema import item_row
-    from qbank.serve import running_flow
+    from qbank.domain.schema import item_row
+    from qbank.service.flow import running_flow
     from qbank.store import ItemStore
-    from qbank.tiny_clip import build_tiny_clip
+    from qbank_client import QbankClient
+    from qbank_devtools.tiny_clip import build_tiny_clip
 
     rows, dim = args.flow_rows, args.dim
     rng = np.random.default_rng(args.seed)

@@ -104,6 +104,7 @@ def import_versus_encode(url: str, folder: Path, questions: int, rounds: int) ->
     items on 2 shared cores swings by a third from run to run (seen: 14.8 to 22.1 items/s)."""
     from clip_client import Client
     from docarray import Document, DocumentArray
+
     from qbank_client import QbankClient, read_bank
     from qbank_client.importer import import_bank
 
@@ -153,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from qbank.clip_model import export_onnx
-    from qbank.serve import running_flow
-    from qbank.tiny_clip import build_tiny_clip
+    from qbank.model.clip import export_onnx
+    from qbank.service.flow import running_flow
+    from qbank_devtools.tiny_clip import build_tiny_clip
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="qbank-bench-service-") as tmp:

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 # re-exported: test modules import these from conftest
-from qbank.serve import flow_env, free_ports, patched_env  # noqa: F401
-from qbank.serve import running_flow as serve_running_flow
+from qbank.service.flow import flow_env, free_ports, patched_env  # noqa: F401
+from qbank.service.flow import running_flow as serve_running_flow
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach for the hub
@@ -33,21 +33,21 @@ multiprocessing.set_start_method("spawn", force=True)
 
 @contextlib.contextmanager
 def running_flow(**settings: object) -> Iterator[dict[str, str]]:
-    """flow.yml of this checkout on free loopback ports (qbank.serve.running_flow)."""
+    """flow.yml of this checkout on free loopback ports (qbank.service.flow.running_flow)."""
     with serve_running_flow(REPO / "flow.yml", **settings) as urls:
         yield urls
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from qbank.tiny_clip import build_tiny_clip
+    from qbank_devtools.tiny_clip import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-chinese-clip", "chinese_clip")
 
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_model, tmp_path_factory) -> Path:
-    from qbank.clip_model import export_onnx
+    from qbank.model.clip import export_onnx
 
     return export_onnx(str(tiny_model), tmp_path_factory.mktemp("onnx") / "tiny-chinese-clip-onnx")
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from conftest import png_bytes, running_flow
+
 from qbank_client import BadRow, QbankClient, read_bank
 from qbank_client.cli import main as cli
 from qbank_client.importer import import_bank
-
-from qbank.demo import demo_bank
+from qbank_devtools.demo import demo_bank
 
 BAD_LINES = [
     "{not json",
@@ -175,7 +175,7 @@ def test_import_killed_with_sigkill_at_random_points_resumes_exactly(tiny_model,
 
 
 def test_similar_modes_and_near_duplicate_export(flow, imported, tmp_path, capsys):
-    from qbank.duplicates import text_similarity
+    from qbank.domain.duplicates import text_similarity
 
     path, _ = imported
     client = QbankClient(flow["grpc"])
@@ -233,9 +233,8 @@ def _connections_to(port: int) -> int:
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="counts connections through Linux /proc")
 def test_grpc_client_keeps_one_connection_and_fails_fast_when_the_gateway_is_down(flow, imported):
+    from qbank.service.flow import free_ports
     from qbank_client import ServerError
-
-    from qbank.serve import free_ports
 
     port = int(flow["grpc"].rsplit(":", 1)[1])
     with QbankClient(flow["grpc"]) as client:
@@ -260,5 +259,5 @@ def test_the_client_imports_neither_pymilvus_nor_torch():
 
     probe = "import sys, qbank_client, qbank_client.cli, qbank_client.importer; print(sorted(sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    for module in ("pymilvus", "torch", "milvus_lite", "qbank.store", "qbank.duplicates"):
+    for module in ("pymilvus", "torch", "milvus_lite", "qbank.store", "qbank.domain.duplicates"):
         assert f"'{module}'" not in loaded, f"the client imports {module}"

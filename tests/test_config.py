@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import patched_env
 
-from qbank.config import ConfigError, EncoderSettings, IndexerSettings
+from qbank.config import ConfigError, EncoderSettings, GatewaySettings, IndexerSettings, ServeSettings, env_names
 
 
 def test_environment_overrides_with_values_and_defaults_work():
@@ -25,6 +25,26 @@ def test_bad_settings_name_the_setting():
         IndexerSettings.resolve(colection="typo")
 
 
+def test_settings_read_types_as_written_in_yaml_and_shells():
+    """pydantic reads the variables; an empty one is unset, 2.5 is not a whole number, and the error
+    says where the value came from."""
+    with patched_env({"QBANK_DEVICE": "", "QBANK_FETCH_PRIVATE": "on", "QBANK_FETCH_TIMEOUT": "2.5"}):
+        settings = EncoderSettings.resolve(minibatch_size=16.0)
+        assert (settings.device, settings.fetch_private, settings.fetch_timeout) == ("auto", True, 2.5)
+        assert settings.minibatch_size == 16 and isinstance(settings.minibatch_size, int)
+        assert EncoderSettings.from_environment() == {"fetch_private", "fetch_timeout"}
+    with pytest.raises(ConfigError, match=r"setting 'minibatch_size' \(with: 2.5\): must be a whole number"):
+        EncoderSettings.resolve(minibatch_size=2.5)
+    with patched_env({"QBANK_TIMEOUT": "soon"}):
+        with pytest.raises(
+            ConfigError, match=r"setting 'timeout' \(QBANK_TIMEOUT='soon'\): value is not a valid float"
+        ):
+            IndexerSettings.resolve(timeout=3)
+    with patched_env({"QBANK_GRPC_PORT": "6000", "QBANK_AUTH_TOKEN": "t"}):
+        assert ServeSettings.resolve().grpc_port == 6000 and GatewaySettings.resolve().auth_token == "t"
+    assert {"QBANK_MODEL", "QBANK_MILVUS_URI", "QBANK_FLOW", "QBANK_AUTH_TOKEN", "QBANK_ONNX_PRECISION"} <= env_names()
+
+
 def test_indexer_defaults_to_a_milvus_lite_file_under_the_data_dir(tmp_path):
     settings = IndexerSettings.resolve(data_dir=str(tmp_path))
     assert settings.uri == str(tmp_path / "milvus_lite.db")
@@ -32,8 +52,8 @@ def test_indexer_defaults_to_a_milvus_lite_file_under_the_data_dir(tmp_path):
 
 
 def test_indexer_replicas_above_one_need_a_milvus_server():
+    from qbank.cli.serve import main as serve_main
     from qbank.config import check_flow_topology
-    from qbank.serve import main as serve_main
 
     check_flow_topology({"QBANK_INDEXER_REPLICAS": "1"})
     check_flow_topology({"QBANK_INDEXER_REPLICAS": "3", "QBANK_MILVUS_URI": "http://milvus:19530"})

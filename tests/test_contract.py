@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from conftest import running_flow
 from docarray import Document, DocumentArray
+from test_params import ACCEPTS, HOSTILE_IDS, SAMPLES
+
+from qbank.service.params import KNOWN_ENDPOINTS, Limits, endpoint_parameters
 from qbank_client import QbankClient, read_bank
 from qbank_client.api import ServerError
 from qbank_client.importer import import_bank
-from test_params import ACCEPTS, HOSTILE_IDS, SAMPLES
-
-from qbank.params import KNOWN_ENDPOINTS, Limits, endpoint_parameters
 
 KEPT = ["1", "2", "12", "13"]  # question ids whose stems must survive every refused request
 

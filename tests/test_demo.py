@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import flow_env, patched_env
 
-from qbank.demo import demo_bank, main
+from qbank_devtools.demo import demo_bank, main
 
 
 def test_demo_bank_is_a_few_hundred_chinese_questions_with_distinct_figures():

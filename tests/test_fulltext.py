@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from qbank.config import IndexerSettings
-from qbank.duplicates import find_near_duplicates, text_similarity
-from qbank.evaluate import VARIANTS, evaluate, generate_eval_set
-from qbank.schema import item_row
-from qbank.store import FullTextUnavailableError, ItemStore, build_filter
+from qbank.domain.duplicates import find_near_duplicates, text_similarity
+from qbank.domain.filters import build_filter
+from qbank.domain.schema import item_row
+from qbank.store import FullTextUnavailableError, ItemStore
+from qbank_devtools.evaluate import VARIANTS, evaluate, generate_eval_set
 
 STEMS = {
     "tri": ("数学", "如图，在等腰三角形ABC中，AB=AC，∠A=40°，求∠B的度数。"),
@@ -112,7 +113,7 @@ def test_a_collection_from_before_full_text_says_how_to_get_it(tmp_path):
     """Schema 1 (no analyzer, no BM25 field): dense keeps working, bm25/hybrid explain themselves."""
     from pymilvus import DataType, MilvusClient
 
-    from qbank.schema import ID_MAX_LENGTH, SCALAR_FIELDS, TEXT_MAX_BYTES, URI_MAX_LENGTH
+    from qbank.domain.schema import ID_MAX_LENGTH, SCALAR_FIELDS, TEXT_MAX_BYTES, URI_MAX_LENGTH
 
     client = MilvusClient(str(tmp_path / "milvus_lite.db"))
     schema = MilvusClient.create_schema(
@@ -195,7 +196,7 @@ def test_the_generated_evaluation_set_is_labelled_and_distinct():
 
 
 def test_evaluation_bm25_meets_its_target_on_the_generated_set(tiny_model, tmp_path):
-    from qbank.clip_model import ClipEncoder
+    from qbank.model.clip import ClipEncoder
 
     encoder = ClipEncoder.load(str(tiny_model), device="cpu")
     settings = IndexerSettings.resolve(data_dir=str(tmp_path), collection="qbank_eval")

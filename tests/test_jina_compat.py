@@ -45,5 +45,11 @@ def test_processes_run_the_tree_being_edited():
     """The editable install resolves qbank and qbank_client to this checkout, and the .pth no longer
     imports qbank at interpreter start (which pinned every process to the installed copy)."""
     assert python("import sys; print('qbank' in sys.modules)") == "False"
-    where = python("import qbank, qbank_client; print(qbank.__file__); print(qbank_client.__file__)").splitlines()
-    assert where == [str(REPO / "qbank" / "__init__.py"), str(REPO / "client" / "qbank_client" / "__init__.py")]
+    packages = ["qbank", "qbank_client", "qbank_devtools", "qbank_jina_compat"]
+    where = python(f"import {', '.join(packages)}; " + "; ".join(f"print({p}.__file__)" for p in packages))
+    assert where.splitlines() == [
+        str(REPO / "src" / "qbank" / "__init__.py"),
+        str(REPO / "src" / "qbank_client" / "__init__.py"),
+        str(REPO / "src" / "qbank_devtools" / "__init__.py"),
+        str(REPO / "src" / "qbank_jina_compat.py"),
+    ]

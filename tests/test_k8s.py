@@ -27,8 +27,14 @@ import pytest
 import yaml
 from conftest import REPO, free_ports, patched_env, png_bytes
 
-from qbank.config import FLOW_ENV_DEFAULTS, EncoderSettings, IndexerSettings
-from qbank.fetch import PRECISION_ENV
+from qbank.config import (
+    FLOW_ENV_DEFAULTS,
+    EncoderSettings,
+    GatewaySettings,
+    IndexerSettings,
+    ServeSettings,
+    env_names,
+)
 
 K8S = REPO / "k8s"
 OVERLAYS = {"cpu": K8S / "overlays" / "cpu", "gpu": K8S / "overlays" / "gpu"}
@@ -166,9 +172,7 @@ def test_gateway_serves_flow_yml_protocols_and_reaches_every_executor(overlay):
 
 @pytest.mark.parametrize("overlay", OVERLAYS.values(), ids=OVERLAYS.keys())
 def test_env_names_are_settings_the_code_reads(overlay):
-    known = {f"QBANK_{f.upper()}" for f in EncoderSettings.__dataclass_fields__}
-    known |= {f"QBANK_{f.upper()}" for f in IndexerSettings.__dataclass_fields__}
-    known |= set(FLOW_ENV_DEFAULTS) | {"QBANK_AUTH_TOKEN", PRECISION_ENV}
+    known = env_names()
     config = named(overlay, "ConfigMap", "qbank-config")["data"]
     names = set(config)
     for deployment in objects(overlay, "Deployment"):
@@ -179,8 +183,8 @@ def test_env_names_are_settings_the_code_reads(overlay):
     assert {n for n in names if n.startswith("QBANK_")} <= known
     # The settings as the executors will parse them.
     with_env = {k: v for k, v in config.items() if k.startswith("QBANK_")}
-    for settings in (EncoderSettings, IndexerSettings):
-        fields = {f"QBANK_{f.upper()}" for f in settings.__dataclass_fields__}
+    for settings in (EncoderSettings, IndexerSettings, ServeSettings, GatewaySettings):
+        fields = settings.env_names()
         with patched_env({k: v for k, v in with_env.items() if k in fields}):
             settings.resolve()
 
@@ -250,12 +254,21 @@ def test_every_image_has_a_dockerfile_that_copies_what_its_command_uses(overlay)
                         assert source.split("/")[0] not in ignored, (dockerfile.name, source)
                         copied.append(source)
             assert ("WORKDIR", "/app") in steps
+            # The server package alone: no client, no devtools, no jina client patch in a server image.
+            assert not [c for c in copied if c.startswith(("src/qbank_", "qbank_jina_compat"))], (
+                dockerfile.name,
+                copied,
+            )
             args = container.get("args", [])
-            needed = [arg_value(args, "--uses")[0]] if "--uses" in args else []
-            needed += [arg_value(args, "--py-modules")[0].replace(".", "/") + ".py"] if "--py-modules" in args else []
-            for path in needed:
-                if path.endswith((".yml", ".yaml", ".py")):
-                    assert any(path.startswith(c.rstrip("/") + "/") for c in copied), (dockerfile.name, path)
+            uses = arg_value(args, "--uses")[0] if "--uses" in args else ""
+            modules = arg_value(args, "--py-modules") if "--py-modules" in args else []
+            if uses.endswith((".yml", ".yaml")):
+                assert uses in copied, (dockerfile.name, uses)
+                modules += yaml.safe_load((REPO / uses).read_text()).get("py_modules", [])
+            for module in modules:  # importable from the installed package: its source was copied
+                path = "src/" + module.replace(".", "/") + ".py"
+                assert (REPO / path).is_file(), (dockerfile.name, module)
+                assert any(path.startswith(c.rstrip("/") + "/") for c in copied), (dockerfile.name, path)
             entry = json.loads(dict(steps)["ENTRYPOINT"]) if "command" not in container else container["command"]
             assert (BIN / entry[0]).exists(), entry  # the console script the image installs
             installs = " ".join(rest for op, rest in steps if op == "RUN")
@@ -264,6 +277,51 @@ def test_every_image_has_a_dockerfile_that_copies_what_its_command_uses(overlay)
                 assert "+cpu" not in installs and "[encoder-gpu]" in installs
             if dockerfile.name == "encoder-cpu.Dockerfile":
                 assert "torch==2.13.0+cpu" in installs
+
+
+@pytest.mark.parametrize("dockerfile", sorted((K8S / "images").glob("*.Dockerfile")), ids=lambda p: p.stem)
+def test_an_image_installs_the_server_package_alone(dockerfile, tmp_path):
+    """What an image's COPY steps bring, built as pip builds it there: the wheel holds qbank and
+    nothing else (no client, no devtools, no jina patch or its .pth), and every console script the
+    images run points into it."""
+    for op, rest in dockerfile_instructions(dockerfile):
+        if op == "COPY":
+            *sources, target = rest.split()
+            for source in sources:
+                assert target in ("./", f"./{source}"), (dockerfile.name, rest)  # WORKDIR /app mirrors the repo
+                destination = tmp_path / "ctx" / source
+                if (REPO / source).is_dir():
+                    shutil.copytree(
+                        REPO / source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+                    )
+                else:
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(REPO / source, destination)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "dist"),
+            ".",
+        ],
+        cwd=tmp_path / "ctx",
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    import zipfile
+
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names if not n.startswith("qbank_search-")} == {"qbank"}, wheel
+    assert "qbank/service/encoder.py" in names and "qbank/service/indexer.py" in names
+    assert "qbank/service/gateway.py" in names and "qbank/cli/fetch.py" in names
 
 
 def test_jina_export_kubernetes_draws_the_same_graph(tmp_path):
@@ -315,7 +373,7 @@ def test_jina_export_kubernetes_draws_the_same_graph(tmp_path):
 
 
 def test_fetch_model_is_idempotent_and_says_what_is_missing(tiny_model, tiny_onnx, tmp_path, capsys):
-    from qbank.fetch import main as fetch_main
+    from qbank.cli.fetch import main as fetch_main
 
     assert fetch_main(["--model", str(tiny_model), "--onnx-out", str(tiny_onnx)]) == 0
     assert "ready" in capsys.readouterr().out

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 from conftest import running_flow
-from qbank_client import QbankClient
 from test_flow import question_items
 
-from qbank.loadtest import process_tree_rss_mb, run_load
+from qbank_client import QbankClient
+from qbank_devtools.loadtest import process_tree_rss_mb, run_load
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Documents <-> rows and /delete selectors, without a Flow (qbank.mapping): what the indexer does
+"""Documents <-> rows and /delete selectors, without a Flow (qbank.service.mapping): what the indexer does
 with a request short of Milvus."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from docarray import Document, DocumentArray
 
-from qbank.mapping import delete_expression, doc_to_row, merged_update, row_to_match, rows_from_docs
-from qbank.params import ParameterError
-from qbank.schema import ItemError
+from qbank.domain.schema import ItemError
+from qbank.service.mapping import delete_expression, doc_to_row, merged_update, row_to_match, rows_from_docs
+from qbank.service.params import ParameterError
 
 
 def vec(*values: float) -> np.ndarray:

@@ -11,7 +11,8 @@ import pytest
 from conftest import patched_env, png_bytes
 from PIL import Image
 
-from qbank.clip_model import (
+from qbank.media.images import ImageInputError, ImageLimits, decode_image, image_from_array
+from qbank.model.clip import (
     CLIP_SERVER_ALIASES,
     ClipEncoder,
     ModelUnavailableError,
@@ -19,7 +20,6 @@ from qbank.clip_model import (
     model_identity,
     resolve_model_name,
 )
-from qbank.images import ImageInputError, ImageLimits, decode_image, image_from_array
 
 TEXTS = ["三角形ABC的面积是多少？", "已知圆的半径为2，求周长", "下列说法正确的是", "x"]
 
@@ -44,7 +44,7 @@ def test_tiny_chinese_clip_loads_and_encodes_into_one_normalised_space(tiny_mode
 def test_the_tiny_model_tells_distinct_inputs_apart(tiny_model):
     """Tests that say "its own item is found first" mean something only if distinct inputs get
     distinct vectors: the old tiny model put every stem at cosine 0.99998+ to every other."""
-    from qbank.demo import demo_bank, draw_figure
+    from qbank_devtools.demo import demo_bank, draw_figure
 
     encoder = ClipEncoder.load(str(tiny_model), engine="torch", device="cpu")
     stems = sorted({q["stem"] for q in demo_bank(200)})
@@ -83,7 +83,7 @@ def test_onnx_export_has_clip_server_layout_and_matches_torch(tiny_model, tiny_o
 
 
 def test_openai_clip_architecture_works_on_both_engines(tmp_path):
-    from qbank.tiny_clip import build_tiny_clip
+    from qbank_devtools.tiny_clip import build_tiny_clip
 
     folder = build_tiny_clip(tmp_path / "tiny-openai-clip", "clip", projection_dim=24)
     torch_encoder = ClipEncoder.load(str(folder), engine="torch", device="cpu")
@@ -183,8 +183,8 @@ def test_onnx_export_in_lower_precision_stays_in_the_same_space(tiny_model, tmp_
         assert np.diag(similarity).min() > (0.97 if precision == "int8" else 0.99)
         assert (similarity.argmax(axis=1) == np.arange(len(reference))).all()
 
-    from qbank.fetch import exported_model
-    from qbank.fetch import main as fetch_main
+    from qbank.cli.fetch import exported_model
+    from qbank.cli.fetch import main as fetch_main
 
     assert exported_model(folder) == ("tiny-chinese-clip", precision)
     before = (folder / "visual.onnx").stat().st_mtime_ns

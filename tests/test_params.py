@@ -1,7 +1,7 @@
 """Request parameters and ids, without a Flow: every declared parameter of every endpoint refuses
 every wrong kind of value with a message naming it; ids follow one rule.
 
-The cases are generated from the declarations in qbank.params, so a parameter added there is
+The cases are generated from the declarations in qbank.service.params, so a parameter added there is
 checked here without a new test.
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from qbank.params import (
+from qbank.domain.schema import ItemError, check_id, id_problem, tags_to_fields
+from qbank.service.params import (
     KNOWN_ENDPOINTS,
     Limits,
     ParameterError,
@@ -19,7 +20,6 @@ from qbank.params import (
     check_request,
     endpoint_parameters,
 )
-from qbank.schema import ItemError, check_id, id_problem, tags_to_fields
 
 LIMITS = Limits()
 

@@ -8,7 +8,7 @@ from clip_client import Client
 from conftest import running_flow
 from test_flow import count, question_items
 
-from qbank.tiny_clip import build_tiny_clip
+from qbank_devtools.tiny_clip import build_tiny_clip
 
 
 def test_restarted_flow_finds_the_data_and_refuses_another_model(tiny_model, tmp_path):
@@ -62,7 +62,7 @@ def test_flow_killed_with_sigkill_keeps_everything_acknowledged(tiny_model, tmp_
 
     def serve() -> subprocess.Popen:
         process = subprocess.Popen(
-            [sys.executable, "-m", "qbank.serve", "--flow", str(REPO / "flow.yml")],
+            [sys.executable, "-m", "qbank.cli.serve", "--flow", str(REPO / "flow.yml")],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

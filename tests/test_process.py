@@ -16,21 +16,22 @@ from pathlib import Path
 import pytest
 from conftest import REPO, flow_env
 from docarray import DocumentArray
-from qbank_client import QbankClient
 from test_contract import stem
+
+from qbank_client import QbankClient
 
 START_TIMEOUT = 180
 
 
 class Served:
-    """`python -m qbank.serve` in its own session (process group), with its output collected."""
+    """`python -m qbank.cli.serve` in its own session (process group), with its output collected."""
 
     def __init__(self, env: dict[str, str]):
         self.env = env
         self.url = f"grpc://127.0.0.1:{env['QBANK_GRPC_PORT']}"
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "qbank.serve", "--flow", str(REPO / "flow.yml")],
+            [sys.executable, "-m", "qbank.cli.serve", "--flow", str(REPO / "flow.yml")],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -15,11 +15,11 @@ import pytest
 from clip_client import Client
 from conftest import patched_env, png_bytes, running_flow
 from docarray import Document, DocumentArray
-from qbank_client import QbankClient
 from test_flow import question_items
 
-from qbank import images
-from qbank.images import FetchPolicy, ImageInputError, ImageLimits, read_uri
+from qbank.media import images
+from qbank.media.images import FetchPolicy, ImageInputError, ImageLimits, read_uri
+from qbank_client import QbankClient
 
 PNG = png_bytes(7)
 TOKEN = "s3cret-token"

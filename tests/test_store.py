@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from qbank.config import IndexerSettings
-from qbank.schema import item_row
-from qbank.store import FilterError, ItemStore, ModelMismatchError, build_filter, ids_filter
+from qbank.domain.filters import FilterError, build_filter, ids_filter
+from qbank.domain.schema import item_row
+from qbank.store import ItemStore, ModelMismatchError
 
 
 def rows(n: int, dim: int = 8, subject: str = "数学", seed: int = 0) -> list[dict]:

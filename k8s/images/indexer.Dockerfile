@@ -4,12 +4,12 @@
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 JINA_LOG_LEVEL=INFO
 WORKDIR /app
-COPY pyproject.toml setup.py constraints.txt README.md qbank_jina_compat.pth qbank_jina_compat.py ./
-COPY qbank ./qbank
-COPY client ./client
+# Only the server package: no client, no devtools, no jina client patch (nothing here runs clip_client).
+COPY pyproject.toml setup.py constraints.txt README.md ./
+COPY src/qbank ./src/qbank
 RUN pip install -c constraints.txt ".[indexer]" && useradd --uid 10001 --no-create-home qbank \
     && mkdir -p /app/data && chown 10001 /app/data
-COPY executors/milvus_indexer ./executors/milvus_indexer
+COPY executors/milvus_indexer/config.yml ./executors/milvus_indexer/config.yml
 USER 10001
 EXPOSE 8080 9090
 ENTRYPOINT ["jina"]

@@ -1,0 +1,1 @@
+"""Server command-line programs: qbank-serve, qbank-fetch-model, qbank-export-onnx."""

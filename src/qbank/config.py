@@ -1,0 +1,299 @@
+"""One place that reads configuration: flow.yml ``with:`` values, overridden by environment variables.
+
+Precedence is environment > ``with:`` > default, so an operator can change a deployed flow.yml
+without editing it (12-factor style), and a laptop run needs neither.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseSettings, ValidationError, validator
+from pydantic.fields import ModelField
+
+from qbank.domain.fusion import SEARCH_MODES, parse_weights
+
+DEFAULT_MODEL = "OFA-Sys/chinese-clip-vit-base-patch16"
+
+ONNX_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE set the way huggingface_hub reads it: never reach for the hub. (Read live:
+    huggingface_hub's own constant is fixed when it is first imported.)"""
+    return os.environ.get("HF_HUB_OFFLINE", "") in {"1", "true", "True"}
+
+
+def is_milvus_server_uri(uri: str) -> bool:
+    """A Milvus server (many clients may connect) rather than a Milvus Lite file (one process)."""
+    return uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
+
+
+def check_flow_topology(env: dict[str, str]) -> None:
+    """Refuse replica counts the store cannot serve, before any process starts."""
+    for name in ("QBANK_ENCODER_REPLICAS", "QBANK_INDEXER_REPLICAS"):
+        raw = env.get(name, "1")
+        if not raw.isdigit() or int(raw) < 1:
+            raise ConfigError(f"{name} must be a whole number >= 1, got {raw!r}")
+    uri = env.get("QBANK_MILVUS_URI", "")
+    if int(env.get("QBANK_INDEXER_REPLICAS", "1")) > 1 and not is_milvus_server_uri(uri):
+        raise ConfigError(
+            f"QBANK_INDEXER_REPLICAS={env['QBANK_INDEXER_REPLICAS']} needs a Milvus server: Milvus Lite "
+            f"({uri or 'the default file under QBANK_DATA_DIR'}) holds one process per file. Set "
+            "QBANK_MILVUS_URI=http://host:19530 or keep one indexer replica."
+        )
+
+
+TEXT_ANALYZERS = ("chinese", "standard", "english")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot use; the message names the setting."""
+
+
+class QbankSettings(BaseSettings):
+    """Base: each field may be set by ``with:`` (keyword arguments) and overridden by ``QBANK_<FIELD>``.
+
+    pydantic's ``BaseSettings`` reads the variables and converts the types; the only changes to its
+    defaults are the order (environment > ``with:`` > default, so an operator overrides a deployed
+    flow.yml without editing it) and that an empty variable counts as unset (a ConfigMap or a shell
+    writes ``QBANK_X=`` for "not set").
+    """
+
+    class Config:
+        env_prefix = "QBANK_"
+        extra = "forbid"
+
+        @classmethod
+        def customise_sources(cls, init_settings, env_settings, file_secret_settings):
+            def environment(settings: BaseSettings) -> dict[str, Any]:
+                return {k: v for k, v in env_settings(settings).items() if v != ""}
+
+            return environment, init_settings
+
+    @validator("*", pre=True)
+    def _whole_numbers(cls, value: Any, field: ModelField) -> Any:
+        """pydantic v1 truncates 2.5 to 2 for an int field: refuse instead (2.0 is fine)."""
+        if field.type_ is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"must be a whole number, got {value!r}")
+        return value
+
+    @classmethod
+    def take_from(cls, executor_kwargs: dict[str, Any]):
+        """Resolve from an executor's kwargs, removing the setting fields (``with:`` values) from them,
+        so the rest (metas, requests, runtime_args) can go to ``Executor.__init__``."""
+        given = {k: executor_kwargs.pop(k) for k in list(executor_kwargs) if k in cls.__fields__}
+        return cls.resolve(**{k: v for k, v in given.items() if v is not None})
+
+    @classmethod
+    def executor_signature(cls) -> inspect.Signature:
+        """The signature of an executor ``__init__(self, **kwargs)`` that takes these settings, so that
+        what inspects it (jina's check of ``with:`` keys, ``help()``) sees every setting by name."""
+        params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        params += [
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=f"{f.type_.__name__} | None"
+            )
+            for name, f in cls.__fields__.items()
+        ]
+        params.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
+        return inspect.Signature(params)
+
+    @classmethod
+    def env_names(cls) -> set[str]:
+        """The environment variables these settings read."""
+        return {f"QBANK_{name.upper()}" for name in cls.__fields__}
+
+    @classmethod
+    def from_environment(cls) -> set[str]:
+        """The names of the settings the environment sets now (non-empty ``QBANK_<NAME>``)."""
+        return {name for name in cls.__fields__ if os.environ.get(f"QBANK_{name.upper()}", "") != ""}
+
+    @classmethod
+    def resolve(cls, **with_values: Any):
+        """The settings from ``with_values`` and the environment, checked; ConfigError names what is wrong."""
+        unknown = set(with_values) - set(cls.__fields__)
+        if unknown:
+            raise ConfigError(f"unknown settings for {cls.__name__}: {sorted(unknown)}")
+        try:
+            settings = cls(**with_values)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                name = str(error["loc"][0])
+                env = f"QBANK_{name.upper()}"
+                source = f"{env}={os.environ[env]!r}" if os.environ.get(env) else f"with: {with_values.get(name)!r}"
+                problems.append(f"setting {name!r} ({source}): {error['msg']}")
+            raise ConfigError("; ".join(problems)) from None
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Rules between values and ranges (each subclass); raises ConfigError naming the setting."""
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"setting {name!r} must be one of {allowed}, got {value!r}")
+
+
+def _positive(name: str, value: int | float) -> None:
+    if value <= 0:
+        raise ConfigError(f"setting {name!r} must be > 0, got {value!r}")
+
+
+class EncoderSettings(QbankSettings):
+    """CLIP encoder: which model, which engine, on which device, in what batches."""
+
+    model: str = DEFAULT_MODEL
+    engine: str = "torch"  # torch | onnx
+    device: str = "auto"  # auto | cpu | cuda
+    onnx_path: str = ""  # folder with textual.onnx + visual.onnx (clip-server layout)
+    # Weights of the ONNX export qbank-fetch-model makes into onnx_path; the encoder runs whatever
+    # the folder holds (its qbank_onnx.json says which).
+    onnx_precision: str = "fp32"  # fp32 | fp16 | int8
+    minibatch_size: int = 32
+    max_text_chars: int = 20_000  # longer texts are refused (a stem is never that long; the model reads 52-77 tokens)
+    num_threads: int = 0  # 0: library default
+    fp16: str = "auto"  # auto (on when cuda) | true | false
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    fetch_timeout: float = 10.0  # seconds for one server-side fetch of an image URI, redirects included
+    uri_roots: str = ""  # folders the server may read image paths from (os.pathsep or comma separated)
+    fetch_private: bool = False  # let image URLs reach loopback/private/link-local addresses
+    drop_image_content: bool = True
+    max_docs_per_request: int = 1000  # Documents in one request (the indexer has the same setting)
+
+    def check(self) -> None:
+        _positive("max_docs_per_request", self.max_docs_per_request)
+        _choice("engine", self.engine, ("torch", "onnx"))
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _choice("fp16", self.fp16, ("auto", "true", "false"))
+        _choice("onnx_precision", self.onnx_precision, ONNX_PRECISIONS)
+        _positive("minibatch_size", self.minibatch_size)
+        _positive("max_text_chars", self.max_text_chars)
+        _positive("max_image_bytes", self.max_image_bytes)
+        _positive("max_image_pixels", self.max_image_pixels)
+        _positive("fetch_timeout", self.fetch_timeout)
+        if not self.model and not self.onnx_path:
+            raise ConfigError("setting 'model' is empty: give a hub id, a local folder or a clip-server name")
+
+
+class IndexerSettings(QbankSettings):
+    """Milvus store: where it is, which collection, which index, which model's vectors it holds."""
+
+    milvus_uri: str = ""  # default: a Milvus Lite file under data_dir
+    milvus_token: str = ""
+    data_dir: str = "data"
+    collection: str = "qbank_items"
+    model: str = DEFAULT_MODEL
+    # "" -> FLAT on a Milvus Lite file, AUTOINDEX on a server. Lite 2.5 never builds an IVF/AUTOINDEX
+    # index over inserted rows (they stay in growing segments behind an interim IVF index): measured
+    # recall@10 0.10 on 100k random vectors whatever nprobe; FLAT is exact (bench/search.py).
+    index_type: str = ""
+    metric_type: str = "COSINE"
+    default_limit: int = 10
+    max_limit: int = 1000
+    timeout: float = 30.0  # seconds per Milvus call
+    connect_timeout: float = 5.0  # seconds to (re)connect; requests fail after this while Milvus is down
+    retry_times: int = 2  # pymilvus retries of a failed call (an unreachable Milvus fails fast)
+    # Request limits (README "The data contract"). One request is written in one Milvus call, so
+    # max_docs_per_request also bounds that call (Lite 2.5 hung 10 min on one batch of 10,000).
+    max_docs_per_request: int = 1000
+    max_ids_per_request: int = 10_000  # ids / question_ids in one /delete or /exists
+    max_results_per_request: int = 10_000  # queries x limit in one /search (300 x 1000 took Milvus to 9.5 GB)
+    max_tag_bytes: int = 65_536  # one item's tags as JSON (10 MB of tags took the indexer to 3.6 GB)
+    max_delete: int = 1000  # a /delete removing more items needs allow_many: true
+    # Full text (BM25 over stems, beside the CLIP vectors): the analyzer is fixed when the collection
+    # is created; "chinese" (jieba) splits Chinese words, "standard" suits space-separated text.
+    text_analyzer: str = "chinese"
+    search_mode: str = "dense"  # dense | bm25 | hybrid, when a request names none
+    rrf_k: int = 60  # hybrid: reciprocal rank fusion constant
+    hybrid_weights: str = ""  # hybrid: "dense,bm25" weights (e.g. "0.7,0.3") -> weighted fusion instead of RRF
+
+    def check(self) -> None:
+        _choice("metric_type", self.metric_type, ("COSINE", "IP"))
+        _positive("default_limit", self.default_limit)
+        _positive("max_limit", self.max_limit)
+        _positive("timeout", self.timeout)
+        _positive("connect_timeout", self.connect_timeout)
+        if self.retry_times < 0:
+            raise ConfigError(f"setting 'retry_times' must be >= 0, got {self.retry_times}")
+        for name in ("max_docs_per_request", "max_ids_per_request", "max_results_per_request", "max_tag_bytes"):
+            _positive(name, getattr(self, name))
+        if self.max_docs_per_request > 10_000:
+            raise ConfigError(
+                f"setting 'max_docs_per_request' must be <= 10000 (one Milvus write per request), "
+                f"got {self.max_docs_per_request}"
+            )
+        if self.max_delete < 0:
+            raise ConfigError(f"setting 'max_delete' must be >= 0, got {self.max_delete}")
+        _choice("text_analyzer", self.text_analyzer, TEXT_ANALYZERS)
+        _choice("search_mode", self.search_mode, SEARCH_MODES)
+        _positive("rrf_k", self.rrf_k)
+        if self.hybrid_weights:
+            self.weights()
+
+    def weights(self) -> tuple[float, float] | None:
+        """The hybrid weights setting as (dense, bm25), None for RRF."""
+        if not self.hybrid_weights:
+            return None
+        try:
+            return parse_weights(self.hybrid_weights, "setting 'hybrid_weights'")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def limits(self):
+        from qbank.service.params import Limits
+
+        return Limits(
+            max_limit=self.max_limit,
+            max_ids=self.max_ids_per_request,
+            max_docs=self.max_docs_per_request,
+            max_results=self.max_results_per_request,
+            default_limit=self.default_limit,
+        )
+
+    @property
+    def vector_index(self) -> str:
+        """The index type a new collection gets."""
+        return self.index_type or ("AUTOINDEX" if is_milvus_server_uri(self.uri) else "FLAT")
+
+    @property
+    def uri(self) -> str:
+        if self.milvus_uri:
+            return self.milvus_uri
+        return str(Path(self.data_dir).resolve() / "milvus_lite.db")
+
+
+class ServeSettings(QbankSettings):
+    """qbank-serve and flow.yml (``${{ ENV.QBANK_* }}``): the gateway's ports, the replicas, the file."""
+
+    grpc_port: int = 51000
+    http_port: int = 51001
+    ws_port: int = 51002
+    encoder_replicas: int = 1
+    # More than 1 only with a Milvus server: Milvus Lite holds one process per file.
+    indexer_replicas: int = 1
+    flow: str = ""  # the flow YAML; "" -> ./flow.yml
+
+
+class GatewaySettings(QbankSettings):
+    """The gateway: with a token set, every protocol requires it (qbank.service.gateway)."""
+
+    auth_token: str = ""
+
+
+# What flow.yml reads as ${{ ENV.* }}; qbank-serve fills in those the operator left unset.
+FLOW_ENV_DEFAULTS: dict[str, str] = {
+    f"QBANK_{name.upper()}": str(ServeSettings.__fields__[name].default)
+    for name in ("grpc_port", "http_port", "ws_port", "encoder_replicas", "indexer_replicas")
+}
+
+
+def env_names() -> set[str]:
+    """Every QBANK_* variable the server reads (k8s/ may set no other)."""
+    return set().union(*(c.env_names() for c in (EncoderSettings, IndexerSettings, ServeSettings, GatewaySettings)))

@@ -1,0 +1,342 @@
+"""The Flow's gateway: jina's gRPC, HTTP and WebSocket servers, guarded by an optional token.
+
+jina 3.34 has no access control of its own (clip-as-service's token check lived in Jina Cloud's
+gateway), so this gateway adds it where each protocol carries credentials:
+
+- gRPC: metadata ``authorization`` (what clip_client sends for ``credential`` / CLIP_AUTH_TOKEN);
+- HTTP: header ``Authorization`` (clip_client does the same over HTTP);
+- WebSocket: header ``Authorization`` on the handshake (qbank_client sends it; clip_client does
+  not support credentials over WebSocket, so with a token set it must use gRPC or HTTP).
+
+``<token>`` and ``Bearer <token>`` are both accepted. Health probes stay open (gRPC health
+service, jina's dry run, ``GET /`` on HTTP) so orchestrators can check readiness without the secret.
+With ``QBANK_AUTH_TOKEN`` unset the gateway is exactly jina's CompositeGateway.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from typing import Any
+
+import grpc
+from jina.serve.runtimes.gateway.composite import CompositeGateway
+from jina.serve.runtimes.gateway.grpc import GRPCGateway
+from jina.serve.runtimes.gateway.http import HTTPGateway
+from jina.serve.runtimes.gateway.websocket import WebSocketGateway
+from jina.serve.runtimes.servers.composite import CompositeBaseServer
+
+from qbank.config import GatewaySettings
+
+REFUSED = "missing or wrong token: send 'Authorization: <token>' (gRPC metadata 'authorization')"
+# Readiness probes: gRPC health, and jina's dry run (what `jina ping gateway` and is_flow_ready use).
+OPEN_GRPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.", "/jina.JinaGatewayDryRunRPC/")
+OPEN_HTTP_PATHS = {"/"}  # jina's health check
+
+
+def token_matches(presented: str | bytes | None, token: str) -> bool:
+    """Constant-time check of ``<token>`` or ``Bearer <token>``."""
+    if isinstance(presented, bytes):
+        presented = presented.decode("latin-1")
+    if not presented:
+        return False
+    value = presented.strip()
+    if value[:7].lower() == "bearer ":
+        value = value[7:].strip()
+    return hmac.compare_digest(value.encode("utf-8"), token.encode("utf-8"))
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses every gRPC call without the token with UNAUTHENTICATED, before it reaches jina."""
+
+    def __init__(self, token: str):
+        self._token = token
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(OPEN_GRPC_PREFIXES):
+            return handler
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        if token_matches(metadata.get("authorization"), self._token):
+            return handler
+        return _refusing_handler(handler)
+
+
+def _refusing_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        if handler.request_streaming:  # take the first message, so the client is not cut off mid-send
+            async for _ in request:
+                break
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSED)
+
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    make = kinds[(handler.request_streaming, handler.response_streaming)]
+    return make(
+        refuse, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+    )
+
+
+class TokenMiddleware:
+    """ASGI middleware for the HTTP and WebSocket apps: 401, or a refused handshake, without the token."""
+
+    def __init__(self, app: Any, token: str):
+        self.app = app
+        self._token = token
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket") or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":  # closing before accept makes the server answer 403
+            await send({"type": "websocket.close", "code": 1008, "reason": REFUSED})
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
+            }
+        )
+        await send({"type": "http.response.body", "body": json.dumps({"detail": REFUSED}).encode()})
+
+    def _allowed(self, scope: dict) -> bool:
+        if scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") in OPEN_HTTP_PATHS:
+            return True
+        headers = dict(scope.get("headers") or [])
+        return token_matches(headers.get(b"authorization"), self._token)
+
+
+def _is_malformed_input(exc: BaseException) -> str | None:
+    """protobuf's reason when ``exc`` (or what caused it) is a request jina could not turn into
+    Documents, else None."""
+    from google.protobuf.message import DecodeError
+
+    seen: BaseException | None = exc
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
+        if isinstance(seen, (DecodeError, RecursionError)):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+MAX_JSON_DEPTH = 36  # body levels: tags nested ~32 deep; protobuf refused 40 levels of tags inside jina's gateway
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]")
+
+
+def json_depth(body: bytes) -> int:
+    """Deepest nesting of objects/arrays in a JSON text (strings skipped), at C speed."""
+    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", body))
+    depth = deepest = 0
+    for char in brackets:
+        depth += 1 if char in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+async def _read_body(receive: Any) -> tuple[bytes, list[dict]]:
+    messages, chunks = [], []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks), messages
+
+
+class MalformedRequestMiddleware:
+    """Answers 400 with the reason for a request jina's HTTP gateway cannot turn into Documents.
+
+    Tags nested 40 deep exceed protobuf's nesting limit inside jina's gateway: it answered a bare
+    500, and the failed conversion left the gateway unable to shut down (SIGINT ignored). Bodies
+    nested deeper than MAX_JSON_DEPTH are refused before jina reads them; any other conversion
+    failure still becomes a 400 with protobuf's reason.
+    """
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        body, messages = await _read_body(receive)
+        depth = json_depth(body)
+        if depth > MAX_JSON_DEPTH:
+            await _send_json(
+                send,
+                400,
+                f"the request nests {depth} levels deep, over the limit of {MAX_JSON_DEPTH} (tags may nest about {MAX_JSON_DEPTH - 4} levels)",
+            )
+            return
+        pending = list(messages)
+
+        async def replay() -> dict:
+            return pending.pop(0) if pending else await receive()
+
+        started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, replay, tracking_send)
+        except Exception as exc:
+            reason = _is_malformed_input(exc)
+            if reason is None or started:
+                raise
+            detail = (
+                f"the request cannot be read as Documents ({reason}): nesting in tags is limited "
+                "by protobuf to about 30 levels"
+            )
+            await _send_json(send, 400, detail)
+
+
+async def _send_json(send: Any, status: int, detail: str) -> None:
+    start = {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+    await send(start)
+    await send({"type": "http.response.body", "body": json.dumps({"detail": detail}, ensure_ascii=False).encode()})
+
+
+WS_INVALID_PAYLOAD = 1007  # RFC 6455: the frame's data is not what this endpoint accepts
+
+
+def frame_problem(message: dict, binary: bool) -> str | None:
+    """Why one WebSocket frame cannot be a jina request, or None. Short: a close reason holds 123 bytes."""
+    if binary:
+        data = message.get("bytes")
+        if data is None:
+            return "send binary frames: this connection uses the bytes subprotocol"
+        if data == bytes(True):  # jina's end-of-stream marker
+            return None
+        from jina.proto import jina_pb2
+
+        try:
+            jina_pb2.DataRequestProto().ParseFromString(data)
+        except Exception:
+            return "frame is not a serialized jina DataRequest"
+        return None
+    text = message.get("text")
+    if text is None:
+        return "send JSON text frames (or connect with the bytes subprotocol)"
+    try:
+        request = json.loads(text)
+    except (ValueError, RecursionError):
+        return "frame is not valid JSON"
+    if not isinstance(request, dict):
+        return "a request must be a JSON object"
+    depth = json_depth(text.encode("utf-8", "surrogatepass"))
+    if depth > MAX_JSON_DEPTH:
+        return f"request nests {depth} levels deep, over the limit of {MAX_JSON_DEPTH}"
+    data = request.get("data")
+    if data is not None and not isinstance(data, (list, dict)):
+        return "'data' must be a list of documents"
+    if not isinstance(request.get("parameters") or {}, dict):
+        return "'parameters' must be an object"
+    endpoint = request.get("execEndpoint", request.get("exec_endpoint"))
+    if endpoint is not None and not isinstance(endpoint, str):
+        return "'execEndpoint' must be a string"
+    return None
+
+
+class MalformedFrameMiddleware:
+    """Closes a WebSocket with 1007 and the reason when a frame cannot be a request.
+
+    jina's WebSocket gateway raised inside its request stream on such a frame and dropped the
+    connection without a close frame; about 30 of them left the gateway unable to shut down. The
+    bad frame never reaches jina: the app sees a disconnect and ends its stream cleanly.
+    """
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        binary = headers.get(b"sec-websocket-protocol", b"").decode("latin-1").strip() == "bytes"
+
+        async def checked_receive() -> dict:
+            message = await receive()
+            if message["type"] != "websocket.receive":
+                return message
+            problem = frame_problem(message, binary)
+            if problem is None:
+                return message
+            await send({"type": "websocket.close", "code": WS_INVALID_PAYLOAD, "reason": problem[:120]})
+            return {"type": "websocket.disconnect", "code": WS_INVALID_PAYLOAD}
+
+        await self.app(scope, checked_receive, send)
+
+
+class _TokenHolder:
+    """Takes the ``qbank_token`` keyword for the guarded server classes below (first in their MRO)."""
+
+    def __init__(self, *, qbank_token: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._qbank_token = qbank_token
+
+
+class TokenGRPCGateway(_TokenHolder, GRPCGateway):
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        if self._qbank_token:
+            tracing = self.grpc_tracing_server_interceptors or []
+            self.grpc_tracing_server_interceptors = [TokenInterceptor(self._qbank_token), *tracing]
+
+
+class TokenHTTPGateway(_TokenHolder, HTTPGateway):
+    @property
+    def app(self):
+        app = super().app  # jina builds a fresh FastAPI app on each access
+        app.add_middleware(MalformedRequestMiddleware)
+        if self._qbank_token:
+            app.add_middleware(TokenMiddleware, token=self._qbank_token)
+        return app
+
+
+class TokenWebSocketGateway(_TokenHolder, WebSocketGateway):
+    @property
+    def app(self):
+        return self._app
+
+    @app.setter
+    def app(self, value) -> None:  # jina assigns the app in setup_server, before uvicorn gets it
+        value.add_middleware(MalformedFrameMiddleware)
+        if self._qbank_token:
+            value.add_middleware(TokenMiddleware, token=self._qbank_token)
+        self._app = value
+
+
+GUARDED = {"grpc": TokenGRPCGateway, "http": TokenHTTPGateway, "websocket": TokenWebSocketGateway}
+
+
+class QbankGateway(CompositeGateway):
+    """jina's composite gateway (one server per protocol): malformed HTTP input answered 400, and each
+    server guarded when a token is set."""
+
+    def __init__(self, **kwargs: Any):
+        token = GatewaySettings.resolve().auth_token
+        CompositeBaseServer.__init__(self, **kwargs)  # what CompositeServer does, with guarded classes
+        self.servers = []
+        for server_kwargs in self._server_kwargs:
+            protocol = server_kwargs["runtime_args"]["protocol"]
+            protocol = getattr(protocol, "name", str(protocol)).lower()
+            self.servers.append(GUARDED[protocol](qbank_token=token, **server_kwargs))
+        self.gateways = self.servers
+        if token:
+            self.logger.info(f"gateway requires a token (QBANK_AUTH_TOKEN) on {', '.join(GUARDED)}")

@@ -1,0 +1,202 @@
+"""Milvus executor: maps Documents to item rows and back; the store layer does the Milvus work.
+
+Endpoints: /index (upsert by id), /search (dense, bm25 or hybrid; matches with scores and fields,
+filterable), /update, /delete, /exists, /count, /stats, /near_duplicates; /encode, /rank and / pass
+through; any other endpoint is refused. Each request is all-or-nothing: it is checked whole
+(qbank.service.params, qbank.service.mapping) before anything is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from docarray import DocumentArray
+from jina import Executor, requests
+from jina.constants import __default_endpoint__
+
+from qbank.config import IndexerSettings
+from qbank.domain.duplicates import find_near_duplicates
+from qbank.domain.filters import build_filter
+from qbank.domain.schema import ItemError, id_problem
+from qbank.model.clip import model_identity
+from qbank.service.mapping import (
+    MAX_REPORTED_ERRORS,
+    check_ids,
+    delete_expression,
+    merged_update,
+    row_to_match,
+    rows_from_docs,
+)
+from qbank.service.params import UNKNOWN_ENDPOINT, ParameterError, UnknownEndpointError, check_request
+from qbank.store import ItemStore, StoreError
+
+
+class QbankMilvusIndexer(Executor):
+    """Question items in one Milvus collection (Milvus Lite file by default, any Milvus by URI)."""
+
+    def __init__(self, **kwargs: Any):
+        """Settings: the fields of ``qbank.config.IndexerSettings``, from ``with:`` or QBANK_* variables."""
+        self.settings = IndexerSettings.take_from(kwargs)
+        super().__init__(**kwargs)
+        self.model_name = model_identity(self.settings.model)
+        self.request_limits = self.settings.limits()
+        self.default_weights = self.settings.weights()
+        self.store = ItemStore(self.settings)
+        try:
+            self.logger.info(f"indexer ready: {self.store.describe()}")
+        except StoreError as exc:  # Milvus down: serve anyway; requests fail fast until it is back
+            self.logger.warning(f"indexer ready, Milvus is not: {exc}")
+
+    __init__.__signature__ = IndexerSettings.executor_signature()
+
+    async def __acall__(self, req_endpoint: str, **kwargs: Any) -> Any:
+        """Every request is checked before any work: a known endpoint, its size, and each parameter
+        for its exact type (qbank.service.params); handlers get the checked parameters."""
+        if req_endpoint == __default_endpoint__:  # where jina sends an endpoint no handler declares
+            raise UnknownEndpointError(UNKNOWN_ENDPOINT)
+        docs = kwargs.get("docs")
+        kwargs["parameters"] = check_request(
+            req_endpoint, kwargs.get("parameters"), len(docs) if docs is not None else 0, self.request_limits
+        )
+        return await super().__acall__(req_endpoint, **kwargs)
+
+    @requests(on="/index")
+    def index(self, docs: DocumentArray, **kwargs: Any) -> DocumentArray:
+        """Upsert by item id: indexing the same items twice never duplicates them."""
+        if not docs:
+            return docs
+        dims = {int(np.size(d.embedding)) for d in docs if d.embedding is not None}
+        if len(dims) == 1:  # one shape: whether it is this collection's model is the question, and
+            self.store.check_vectors(self.model_name, dims.pop(), create=True)  # the guard names both
+        else:  # mixed shapes: the per-item check below names the odd items
+            self.store.connect()
+        rows = rows_from_docs(docs, self.store.dim, self.settings.max_tag_bytes)
+        written = self.store.upsert(rows)
+        self.logger.debug(f"upserted {written} items")
+        return docs
+
+    @requests(on="/search")
+    def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
+        """Nearest items for each query doc, as ``.matches`` (best first), with optional filters."""
+        limit = parameters.get("limit", self.settings.default_limit)
+        filters = dict(parameters.get("filter", {}))
+        if "modality" in parameters:
+            filters["modality"] = parameters["modality"]
+        expr = build_filter(filters)
+        mode = parameters.get("mode", self.settings.search_mode)
+        rrf_k = parameters.get("rrf_k", self.settings.rrf_k)
+        weights = parameters.get("weights") or self.default_weights
+        if not docs:
+            return docs
+        if mode != "dense":  # full text reads the query's words
+            no_text = [d.id for d in docs if not (d.text or "").strip()][:MAX_REPORTED_ERRORS]
+            if no_text:
+                raise ItemError(f"search mode {mode!r} needs text queries; these have no text: {no_text}")
+        if mode != "bm25":
+            missing = [d.id for d in docs if d.embedding is None][:MAX_REPORTED_ERRORS]
+            if missing:
+                raise ItemError(f"query items without an embedding: {missing}")
+            dim = int(np.size(docs[0].embedding))
+            if not self.store.check_vectors(self.model_name, dim, create=False):
+                return docs  # nothing indexed yet: no matches
+        vectors = [d.embedding for d in docs]
+        texts = [d.text for d in docs]
+        if mode == "dense":
+            results, score_name = self.store.search(vectors, limit, expr), "similarity"
+        elif mode == "bm25":
+            results, score_name = self.store.search_text(texts, limit, expr), "bm25"
+        else:
+            results = self.store.search_hybrid(vectors, texts, limit, expr, rrf_k=rrf_k, weights=weights)
+            score_name = "weighted" if weights else "rrf"
+        for doc, hits in zip(docs, results, strict=True):
+            doc.matches = DocumentArray([row_to_match(hit, score_name) for hit in hits])
+        return docs
+
+    @requests(on="/update")
+    def update(self, docs: DocumentArray, **kwargs: Any) -> DocumentArray:
+        """Change stored items: new content (re-encoded) and/or tags merged over the stored ones.
+
+        Every id must exist; otherwise nothing is written.
+        """
+        if not docs:
+            return docs
+        check_ids(docs)
+        stored = {row["id"]: row for row in self.store.get(docs[:, "id"], with_vectors=True)}
+        missing = [d.id for d in docs if d.id not in stored]
+        if missing:
+            raise ItemError(
+                f"/update: {len(missing)} items do not exist, nothing written: {missing[:MAX_REPORTED_ERRORS]}"
+            )
+        merged = DocumentArray(merged_update(doc, stored[doc.id]) for doc in docs)
+        rows = rows_from_docs(merged, self.store.dim, self.settings.max_tag_bytes)
+        self.store.check_vectors(self.model_name, len(rows[0]["embedding"]), create=False)
+        self.store.upsert(rows)
+        return docs
+
+    @requests(on="/delete")
+    def delete(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> dict[str, int]:
+        """Delete by item ids (docs or ``ids``), ``question_ids`` or ``filter``; refuses an empty selector,
+        and a delete of more than QBANK_MAX_DELETE items unless ``allow_many`` is true."""
+        ids = (list(docs[:, "id"]) if docs else []) + parameters.get("ids", [])
+        expr = delete_expression(ids, parameters.get("question_ids", []), parameters.get("filter"))
+        matched = self.store.count(expr)
+        if matched > self.settings.max_delete and not parameters.get("allow_many", False):
+            raise ParameterError(
+                f"/delete would remove {matched} items, more than QBANK_MAX_DELETE={self.settings.max_delete}: "
+                "nothing deleted. Send allow_many: true to delete them"
+            )
+        deleted = self.store.delete(expr)
+        self.logger.info(f"deleted {deleted} items")
+        return {"deleted": deleted}
+
+    @requests(on="/exists")
+    def exists(self, parameters: dict, **kwargs: Any) -> dict[str, list[str]]:
+        """Which of ``ids`` are stored: lets an import resume without re-encoding what is there.
+        An id that could never be stored is simply not there."""
+        ids = [i for i in parameters.get("ids", []) if id_problem(i) is None]
+        return {"existing": [row["id"] for row in self.store.get(ids)]}
+
+    @requests(on="/count")
+    def count(self, parameters: dict, **kwargs: Any) -> dict[str, int]:
+        """Number of stored items, optionally under a filter."""
+        return {"count": self.store.count(build_filter(parameters.get("filter")))}
+
+    @requests(on="/near_duplicates")
+    def near_duplicates(self, parameters: dict, **kwargs: Any) -> dict[str, Any]:
+        """Groups of near-duplicate stems (``by`` text or dense, ``threshold``, ``filter``); see qbank.domain.duplicates."""
+        by = parameters.get("by", "text")
+        threshold = parameters.get("threshold", 0.8)
+        neighbours = parameters.get("neighbours", 10)
+        max_items = parameters.get("max_items", 100_000)
+        expr = build_filter(parameters.get("filter"))
+        found = find_near_duplicates(self.store, expr, by, float(threshold), neighbours, max_items)
+        self.logger.info(
+            f"near duplicates by {by} >= {threshold}: {len(found['groups'])} groups in {found['scanned']} stems"
+        )
+        return found
+
+    @requests(on="/stats")
+    def stats(self, **kwargs: Any) -> dict[str, Any]:
+        """Collection, model, dimension, index type, count and where Milvus is."""
+        return self.store.describe()
+
+    @requests(on=["/encode", "/rank", "/"])
+    def passthrough(self, **kwargs: Any) -> None:
+        """The encoder's endpoints travel through unchanged.
+
+        Handling them here rather than letting the gateway skip this executor is what makes
+        clip_client work over HTTP: jina 3.34's gateway stamps a skipped executor's route with a
+        naive ``endTime``, which jina's HTTP client then fails to parse (the
+        "'functools.partial' object has no attribute '__name__'" error hides that ParseError).
+        """
+        return None
+
+    @requests
+    def unknown(self, **kwargs: Any) -> None:
+        """Takes every undeclared endpoint so none is skipped silently; refused (see ``__acall__``)."""
+        raise UnknownEndpointError(UNKNOWN_ENDPOINT)
+
+    def close(self) -> None:
+        self.store.close()
+        super().close()

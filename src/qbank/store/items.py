@@ -1,0 +1,301 @@
+"""Question items in one Milvus collection: write (all-or-nothing), read, search (dense, BM25,
+hybrid), delete, count.
+
+The same code runs on a Milvus Lite file (the default) and on a Milvus server or cluster by URI;
+the connection (:mod:`qbank.store.connection`) and the collection's shape and identity
+(:mod:`qbank.store.collection`) live beside it. Filters come in built and escaped
+(:mod:`qbank.domain.filters`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from qbank.config import IndexerSettings
+from qbank.domain.filters import ids_filter
+from qbank.domain.fusion import weighted_fusion
+from qbank.store.collection import (
+    OUTPUT_FIELDS,
+    SPARSE_FIELD,
+    VECTOR_FIELD,
+    Identity,
+    check_model,
+    collection_schema,
+    read_identity,
+)
+from qbank.store.connection import MilvusConnection
+from qbank.store.errors import FullTextUnavailableError, MilvusUnavailableError, StoreError
+
+logger = logging.getLogger("qbank.store")
+
+GET_CHUNK = 1000  # ids per query expression
+
+
+class ItemStore:
+    """The item collection: created on first write, checked against the model on every write/search.
+
+    Until the collection exists, reads answer empty (:meth:`_ready`); every call connects first, so
+    after an outage a fresh identity is read before anything else.
+    """
+
+    def __init__(self, settings: IndexerSettings):
+        self.settings = settings
+        self.collection = settings.collection
+        self.identity: Identity | None = None
+        self._create_lock = threading.Lock()
+        self.connection = MilvusConnection(settings, on_connect=self._read_identity)
+        self.lite = self.connection.lite
+        self.where = self.connection.where
+        if self.lite is not None:  # the embedded default must work at start: its failure is a fault
+            self.connection.client()
+            return
+        try:
+            self.connection.client()
+        except MilvusUnavailableError as exc:
+            logger.warning("%s; the indexer starts anyway and connects on the next request", exc)
+
+    @property
+    def model(self) -> str | None:
+        return self.identity.model if self.identity else None
+
+    @property
+    def dim(self) -> int | None:
+        return self.identity.dim if self.identity else None
+
+    @property
+    def full_text(self) -> bool:
+        return bool(self.identity and self.identity.full_text)
+
+    @property
+    def analyzer(self) -> str | None:
+        return self.identity.analyzer if self.identity else None
+
+    def _read_identity(self, client: Any) -> None:
+        self.identity = read_identity(lambda *a, **k: self.connection.invoke(client, *a, **k), self.collection)
+        logger.info(
+            "connected to Milvus at %s, collection %s (model=%s, dim=%s)",
+            self.where,
+            self.collection,
+            self.model,
+            self.dim,
+        )
+
+    def connect(self) -> None:
+        """Connect now if not connected (reads the collection's model and dimension)."""
+        self.connection.client()
+
+    def _ready(self) -> bool:
+        """Connected, and the collection exists (until the first write there is nothing to read)."""
+        self.connection.client()
+        return self.identity is not None
+
+    def check_vectors(self, model: str, dim: int, create: bool) -> bool:
+        """True when the collection exists and holds this model's vectors; creates it if asked."""
+        self.connection.client()
+        with self._create_lock:
+            if self.identity is None:
+                if not create:
+                    return False
+                schema, index, identity = collection_schema(self.settings, model, dim)
+                self.connection.call("create_collection", self.collection, schema=schema, index_params=index)
+                self.identity = identity
+                logger.info(
+                    "created collection %s for model %s (dim %d, %s)", self.collection, model, dim, identity.index_type
+                )
+        check_model(self.identity, self.collection, model, dim)
+        return True
+
+    def upsert(self, rows: list[dict[str, Any]]) -> int:
+        """Write ``rows`` in one Milvus call, so a request is stored whole or not at all.
+
+        One upsert call is one write on Milvus Lite (what failed is not in the file after a
+        restart) and one insert message on a server; the executors cap a request's items
+        (QBANK_MAX_DOCS_PER_REQUEST), so no request needs more than one call. A failed write is
+        never visible (see :meth:`_write`).
+        """
+        if not rows:
+            return 0
+        # Milvus Lite 2.5.1 upserts by deleting the stored rows, then inserting: when the insert
+        # fails, the delete stays, on disk too (measured: a refused upsert of an existing id lost
+        # that item). So on Lite the stored versions are read first and put back after a failure.
+        previous = self._stored_versions([row["id"] for row in rows]) if self.lite is not None else []
+        try:
+            result = self.connection.write("upsert", "nothing of this request was stored", self.collection, rows)
+        except MilvusUnavailableError:
+            raise
+        except StoreError as exc:
+            if previous:
+                raise StoreError(f"{exc}{self._restore(previous)}") from None
+            raise
+        return int(result.get("upsert_count", len(rows)))
+
+    def _stored_versions(self, ids: list[str]) -> list[dict[str, Any]]:
+        """The stored rows (vectors included) of those ``ids`` that exist. Milvus Lite cannot return
+        the vectors of unflushed rows under a non-FLAT index ("Growing segment loss raw data"): then
+        the upsert goes ahead without a way back, and the log says so."""
+        existing = [row["id"] for row in self.get(ids)]
+        if not existing:
+            return []
+        try:
+            return self.get(existing, with_vectors=True)
+        except MilvusUnavailableError:
+            raise
+        except StoreError as exc:
+            logger.warning(
+                "cannot read the stored vectors of %d items before upserting them (%s): if the upsert fails, "
+                "Milvus Lite may lose their stored versions",
+                len(existing),
+                exc,
+            )
+            return []
+
+    def _restore(self, previous: list[dict[str, Any]]) -> str:
+        """Write back the stored versions a failed Lite upsert deleted; says so when it cannot."""
+        try:
+            self.connection.call("upsert", self.collection, previous)
+        except StoreError as exc:
+            logger.error("could not restore %d items after a failed upsert: %s", len(previous), exc)
+            return f" (and the stored versions of {len(previous)} items could not be put back: {exc})"
+        return ""
+
+    def search(self, vectors: Sequence[Sequence[float]], limit: int, expr: str = "") -> list[list[dict[str, Any]]]:
+        if not self._ready():
+            return [[] for _ in vectors]
+        return self.connection.call(
+            "search",
+            self.collection,
+            data=[list(map(float, v)) for v in vectors],
+            anns_field=VECTOR_FIELD,
+            limit=limit,
+            filter=expr,
+            output_fields=OUTPUT_FIELDS,
+            search_params={"metric_type": self.settings.metric_type},
+        )
+
+    def _require_full_text(self, mode: str) -> None:
+        if not self.full_text:
+            raise FullTextUnavailableError(
+                f"search mode {mode!r} needs full text, and collection {self.collection!r} was created before it "
+                "was part of the schema: import the bank into a new collection (QBANK_COLLECTION) to use it"
+            )
+
+    def search_text(self, texts: Sequence[str], limit: int, expr: str = "") -> list[list[dict[str, Any]]]:
+        """BM25 over the analysed stems; ``distance`` is the BM25 score (higher is better, unbounded)."""
+        if not self._ready():
+            return [[] for _ in texts]
+        self._require_full_text("bm25")
+        return self.connection.call(
+            "search",
+            self.collection,
+            data=list(texts),
+            anns_field=SPARSE_FIELD,
+            limit=limit,
+            filter=expr,
+            output_fields=OUTPUT_FIELDS,
+            search_params={"metric_type": "BM25"},
+        )
+
+    def search_hybrid(
+        self,
+        vectors: Sequence[Sequence[float]],
+        texts: Sequence[str],
+        limit: int,
+        expr: str = "",
+        rrf_k: int = 60,
+        weights: tuple[float, float] | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        """Dense and BM25 lists (each ``limit`` long, both filtered by ``expr``) fused into one.
+
+        RRF: Milvus' hybrid search (all queries in one call), score = sum over the lists of
+        1 / (rrf_k + rank). Weighted:
+        fused here, score = w_dense * norm(similarity) + w_bm25 * norm(bm25), with Milvus' own
+        normalisations (cosine -> (1 + s) / 2, IP -> 0.5 + atan(s) / pi, BM25 -> 2 * atan(s) / pi).
+        Milvus Lite 2.5.1's WeightedRanker normalises BM25 as a distance (a higher BM25 score came
+        out lower: measured, tests/test_fulltext.py), so that fusion is not left to it.
+        """
+        from pymilvus import AnnSearchRequest, RRFRanker
+
+        if not self._ready():
+            return [[] for _ in texts]
+        self._require_full_text("hybrid")
+        if weights:
+            dense = self.search(vectors, limit, expr)
+            sparse = self.search_text(texts, limit, expr)
+            metric = self.settings.metric_type
+            return [weighted_fusion(d, s, weights, limit, metric) for d, s in zip(dense, sparse, strict=True)]
+        requests = [
+            AnnSearchRequest(
+                [list(map(float, v)) for v in vectors],
+                VECTOR_FIELD,
+                {"metric_type": self.settings.metric_type},
+                limit,
+                expr=expr or None,
+            ),
+            AnnSearchRequest(list(texts), SPARSE_FIELD, {"metric_type": "BM25"}, limit, expr=expr or None),
+        ]
+        return self.connection.call(
+            "hybrid_search", self.collection, requests, RRFRanker(rrf_k), limit=limit, output_fields=OUTPUT_FIELDS
+        )
+
+    def iterate(self, expr: str, fields: list[str], batch_size: int = 500) -> Iterator[list[dict[str, Any]]]:
+        """Every row matching ``expr``, in batches (pymilvus' query iterator: no offset limit)."""
+        if not self._ready():
+            return
+        iterator = self.connection.call(
+            "query_iterator", self.collection, batch_size=batch_size, filter=expr, output_fields=fields
+        )
+        try:
+            while True:
+                try:
+                    batch = iterator.next()
+                except Exception as exc:
+                    raise StoreError(f"Milvus query iterator failed: {str(exc)[:300]}") from None
+                if not batch:
+                    return
+                yield batch
+        finally:
+            iterator.close()
+
+    def get(self, ids: Sequence[str], with_vectors: bool = False) -> list[dict[str, Any]]:
+        """The stored rows of ``ids`` (those that exist), through our escaped id filter: pymilvus'
+        own ``get`` puts ids between single quotes unescaped, so an id could rewrite its query."""
+        if not ids or not self._ready():
+            return []
+        fields = OUTPUT_FIELDS + (["embedding"] if with_vectors else [])
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(ids), GET_CHUNK):
+            chunk = list(ids[start : start + GET_CHUNK])
+            rows += self.connection.call("query", self.collection, filter=ids_filter(chunk), output_fields=fields)
+        return rows
+
+    def delete(self, expr: str) -> int:
+        if not self._ready():
+            return 0
+        before = self.count()
+        self.connection.write("delete", "nothing was deleted", self.collection, filter=expr)
+        return before - self.count()
+
+    def count(self, expr: str = "") -> int:
+        if not self._ready():
+            return 0
+        rows = self.connection.call("query", self.collection, filter=expr, output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "model": self.model,
+            "dim": self.dim,
+            "index_type": (self.identity and self.identity.index_type) or self.settings.vector_index,
+            "metric_type": self.settings.metric_type,
+            "full_text": self.full_text,
+            "text_analyzer": self.analyzer,
+            "count": self.count(),
+            "uri": self.where,
+        }
+
+    def close(self) -> None:
+        self.connection.close()

@@ -1,0 +1,231 @@
+"""``qbank``: import a question bank and look questions up, against a running Flow.
+
+Exit codes: 0 ok; 1 the work failed (bad rows with --strict, failed requests, server errors);
+2 bad usage or input that cannot be read at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from qbank.domain.fusion import SEARCH_MODES, parse_weights
+from qbank.domain.schema import DUPLICATE_MEASURES
+from qbank_client.api import QbankClient, QuestionHit, error_message
+
+DEFAULT_URL = os.environ.get("QBANK_URL", "grpc://127.0.0.1:51000")
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {"subject": args.subject, "grade": args.grade, "type": args.type}
+
+
+def format_table(title: str, hits: list[QuestionHit]) -> str:
+    lines = [
+        title,
+        f"  {'#':>2}  {'score':>6}  {'question':<14} {'subject':<6} {'grade':<6} {'type':<6} {'items':>5}  best item",
+    ]
+    for rank, hit in enumerate(hits, 1):
+        shown = (hit.text or f"[{hit.modality}] {hit.best_item}").replace("\n", " ")
+        lines.append(
+            f"  {rank:>2}  {hit.score:>6.3f}  {hit.question_id:<14} {hit.subject:<6} {hit.grade:<6} {hit.type:<6} {len(hit.items):>5}  {shown[:50]}"
+        )
+    if not hits:
+        lines.append("  (no matching questions)")
+    return "\n".join(lines)
+
+
+def _print(args: argparse.Namespace, payload: Any, text: str) -> None:
+    print(json.dumps(payload, ensure_ascii=False, indent=2) if args.json else text)
+
+
+def cmd_import(args: argparse.Namespace, client: QbankClient) -> int:
+    from qbank_client.bank import BadRow, read_bank
+    from qbank_client.importer import import_bank
+
+    try:
+        rows = list(read_bank(args.path))
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bad = [str(r) for r in rows if isinstance(r, BadRow)]
+    if bad and args.strict:
+        for line in bad:
+            print(f"bad row: {line}", file=sys.stderr)
+        print(f"error: {len(bad)} bad rows and --strict: nothing imported", file=sys.stderr)
+        return 1
+    summary = import_bank(
+        client, rows, args.batch_size, args.concurrency, args.force, progress=not args.json, total=len(rows) - len(bad)
+    )
+    text = (
+        f"questions read: {summary.questions}  imported: {summary.imported}  items written: {summary.items_sent}  "
+        f"already stored (skipped): {summary.items_skipped}  bad rows: {len(summary.bad_rows)}  failed: {len(summary.failed)}"
+    )
+    if not args.json:
+        for line in summary.bad_rows:
+            print(f"bad row (skipped): {line}", file=sys.stderr)
+        for line in summary.failed:
+            print(f"failed: {line}", file=sys.stderr)
+    _print(args, summary.to_dict(), text)
+    return 1 if summary.failed or (args.strict and summary.bad_rows) else 0
+
+
+def cmd_text2image(args: argparse.Namespace, client: QbankClient) -> int:
+    hits = client.text_to_image(args.query, args.limit, **_filters(args))
+    _print(args, [h.to_dict() for h in hits], format_table(f"questions whose figures match {args.query!r}", hits))
+    return 0
+
+
+def cmd_image2text(args: argparse.Namespace, client: QbankClient) -> int:
+    try:
+        found = client.image_to_text(args.image, args.limit, **_filters(args))
+    except OSError as exc:
+        print(f"error: cannot read image {args.image}: {exc}", file=sys.stderr)
+        return 2
+    text = (
+        format_table("questions whose stems match the image", found["stems"])
+        + "\n\n"
+        + format_table("questions with the most similar figures", found["figures"])
+    )
+    _print(args, {k: [h.to_dict() for h in v] for k, v in found.items()}, text)
+    return 0
+
+
+def _weights(raw: str | None) -> tuple[float, float] | None:
+    """--weights checked by the server's own rule (a ValueError: exit 2)."""
+    return parse_weights(raw, "--weights") if raw else None
+
+
+def cmd_similar(args: argparse.Namespace, client: QbankClient) -> int:
+    hits = client.similar_questions(
+        args.query, args.limit, mode=args.mode, weights=_weights(args.weights), rrf_k=args.rrf_k, **_filters(args)
+    )
+    mode = f" ({args.mode})" if args.mode else ""
+    _print(args, [h.to_dict() for h in hits], format_table(f"questions similar to {args.query!r}{mode}", hits))
+    return 0
+
+
+def cmd_dups(args: argparse.Namespace, client: QbankClient) -> int:
+    import csv
+    import io
+
+    found = client.near_duplicates(args.by, args.threshold, args.neighbours, args.max_items, **_filters(args))
+    groups = found["groups"]
+    if args.format == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["group", "question_id", "subject", "grade", "type", "max_similarity", "text"])
+        for number, group in enumerate(groups, 1):
+            for q in group["questions"]:
+                row = [q["question_id"], q["subject"], q["grade"], q["type"], group["max_similarity"], q["text"]]
+                writer.writerow([number, *row])
+        text = out.getvalue()
+    else:
+        text = json.dumps(found, ensure_ascii=False, indent=2) + "\n"
+    if args.out:
+        with open(args.out, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+    else:
+        sys.stdout.write(text)
+    capped = " (capped by --max-items: narrow with filters or raise it)" if found.get("truncated") else ""
+    print(
+        f"{len(groups)} groups of near-duplicates ({sum(len(g['questions']) for g in groups)} questions) "
+        f"by {args.by} >= {args.threshold} in {found['scanned']} stems{capped}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, client: QbankClient) -> int:
+    stats = client.stats()
+    text = "\n".join(f"{k:>12}: {v}" for k, v in stats.items())
+    _print(args, stats, text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qbank", description="Import a question bank and search it by text and by figure."
+    )
+    parser.add_argument(
+        "--url",
+        default=DEFAULT_URL,
+        help="gateway URL: grpc://, http:// or ws://host:port (env QBANK_URL; default %(default)s)",
+    )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="access token when the gateway requires one (env QBANK_AUTH_TOKEN)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("import", help="import questions from a JSONL file or a folder of *.jsonl (resumable)")
+    p.add_argument("path", help="JSONL file, or folder searched for *.jsonl")
+    p.add_argument("--batch-size", type=int, default=32, help="questions per request (default %(default)s)")
+    p.add_argument("--concurrency", type=int, default=2, help="requests in flight (default %(default)s)")
+    p.add_argument("--strict", action="store_true", help="any bad row fails the run (exit 1) before anything is sent")
+    p.add_argument("--force", action="store_true", help="re-encode items even when they are already stored")
+    p.set_defaults(run=cmd_import)
+
+    def add_filters(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--subject", help="only this subject")
+        p.add_argument("--grade", help="only this grade")
+        p.add_argument("--type", help="only this question type")
+
+    def lookup(name: str, help_text: str, arg: str, arg_help: str, run) -> None:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument(arg, help=arg_help)
+        p.add_argument("--limit", type=int, default=10, help="questions to return (default %(default)s)")
+        add_filters(p)
+        p.set_defaults(run=run)
+
+    lookup("text2image", "text -> questions whose figures match", "query", "text query", cmd_text2image)
+    lookup(
+        "image2text",
+        "figure -> questions whose stems match, and similar figures",
+        "image",
+        "image path or http(s) URL",
+        cmd_image2text,
+    )
+    lookup("similar", "text -> similar / near-duplicate questions", "query", "question text", cmd_similar)
+    p = sub.choices["similar"]
+    p.add_argument("--mode", choices=SEARCH_MODES, help="dense (CLIP), bm25 (full text) or both")
+    p.add_argument("--weights", help="hybrid: 'dense,bm25' weights instead of RRF, e.g. 0.7,0.3")
+    p.add_argument("--rrf-k", type=int, default=None, help="hybrid: RRF constant (server default 60)")
+
+    p = sub.add_parser("dups", help="groups of near-duplicate questions, as JSON or CSV (cleaning a bank)")
+    p.add_argument("--by", choices=DUPLICATE_MEASURES, default="text", help="text: BM25 + bigram overlap; dense: CLIP")
+    p.add_argument("--threshold", type=float, default=0.8, help="similarity in (0, 1] (default %(default)s)")
+    p.add_argument("--neighbours", type=int, default=10, help="candidates per question (default %(default)s)")
+    p.add_argument("--max-items", type=int, default=100_000, help="stems scanned at most (default %(default)s)")
+    p.add_argument("--format", choices=["json", "csv"], default="json")
+    p.add_argument("--out", help="write here instead of stdout")
+    add_filters(p)
+    p.set_defaults(run=cmd_dups)
+    p = sub.add_parser("stats", help="questions/items stored, model, dimension, index type")
+    p.set_defaults(run=cmd_stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "limit", 1) < 1 or getattr(args, "batch_size", 1) < 1:
+        print("error: --limit and --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        client = QbankClient(args.url, token=args.token)
+        return args.run(args, client)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # server errors (ServerError): the server's description names the problem
+        print(f"error: {error_message(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The executors are importable classes: run in-process, without a Flow, through the same entry
+(``__acall__``: endpoint and parameter checks, then the handler) that jina's runtime calls."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from docarray import Document, DocumentArray
+
+from qbank.service.encoder import QbankClipEncoder
+from qbank.service.indexer import QbankMilvusIndexer
+from qbank.service.params import ParameterError, UnknownEndpointError
+
+
+def call(executor, endpoint: str, docs: DocumentArray | None = None, **parameters):
+    return asyncio.run(executor.__acall__(endpoint, docs=docs, parameters=parameters, tracing_context=None))
+
+
+@pytest.fixture
+def executors(tiny_model, tmp_path):
+    encoder = QbankClipEncoder(model=str(tiny_model), device="cpu")
+    indexer = QbankMilvusIndexer(model=str(tiny_model), data_dir=str(tmp_path))
+    yield encoder, indexer
+    indexer.close()
+    encoder.close()
+
+
+def test_encoder_and_indexer_index_and_search_without_a_flow(executors):
+    encoder, indexer = executors
+    stems = {"q1": "已知等腰三角形的两边长分别为3和7，求周长。", "q2": "把氯化钠溶于水，溶液的质量分数是多少？"}
+    docs = DocumentArray(
+        Document(id=f"{qid}:text:0", text=text, tags={"question_id": qid, "subject": "数学"})
+        for qid, text in stems.items()
+    )
+    call(encoder, "/index", docs)
+    assert docs.embeddings.shape[0] == 2
+    call(indexer, "/index", docs)
+    assert call(indexer, "/count") == {"count": 2}
+
+    query = DocumentArray([Document(text=stems["q2"])])
+    call(encoder, "/search", query)
+    call(indexer, "/search", query, limit=2)
+    assert [m.id for m in query[0].matches] == ["q2:text:0", "q1:text:0"]
+
+
+def test_executor_checks_reach_the_handlers_in_process(executors):
+    encoder, indexer = executors
+    with pytest.raises(ParameterError, match="'limit'"):
+        call(indexer, "/search", DocumentArray([Document(text="x", embedding=[0.0] * 8)]), limit="3")
+    with pytest.raises(UnknownEndpointError):
+        call(indexer, "/default", DocumentArray())
+    with pytest.raises(ParameterError, match="'drop_image_content'"):
+        call(encoder, "/encode", DocumentArray([Document(text="x")]), drop_image_content="no")
+    with pytest.raises(ParameterError, match="unknown parameter"):  # the indexer knows every name
+        call(indexer, "/count", DocumentArray(), colour="red")
