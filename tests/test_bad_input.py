@@ -15,8 +15,9 @@ import pytest
 from clip_client import Client
 from conftest import png_bytes, running_flow
 from docarray import Document, DocumentArray
-from qbank_client import QbankClient
 from test_flow import count, jina_client, question_items
+
+from qbank_client import QbankClient
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,8 @@ def good(i: int) -> Document:
 
 BAD_ITEMS = {
     "empty text": (Document(id="bad", text=""), "no content"),
-    "blank text": (Document(id="bad", text="  \n "), "no content"),
+    "blank text": (Document(id="bad", text="  \n "), "text is blank"),
+    "chunks": (Document(id="bad", text="题干", chunks=[Document(text="小题一")]), "has 1 chunks.*document of its own"),
     "100k characters": (Document(id="bad", text="题" * 100_000), "100000 characters, over the limit of 20000"),
     "zero-byte image": (Document(id="bad", blob=b"", mime_type="image/png"), "image is empty"),
     "empty data URI": (Document(id="bad", uri="data:image/png;base64,"), "image is empty"),

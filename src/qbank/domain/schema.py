@@ -68,6 +68,18 @@ def check_id(value: object, label: str = "id", max_bytes: int = ID_MAX_LENGTH) -
     return value  # type: ignore[return-value]
 
 
+def content_modality(doc: Any) -> str | None:
+    """What a Document is, by clip-server's rule (``split_img_txt_da``): a doc with text is a text
+    item, whatever else it carries (a uri beside a text is not fetched); one without text is an image
+    when it has a blob, a tensor or a uri; None when it has no content. Encoder, indexer and client
+    all classify with this."""
+    if doc.text:
+        return TEXT
+    if doc.blob or doc.tensor is not None or doc.uri:
+        return IMAGE
+    return None
+
+
 def item_id(question_id: str, modality: str, index: int = 0) -> str:
     """Stable item id, so re-importing a question upserts instead of duplicating."""
     if modality not in MODALITIES:

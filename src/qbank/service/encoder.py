@@ -15,10 +15,18 @@ from jina import Executor, requests
 from jina.constants import __default_endpoint__
 
 from qbank.config import EncoderSettings
-from qbank.domain.schema import IMAGE, TEXT, item_errors_message
+from qbank.domain.schema import IMAGE, TEXT, content_modality, item_errors_message
 from qbank.media.images import FetchPolicy, ImageInputError, ImageLimits, decode_image, image_from_array, read_uri
 from qbank.model.clip import ClipEncoder
-from qbank.service.params import CLIP_CLIENT_PARAMETERS, UNKNOWN_ENDPOINT, Limits, UnknownEndpointError, check_request
+from qbank.service.mapping import chunks_problem
+from qbank.service.params import (
+    CLIP_CLIENT_PARAMETERS,
+    UNKNOWN_ENDPOINT,
+    Limits,
+    ParameterError,
+    UnknownEndpointError,
+    check_request,
+)
 
 MAX_REPORTED_ERRORS = 20
 ENCODER_PARAMETERS = {*CLIP_CLIENT_PARAMETERS, "mode"}
@@ -26,11 +34,6 @@ ENCODER_PARAMETERS = {*CLIP_CLIENT_PARAMETERS, "mode"}
 
 class EncodeError(ValueError):
     """One or more items of a request could not be encoded; the message lists them."""
-
-
-def is_image(doc: Document) -> bool:
-    """clip-server's rule: uri, blob or tensor make an image; otherwise the text is encoded."""
-    return bool(doc.uri or doc.blob or doc.tensor is not None)
 
 
 class QbankClipEncoder(Executor):
@@ -76,27 +79,51 @@ class QbankClipEncoder(Executor):
         data = doc.blob if doc.blob else read_uri(doc.uri, self.limits, self.fetch_policy)
         return decode_image(data, self.limits)
 
-    def _encode_docs(self, docs: DocumentArray, drop_image_content: bool, metadata_only_ok: bool = False) -> None:
+    def _encode_docs(
+        self,
+        docs: DocumentArray,
+        drop_image_content: bool,
+        *,
+        storing: bool = False,
+        metadata_only_ok: bool = False,
+        containers_ok: bool = False,
+        skip_empty: bool = False,
+    ) -> None:
+        """Embed ``docs`` (clip-server's rule decides text or image), all or none: one error names
+        every item that cannot be encoded. ``storing`` (/index, /update): blank texts and chunks are
+        refused too; ``metadata_only_ok``: docs bringing only tags pass (/update); ``containers_ok``:
+        a doc without content that holds chunks passes (a selector such as '@r,c' reached it);
+        ``skip_empty``: docs without content pass unembedded (clip-server's default endpoint)."""
         texts: list[tuple[Document, str]] = []
         images: list[tuple[Document, Any]] = []
         errors: list[str] = []
         for doc in docs:
-            if is_image(doc):
+            kind = content_modality(doc)
+            if storing and (problem := chunks_problem(doc)):
+                errors.append(problem)
+            elif kind == IMAGE:
                 try:
                     images.append((doc, self._image(doc)))
                 except ImageInputError as exc:
                     errors.append(f"item {doc.id!r}: image: {exc}")
-            elif isinstance(doc.text, str) and doc.text.strip():
+            elif kind == TEXT:
                 if len(doc.text) > self.settings.max_text_chars:
                     errors.append(
                         f"item {doc.id!r}: text is {len(doc.text)} characters, over the limit of "
                         f"{self.settings.max_text_chars} (QBANK_MAX_TEXT_CHARS)"
                     )
+                elif storing and not doc.text.strip():
+                    errors.append(f"item {doc.id!r}: text is blank (only whitespace): nothing to store")
                 else:
                     texts.append((doc, doc.text))
             elif (doc.mime_type or "").startswith("image/"):
                 errors.append(f"item {doc.id!r}: image: image is empty (0 bytes)")
-            elif doc.embedding is None and not (metadata_only_ok and doc.tags):
+            elif not (
+                skip_empty
+                or doc.embedding is not None
+                or (metadata_only_ok and doc.tags)
+                or (containers_ok and len(doc.chunks))
+            ):
                 errors.append(f"item {doc.id!r}: no content (empty text, no blob, uri or tensor)")
         if errors:
             raise EncodeError(item_errors_message(errors, len(docs), "cannot be encoded", MAX_REPORTED_ERRORS))
@@ -112,15 +139,46 @@ class QbankClipEncoder(Executor):
                 if drop_image_content:
                     doc.blob, doc.tensor = b"", None
 
+    @staticmethod
+    def _selected(docs: DocumentArray, parameters: dict | None) -> tuple[DocumentArray, bool]:
+        """The documents clip-server's ``access_paths`` (or the older ``traversal_paths``, which wins
+        when both are sent, as there) selects, and whether the selection goes below the top level."""
+        parameters = parameters or {}
+        path = parameters.get("traversal_paths") or parameters.get("access_paths") or "@r"
+        if path == "@r":
+            return docs, False
+        try:
+            return docs[path], True
+        except (KeyError, ValueError, IndexError, TypeError) as exc:
+            name = "traversal_paths" if parameters.get("traversal_paths") else "access_paths"
+            raise ParameterError(f"parameter {name!r}: docarray cannot follow {path!r} ({exc})") from None
+
     def _drop(self, parameters: dict | None) -> bool:
         value = (parameters or {}).get("drop_image_content", self.settings.drop_image_content)
         return bool(value)
 
     # -- endpoints ----------------------------------------------------------------------------
-    @requests(on=["/encode", "/index", "/"])
+    @requests(on="/encode")
     def encode(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
-        """Embed every doc; a doc that already has an embedding and no content is left as it is."""
-        self._encode_docs(docs, self._drop(parameters))
+        """Embed the documents ``access_paths`` selects (default: those sent); each must have content,
+        except a container reached by a selector such as '@r,c'."""
+        targets, nested = self._selected(docs, parameters)
+        self._encode_docs(targets, self._drop(parameters), containers_ok=nested)
+        return docs
+
+    @requests(on="/")
+    def encode_default(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
+        """clip-server's default endpoint, which clip_client's ``profile()`` probes with one empty
+        Document: as there, a document without content passes through without an embedding."""
+        targets, _ = self._selected(docs, parameters)
+        self._encode_docs(targets, self._drop(parameters), skip_empty=True)
+        return docs
+
+    @requests(on="/index")
+    def index(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
+        """Embed what will be stored: every doc has content (a blank text or chunks are refused),
+        or already has its vector."""
+        self._encode_docs(docs, self._drop(parameters), storing=True)
         return docs
 
     @requests(on="/search")
@@ -128,12 +186,13 @@ class QbankClipEncoder(Executor):
         """Embed the queries, except for a pure full-text search (mode bm25), which needs no vectors."""
         if (parameters or {}).get("mode") == "bm25":
             return docs
-        return self.encode(docs, parameters)
+        self._encode_docs(docs, self._drop(parameters))
+        return docs
 
     @requests(on="/update")
     def update(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
         """Re-embed docs with new content; docs carrying only tags (a metadata update) pass through."""
-        self._encode_docs(docs, self._drop(parameters), metadata_only_ok=True)
+        self._encode_docs(docs, self._drop(parameters), storing=True, metadata_only_ok=True)
         return docs
 
     @requests
@@ -149,15 +208,17 @@ class QbankClipEncoder(Executor):
 
     @requests(on="/rank")
     def rank(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
-        """Reorder each doc's ``.matches`` by CLIP score, as clip-server does."""
-        for doc in docs:
+        """Reorder the ``.matches`` of each document ``access_paths`` selects by CLIP score, as
+        clip-server does (clip_score: softmax over the candidates; clip_score_cosine beside it)."""
+        targets, _ = self._selected(docs, parameters)
+        for doc in targets:
             if not doc.matches:
                 raise EncodeError(f"item {doc.id!r}: /rank needs .matches to rank")
         drop = self._drop(parameters)
-        candidates = DocumentArray([m for d in docs for m in d.matches])
-        self._encode_docs(docs, drop)
+        candidates = DocumentArray([m for d in targets for m in d.matches])
+        self._encode_docs(targets, drop)
         self._encode_docs(candidates, drop)
-        for doc in docs:
+        for doc in targets:
             matrix = np.stack([m.embedding for m in doc.matches])
             cosines = matrix @ np.asarray(doc.embedding, dtype=np.float32)
             logits = self.model.engine.logit_scale * cosines

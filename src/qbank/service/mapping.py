@@ -13,7 +13,6 @@ from docarray import Document, DocumentArray
 
 from qbank.domain.filters import build_filter, ids_filter
 from qbank.domain.schema import (
-    IMAGE,
     MAX_TAG_BYTES,
     MODALITIES,
     SCALAR_FIELDS,
@@ -21,6 +20,7 @@ from qbank.domain.schema import (
     URI_MAX_LENGTH,
     ItemError,
     check_id,
+    content_modality,
     fields_to_tags,
     item_errors_message,
     item_row,
@@ -48,6 +48,17 @@ def check_ids(docs: DocumentArray) -> None:
     raise_all(errors, len(docs))
 
 
+def chunks_problem(doc: Document) -> str | None:
+    """Stored items are the documents sent, one item each: chunks would be dropped without a word,
+    so a document that has them is refused (its chunks can be sent as items of their own)."""
+    if not len(doc.chunks):
+        return None
+    return (
+        f"item {doc.id!r}: has {len(doc.chunks)} chunks, and /index and /update store the documents sent, "
+        "one item each: send each chunk as a document of its own (tags.question_id ties it to its question)"
+    )
+
+
 def doc_to_row(doc: Document, dim: int | None, max_tag_bytes: int = MAX_TAG_BYTES) -> dict[str, Any]:
     """One item row from a Document with an embedding; raises ItemError naming the item and field."""
     check_id(doc.id, "item id")
@@ -62,11 +73,10 @@ def doc_to_row(doc: Document, dim: int | None, max_tag_bytes: int = MAX_TAG_BYTE
         raise ItemError(f"item {doc.id!r}: embedding has {len(vector)} dimensions, the collection has {dim}")
     if not all(math.isfinite(x) for x in vector):
         raise ItemError(f"item {doc.id!r}: embedding holds NaN or infinite values")
-    modality = (
-        doc.modality
-        if doc.modality in MODALITIES
-        else (IMAGE if (doc.uri or doc.blob or doc.tensor is not None) else TEXT)
-    )
+    problem = chunks_problem(doc)
+    if problem:
+        raise ItemError(problem)
+    modality = doc.modality if doc.modality in MODALITIES else (content_modality(doc) or TEXT)
     scalars, metadata = tags_to_fields(doc.id, dict(doc.tags), max_tag_bytes)
     question_limit = SCALAR_FIELDS["question_id"]
     if not scalars.get("question_id") and len(doc.id.encode("utf-8")) > question_limit:

@@ -86,6 +86,32 @@ def string(max_chars: int = 1000) -> Callable[[str, Any], str]:
     return check
 
 
+SELECTOR_ENDPOINTS = ("/encode", "/", "/rank")
+
+
+def document_selector(name: str, value: Any) -> str:
+    """clip-server's ``access_paths`` (``traversal_paths`` before it): a docarray selector such as
+    ``@r`` (the documents sent), ``@c`` (their chunks), ``@r,c`` (both), ``@c[0]``. Whether docarray
+    can follow it is checked against the request's documents (the encoder)."""
+    text = string(200)(name, value)
+    if not text.startswith("@"):
+        raise ParameterError(
+            f"parameter {name!r} must be a document selector starting with '@' (e.g. '@r', '@c', '@r,c'), got {text!r}"
+        )
+    return text
+
+
+def top_level_only(name: str, value: Any) -> str:
+    """``access_paths`` on an endpoint that works on the documents sent: only ``@r`` means that."""
+    text = string(200)(name, value)
+    if text != "@r":
+        raise ParameterError(
+            f"parameter {name!r} can only be '@r' here (this endpoint works on the documents sent, one item "
+            f"each); selectors such as {text!r} are taken by {', '.join(SELECTOR_ENDPOINTS)}"
+        )
+    return text
+
+
 def choice(*allowed: str) -> Callable[[str, Any], str]:
     def check(name: str, value: Any) -> str:
         if not isinstance(value, str) or value not in allowed:
@@ -147,14 +173,16 @@ class Limits:
 Check = Callable[[str, Any], Any]
 
 # What clip_client sends with every call (drop_image_content) or may send (model_name), and
-# clip-server's document selectors. Accepted, type-checked, on every endpoint.
+# clip-server's document selectors. Accepted, type-checked, on every endpoint; the selectors select
+# on /encode, / and /rank (as clip-server's encoder) and elsewhere only '@r' (the documents sent).
 CLIP_CLIENT_PARAMETERS: dict[str, Check] = {
     "drop_image_content": boolean,
     "model_name": string(200),
-    "access_paths": string(200),
-    "traversal_paths": string(200),
+    "access_paths": top_level_only,
+    "traversal_paths": top_level_only,
     "batch_size": integer(1, 100_000),
 }
+SELECTORS: dict[str, Check] = {"access_paths": document_selector, "traversal_paths": document_selector}
 
 
 def endpoint_parameters(endpoint: str, limits: Limits) -> dict[str, Check] | None:
@@ -170,8 +198,8 @@ def _parameter_table(limits: Limits) -> dict[str, dict[str, Check]]:
 
     ids = string_list(limits.max_ids, "QBANK_MAX_IDS_PER_REQUEST")
     table: dict[str, dict[str, Check]] = {
-        "/encode": {},
-        "/rank": {},
+        "/encode": SELECTORS,
+        "/rank": SELECTORS,
         "/index": {},
         "/update": {},
         "/search": {
