@@ -20,10 +20,11 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.s
   fi
 fi
 
-echo "[bootstrap] installing the project (editable) and its pinned dependencies"
-# Editable: tests, executors and console scripts run the tree being edited. An editable install does
-# not ship qbank_jina_compat.pth (clip_client over HTTP/WebSocket), so it is copied into site-packages.
-"${PIP[@]}" install -q -c constraints.txt -e ".[encoder,indexer,dev]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+echo "[bootstrap] installing the project and compat/ (editable) with their pinned dependencies"
+# Editable: tests, executors and console scripts run the tree being edited. compat/ is the jina client
+# fix (its own small distribution, for clip-client users too); an editable install does not ship its
+# qbank_jina_compat.pth, so it is copied into site-packages.
+"${PIP[@]}" install -q -c constraints.txt -e ./compat -e ".[encoder,indexer,client,dev]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-cp qbank_jina_compat.pth "$SITE/qbank_jina_compat.pth"
+cp compat/qbank_jina_compat.pth "$SITE/qbank_jina_compat.pth"
 "$VENV/bin/python" -c "import qbank, qbank_jina_compat, jina, docarray, clip_client, pymilvus, torch, onnxruntime; print('[bootstrap] ok: jina', jina.__version__, 'docarray', docarray.__version__, 'torch', torch.__version__)"

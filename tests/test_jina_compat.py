@@ -51,5 +51,50 @@ def test_processes_run_the_tree_being_edited():
         str(REPO / "src" / "qbank" / "__init__.py"),
         str(REPO / "src" / "qbank_client" / "__init__.py"),
         str(REPO / "src" / "qbank_devtools" / "__init__.py"),
-        str(REPO / "src" / "qbank_jina_compat.py"),
+        str(REPO / "compat" / "qbank_jina_compat.py"),
     ]
+
+
+def test_a_clip_client_environment_gets_the_fix_from_the_compat_wheel(tmp_path):
+    """What a clip-client user does: install compat/ (built here as pip builds it), nothing of
+    qbank-search. Simulated without a new virtualenv: an interpreter started without site (so none
+    of this environment's .pth files run, the qbank ones included) that sees its packages, then the
+    wheel's install folder as a site dir, where the .pth applies the fix."""
+    import sysconfig
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist")]
+        + [str(REPO / "compat")],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (wheel,) = (tmp_path / "dist").glob("qbank_jina_compat-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"qbank_jina_compat.py", "qbank_jina_compat.pth"} <= set(names)
+    assert not [n for n in names if n.startswith(("qbank/", "qbank_client/"))]
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert "Requires-Dist: jina" in metadata and "Requires-Dist: wrapt" in metadata
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    packages = sysconfig.get_paths()["purelib"]
+
+    def probe(with_wheel: bool) -> str:
+        setup = f"import sys, site; sys.path.append({packages!r}); "
+        setup += f"site.addsitedir({str(target)!r}); " if with_wheel else ""
+        return subprocess.run(
+            [sys.executable, "-S", "-c", setup + PROBE_DIRECT_DOCS.replace("\n", "; ").rstrip("; ")],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd="/",
+        ).stdout.strip()
+
+    assert probe(with_wheel=False) == "0"  # clip-client alone: the HTTP bug
+    assert probe(with_wheel=True) == "1"

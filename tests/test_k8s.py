@@ -255,7 +255,7 @@ def test_every_image_has_a_dockerfile_that_copies_what_its_command_uses(overlay)
                         copied.append(source)
             assert ("WORKDIR", "/app") in steps
             # The server package alone: no client, no devtools, no jina client patch in a server image.
-            assert not [c for c in copied if c.startswith(("src/qbank_", "qbank_jina_compat"))], (
+            assert not [c for c in copied if c.startswith(("src/qbank_", "compat"))], (
                 dockerfile.name,
                 copied,
             )

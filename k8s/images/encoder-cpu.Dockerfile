@@ -8,7 +8,7 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 JINA_L
     HF_HOME=/models/hf
 WORKDIR /app
 # Only the server package: no client, no devtools, no jina client patch (nothing here runs clip_client).
-COPY pyproject.toml setup.py constraints.txt README.md ./
+COPY pyproject.toml constraints.txt README.md ./
 COPY src/qbank ./src/qbank
 # The +cpu wheel first, from PyTorch's CPU index: never a CUDA build in the CPU image.
 RUN pip install "torch==2.13.0+cpu" --index-url "$TORCH_INDEX" \

@@ -8,7 +8,7 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 JINA_L
     HF_HOME=/models/hf NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
 WORKDIR /app
 # Only the server package: no client, no devtools, no jina client patch (nothing here runs clip_client).
-COPY pyproject.toml setup.py constraints.txt README.md ./
+COPY pyproject.toml constraints.txt README.md ./
 COPY src/qbank ./src/qbank
 # constraints.txt pins the +cpu torch for CPU hosts; here the CUDA build of the same version.
 RUN pip install "torch==2.13.0" --index-url "$TORCH_INDEX" \

@@ -5,7 +5,7 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 JINA_LOG_LEVEL=INFO
 WORKDIR /app
 # Only the server package: no client, no devtools, no jina client patch (nothing here runs clip_client).
-COPY pyproject.toml setup.py constraints.txt README.md ./
+COPY pyproject.toml constraints.txt README.md ./
 COPY src/qbank ./src/qbank
 RUN pip install -c constraints.txt . && useradd --uid 10001 --no-create-home qbank
 COPY flow.yml ./
