@@ -8,6 +8,11 @@ if ! command -v kubectl >/dev/null && ! command -v kustomize >/dev/null; then
   echo "[test] installing kubectl (kustomize) for tests/test_k8s.py"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null
 fi
+# OCR tests render question photos in a Chinese font (Debian's small WenQuanYi Micro Hei).
+if ! fc-list 2>/dev/null | grep -qi "wqy-microhei"; then
+  echo "[test] installing fonts-wqy-microhei for the OCR tests"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei fontconfig >/dev/null
+fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -429,9 +429,12 @@ def _wait_grpc_health(port: int, deadline: float) -> None:
         time.sleep(0.5)
 
 
+EXECUTORS = ("reader", "encoder", "indexer")
+
+
 def test_the_cpu_overlay_runs_as_processes_and_serves(tiny_model, tiny_onnx, tmp_path):
     """Each Deployment's command, args, env and probes from the rendered cpu overlay, run on loopback:
-    the init step, the two executors, the gateway with a token from the (simulated) Secret."""
+    the init step, the three executors, the gateway with a token from the (simulated) Secret."""
     overlay = OVERLAYS["cpu"]
     config = named(overlay, "ConfigMap", "qbank-config")["data"]
     token = "k8s-test-token"
@@ -452,7 +455,7 @@ def test_the_cpu_overlay_runs_as_processes_and_serves(tiny_model, tiny_onnx, tmp
         ports = [p["containerPort"] for p in container["ports"]]
         local_ports[name] = dict(zip(ports, free_ports(len(ports)), strict=True))
     addresses = {}
-    for name in ("encoder", "indexer"):
+    for name in EXECUTORS:
         service = named(overlay, "Service", name)
         (grpc_port,) = [p for p in service["spec"]["ports"] if p["name"] == "grpc"]
         target = {p["name"]: p["containerPort"] for p in main_container(deployments[name])["ports"]}[
@@ -475,7 +478,7 @@ def test_the_cpu_overlay_runs_as_processes_and_serves(tiny_model, tiny_onnx, tmp
 
     processes = []
     try:
-        for name in ("encoder", "indexer", "gateway"):
+        for name in (*EXECUTORS, "gateway"):
             container = main_container(deployments[name])
             port_map = local_ports[name]
             processes.append(
@@ -489,7 +492,7 @@ def test_the_cpu_overlay_runs_as_processes_and_serves(tiny_model, tiny_onnx, tmp
                 )
             )
         deadline = time.monotonic() + 180
-        for name in ("encoder", "indexer", "gateway"):
+        for name in (*EXECUTORS, "gateway"):
             container = main_container(deployments[name])
             probe_port = container["startupProbe"]["grpc"]["port"]
             _wait_grpc_health(local_ports[name][probe_port], deadline)
@@ -520,6 +523,12 @@ def test_the_cpu_overlay_runs_as_processes_and_serves(tiny_model, tiny_onnx, tmp
         assert found[0].matches[0].id == "k8s-2"
         by_image = client.search(DocumentArray([Document(blob=png_bytes(7), mime_type="image/png")]), limit=1)
         assert by_image[0].matches[0].id == "k8s-3"
+        from qbank_devtools.photos import photo_bytes  # the reader pod reads a photo's text
+
+        by_photo = client.search(
+            [Document(blob=photo_bytes("电路中电阻串联的总电阻"))], limit=1, parameters={"ocr": True}
+        )
+        assert by_photo[0].matches[0].id == "k8s-2"
 
         # Metrics where Jina offers them: each pod's monitoring port (prometheus.io/port).
         for name in ("gateway", "encoder"):

@@ -45,6 +45,7 @@ SAMPLES = {
 ACCEPTS = {
     "drop_image_content": {"boolean"},
     "allow_many": {"boolean"},
+    "ocr": {"boolean"},
     "model_name": {"string", "empty string"},
     "access_paths": {"string", "empty string"},
     "traversal_paths": {"string", "empty string"},

@@ -34,7 +34,7 @@ def is_milvus_server_uri(uri: str) -> bool:
 
 def check_flow_topology(env: dict[str, str]) -> None:
     """Refuse replica counts the store cannot serve, before any process starts."""
-    for name in ("QBANK_ENCODER_REPLICAS", "QBANK_INDEXER_REPLICAS"):
+    for name in ("QBANK_OCR_REPLICAS", "QBANK_ENCODER_REPLICAS", "QBANK_INDEXER_REPLICAS"):
         raw = env.get(name, "1")
         if not raw.isdigit() or int(raw) < 1:
             raise ConfigError(f"{name} must be a whole number >= 1, got {raw!r}")
@@ -145,12 +145,31 @@ def _positive(name: str, value: int | float) -> None:
         raise ConfigError(f"setting {name!r} must be > 0, got {value!r}")
 
 
-class EncoderSettings(QbankSettings):
+class ImageInputSettings(QbankSettings):
+    """How an executor that reads images takes them: the same limits and fetch policy (the same
+    QBANK_* variables) for the encoder and the OCR reader."""
+
+    device: str = "auto"  # auto | cpu | cuda
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    fetch_timeout: float = 10.0  # seconds for one server-side fetch of an image URI, redirects included
+    uri_roots: str = ""  # folders the server may read image paths from (os.pathsep or comma separated)
+    fetch_private: bool = False  # let image URLs reach loopback/private/link-local addresses
+    max_docs_per_request: int = 1000  # Documents in one request (the indexer has the same setting)
+
+    def check(self) -> None:
+        _positive("max_docs_per_request", self.max_docs_per_request)
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _positive("max_image_bytes", self.max_image_bytes)
+        _positive("max_image_pixels", self.max_image_pixels)
+        _positive("fetch_timeout", self.fetch_timeout)
+
+
+class EncoderSettings(ImageInputSettings):
     """CLIP encoder: which model, which engine, on which device, in what batches."""
 
     model: str = DEFAULT_MODEL
     engine: str = "torch"  # torch | onnx
-    device: str = "auto"  # auto | cpu | cuda
     onnx_path: str = ""  # folder with textual.onnx + visual.onnx (clip-server layout)
     # Weights of the ONNX export qbank-fetch-model makes into onnx_path; the encoder runs whatever
     # the folder holds (its qbank_onnx.json says which).
@@ -159,27 +178,39 @@ class EncoderSettings(QbankSettings):
     max_text_chars: int = 20_000  # longer texts are refused (a stem is never that long; the model reads 52-77 tokens)
     num_threads: int = 0  # 0: library default
     fp16: str = "auto"  # auto (on when cuda) | true | false
-    max_image_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
-    fetch_timeout: float = 10.0  # seconds for one server-side fetch of an image URI, redirects included
-    uri_roots: str = ""  # folders the server may read image paths from (os.pathsep or comma separated)
-    fetch_private: bool = False  # let image URLs reach loopback/private/link-local addresses
     drop_image_content: bool = True
-    max_docs_per_request: int = 1000  # Documents in one request (the indexer has the same setting)
 
     def check(self) -> None:
-        _positive("max_docs_per_request", self.max_docs_per_request)
+        super().check()
         _choice("engine", self.engine, ("torch", "onnx"))
-        _choice("device", self.device, ("auto", "cpu", "cuda"))
         _choice("fp16", self.fp16, ("auto", "true", "false"))
         _choice("onnx_precision", self.onnx_precision, ONNX_PRECISIONS)
         _positive("minibatch_size", self.minibatch_size)
         _positive("max_text_chars", self.max_text_chars)
-        _positive("max_image_bytes", self.max_image_bytes)
-        _positive("max_image_pixels", self.max_image_pixels)
-        _positive("fetch_timeout", self.fetch_timeout)
         if not self.model and not self.onnx_path:
             raise ConfigError("setting 'model' is empty: give a hub id, a local folder or a clip-server name")
+
+
+class OcrSettings(ImageInputSettings):
+    """The OCR reader (PP-OCRv6 in the rapidocr wheel): how large it reads a photo, with which threads.
+
+    Detector side 960 with limit type "max" (the longest side is brought to at most 960 px): measured
+    0.11 CPU-s per rendered question image on 1 thread and 530 MB, against 0.76 CPU-s and ~1 GB for
+    rapidocr's default (shortest side up to 736, which upscales small photos), same accuracy
+    (../shared/README.md). The direction classifier is off: it cost time and gained nothing there."""
+
+    ocr_det_side: int = 960
+    ocr_use_cls: bool = False
+    ocr_min_score: float = 0.5  # lines read with less confidence are left out
+    ocr_threads: int = 0  # 0: onnxruntime's default
+    ocr_max_chars: int = 2000  # of text read from one photo that goes into the query
+
+    def check(self) -> None:
+        super().check()
+        _positive("ocr_det_side", self.ocr_det_side)
+        _positive("ocr_max_chars", self.ocr_max_chars)
+        if not 0.0 <= self.ocr_min_score <= 1.0:
+            raise ConfigError(f"setting 'ocr_min_score' must be in [0, 1], got {self.ocr_min_score}")
 
 
 class IndexerSettings(QbankSettings):
@@ -275,6 +306,7 @@ class ServeSettings(QbankSettings):
     grpc_port: int = 51000
     http_port: int = 51001
     ws_port: int = 51002
+    ocr_replicas: int = 1
     encoder_replicas: int = 1
     # More than 1 only with a Milvus server: Milvus Lite holds one process per file.
     indexer_replicas: int = 1
@@ -290,10 +322,12 @@ class GatewaySettings(QbankSettings):
 # What flow.yml reads as ${{ ENV.* }}; qbank-serve fills in those the operator left unset.
 FLOW_ENV_DEFAULTS: dict[str, str] = {
     f"QBANK_{name.upper()}": str(ServeSettings.__fields__[name].default)
-    for name in ("grpc_port", "http_port", "ws_port", "encoder_replicas", "indexer_replicas")
+    for name in ("grpc_port", "http_port", "ws_port", "ocr_replicas", "encoder_replicas", "indexer_replicas")
 }
 
 
 def env_names() -> set[str]:
     """Every QBANK_* variable the server reads (k8s/ may set no other)."""
-    return set().union(*(c.env_names() for c in (EncoderSettings, IndexerSettings, ServeSettings, GatewaySettings)))
+    return set().union(
+        *(c.env_names() for c in (EncoderSettings, OcrSettings, IndexerSettings, ServeSettings, GatewaySettings))
+    )

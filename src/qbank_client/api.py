@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 from docarray import Document, DocumentArray
 
-from qbank.domain.schema import IMAGE, TEXT
+from qbank.domain.schema import IMAGE, OCR_NOTE_TAG, OCR_TEXT_TAG, TEXT
 from qbank_client.bank import read_image_ref
 
 PROTOCOLS = {
@@ -303,6 +303,25 @@ class QbankClient:
         with ``rrf_k``, or by ``weights`` = (dense, bm25)); None: the server's default."""
         options = {"mode": mode, "rrf_k": rrf_k, "weights": list(weights) if weights else None}
         return self._search(Document(text=text), TEXT, limit, filters, **options)
+
+    def photo_search(
+        self, image: str | Path | bytes, limit: int = 10, mode: str | None = None, **filters: Any
+    ) -> dict[str, Any]:
+        """A photo of a question -> its question: the server reads the photo's text (OCR) and searches
+        the stems with it (``mode``: bm25 by default, or hybrid with the photo's CLIP vector); a photo
+        with no readable text is searched by its CLIP vector, and ``note`` says so. Returns the text
+        read (``text``), ``note`` and the ``questions``, best first."""
+        wanted = _given(filters)
+        parameters: dict[str, Any] = {"limit": min(limit * OVERFETCH, 1000), "filter": wanted, "ocr": True}
+        if mode:
+            parameters["mode"] = mode
+        docs, _ = self.post("/search", DocumentArray([image_document(image)]), parameters)
+        query = docs[0]
+        return {
+            "text": query.tags.get(OCR_TEXT_TAG, ""),
+            "note": query.tags.get(OCR_NOTE_TAG, ""),
+            "questions": group_by_question(query.matches, limit),
+        }
 
     def near_duplicates(
         self, by: str = "text", threshold: float = 0.8, neighbours: int = 10, max_items: int = 100_000, **filters: Any

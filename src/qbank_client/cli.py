@@ -94,6 +94,19 @@ def cmd_image2text(args: argparse.Namespace, client: QbankClient) -> int:
     return 0
 
 
+def cmd_photo(args: argparse.Namespace, client: QbankClient) -> int:
+    try:
+        found = client.photo_search(args.image, args.limit, mode=args.mode, **_filters(args))
+    except OSError as exc:
+        print(f"error: cannot read image {args.image}: {exc}", file=sys.stderr)
+        return 2
+    heading = f"read from the photo: {found['text']!r}" if found["text"] else found["note"]
+    text = heading + "\n\n" + format_table("questions matching the photo", found["questions"])
+    payload = {"text": found["text"], "note": found["note"], "questions": [h.to_dict() for h in found["questions"]]}
+    _print(args, payload, text)
+    return 0
+
+
 def _weights(raw: str | None) -> tuple[float, float] | None:
     """--weights checked by the server's own rule (a ValueError: exit 2)."""
     return parse_weights(raw, "--weights") if raw else None
@@ -196,6 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=SEARCH_MODES, help="dense (CLIP), bm25 (full text) or both")
     p.add_argument("--weights", help="hybrid: 'dense,bm25' weights instead of RRF, e.g. 0.7,0.3")
     p.add_argument("--rrf-k", type=int, default=None, help="hybrid: RRF constant (server default 60)")
+
+    lookup(
+        "photo",
+        "photo of a question -> its question (the text is read by OCR)",
+        "image",
+        "photo path or URL",
+        cmd_photo,
+    )
+    sub.choices["photo"].add_argument("--mode", choices=("bm25", "hybrid"), help="bm25 (default) or hybrid with CLIP")
 
     p = sub.add_parser("dups", help="groups of near-duplicate questions, as JSON or CSV (cleaning a bank)")
     p.add_argument("--by", choices=DUPLICATE_MEASURES, default="text", help="text: BM25 + bigram overlap; dense: CLIP")

@@ -68,6 +68,14 @@ def check_id(value: object, label: str = "id", max_bytes: int = ID_MAX_LENGTH) -
     return value  # type: ignore[return-value]
 
 
+# Tags the OCR executor puts on an image query: the text it read, and a note when it read none.
+OCR_TEXT_TAG = "ocr_text"
+OCR_NOTE_TAG = "ocr_note"
+# What a photo's text is searched with unless the request names a mode: BM25 over the stems. (Hybrid
+# adds the photo's CLIP vector; with no pretrained CLIP weights here its gain cannot be measured.)
+OCR_SEARCH_MODE = "bm25"
+
+
 def content_modality(doc: Any) -> str | None:
     """What a Document is, by clip-server's rule (``split_img_txt_da``): a doc with text is a text
     item, whatever else it carries (a uri beside a text is not fetched); one without text is an image

@@ -19,6 +19,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -228,3 +229,12 @@ def _fetch_http(uri: str, limits: ImageLimits, policy: FetchPolicy) -> bytes:
         finally:
             connection.close()
     raise ImageInputError(f"{uri[:200]!r}: more than {policy.max_redirects} redirects")
+
+
+def document_image(doc: Any, limits: ImageLimits, policy: FetchPolicy) -> Image.Image:
+    """The image a Document carries: its tensor, else its blob, else what its uri points at (read
+    under ``policy``), decoded under ``limits``. (Any object with ``tensor``, ``blob``, ``uri``.)"""
+    if doc.tensor is not None and not doc.blob:
+        return image_from_array(np.asarray(doc.tensor), limits)
+    data = doc.blob if doc.blob else read_uri(doc.uri, limits, policy)
+    return decode_image(data, limits)

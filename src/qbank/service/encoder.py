@@ -15,8 +15,8 @@ from jina import Executor, requests
 from jina.constants import __default_endpoint__
 
 from qbank.config import EncoderSettings
-from qbank.domain.schema import IMAGE, TEXT, content_modality, item_errors_message
-from qbank.media.images import FetchPolicy, ImageInputError, ImageLimits, decode_image, image_from_array, read_uri
+from qbank.domain.schema import IMAGE, OCR_SEARCH_MODE, OCR_TEXT_TAG, TEXT, content_modality, item_errors_message
+from qbank.media.images import FetchPolicy, ImageInputError, ImageLimits, document_image
 from qbank.model.clip import ClipEncoder
 from qbank.service.mapping import chunks_problem
 from qbank.service.params import (
@@ -29,7 +29,7 @@ from qbank.service.params import (
 )
 
 MAX_REPORTED_ERRORS = 20
-ENCODER_PARAMETERS = {*CLIP_CLIENT_PARAMETERS, "mode"}
+ENCODER_PARAMETERS = {*CLIP_CLIENT_PARAMETERS, "mode", "ocr"}
 
 
 class EncodeError(ValueError):
@@ -73,12 +73,6 @@ class QbankClipEncoder(Executor):
         return await super().__acall__(req_endpoint, **kwargs)
 
     # -- helpers ------------------------------------------------------------------------------
-    def _image(self, doc: Document):
-        if doc.tensor is not None and not doc.blob:
-            return image_from_array(np.asarray(doc.tensor), self.limits)
-        data = doc.blob if doc.blob else read_uri(doc.uri, self.limits, self.fetch_policy)
-        return decode_image(data, self.limits)
-
     def _encode_docs(
         self,
         docs: DocumentArray,
@@ -103,7 +97,7 @@ class QbankClipEncoder(Executor):
                 errors.append(problem)
             elif kind == IMAGE:
                 try:
-                    images.append((doc, self._image(doc)))
+                    images.append((doc, document_image(doc, self.limits, self.fetch_policy)))
                 except ImageInputError as exc:
                     errors.append(f"item {doc.id!r}: image: {exc}")
             elif kind == TEXT:
@@ -184,9 +178,14 @@ class QbankClipEncoder(Executor):
     @requests(on="/search")
     def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
         """Embed the queries, except for a pure full-text search (mode bm25), which needs no vectors."""
-        if (parameters or {}).get("mode") == "bm25":
-            return docs
-        self._encode_docs(docs, self._drop(parameters))
+        parameters = parameters or {}
+        mode = parameters.get("mode")
+        if parameters.get("ocr") and (mode or OCR_SEARCH_MODE) == "bm25":
+            # Photo search by the text read: only photos with none need a vector (their dense fallback).
+            unread = DocumentArray(d for d in docs if not (d.tags.get(OCR_TEXT_TAG) or d.text))
+            self._encode_docs(unread, self._drop(parameters))
+        elif mode != "bm25":
+            self._encode_docs(docs, self._drop(parameters))
         return docs
 
     @requests(on="/update")

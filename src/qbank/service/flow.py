@@ -52,6 +52,7 @@ def flow_env(**settings: object) -> dict[str, str]:
         "QBANK_GRPC_PORT": str(grpc),
         "QBANK_HTTP_PORT": str(http),
         "QBANK_WS_PORT": str(ws),
+        "QBANK_OCR_REPLICAS": "1",
         "QBANK_ENCODER_REPLICAS": "1",
         "QBANK_INDEXER_REPLICAS": "1",
     }

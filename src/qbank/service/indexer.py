@@ -18,7 +18,7 @@ from jina.constants import __default_endpoint__
 from qbank.config import IndexerSettings
 from qbank.domain.duplicates import find_near_duplicates
 from qbank.domain.filters import build_filter
-from qbank.domain.schema import ItemError, id_problem
+from qbank.domain.schema import OCR_SEARCH_MODE, OCR_TEXT_TAG, ItemError, id_problem
 from qbank.model.clip import model_identity
 from qbank.service.mapping import (
     MAX_REPORTED_ERRORS,
@@ -84,13 +84,38 @@ class QbankMilvusIndexer(Executor):
         if "modality" in parameters:
             filters["modality"] = parameters["modality"]
         expr = build_filter(filters)
-        mode = parameters.get("mode", self.settings.search_mode)
         rrf_k = parameters.get("rrf_k", self.settings.rrf_k)
         weights = parameters.get("weights") or self.default_weights
         if not docs:
             return docs
+        if not parameters.get("ocr"):
+            texts = [d.text for d in docs]
+            self._search(docs, texts, parameters.get("mode", self.settings.search_mode), limit, expr, rrf_k, weights)
+            return docs
+        # Photo search: queries with text (read by the OCR executor, or their own) search the stems
+        # with it; photos with none fall back to their CLIP vector (and say so in tags.ocr_note).
+        read = DocumentArray(d for d in docs if d.tags.get(OCR_TEXT_TAG) or d.text)
+        unread = DocumentArray(d for d in docs if not (d.tags.get(OCR_TEXT_TAG) or d.text))
+        texts = [d.tags.get(OCR_TEXT_TAG) or d.text for d in read]
+        self._search(read, texts, parameters.get("mode", OCR_SEARCH_MODE), limit, expr, rrf_k, weights)
+        self._search(unread, [""] * len(unread), "dense", limit, expr, rrf_k, weights)
+        return docs
+
+    def _search(
+        self,
+        docs: DocumentArray,
+        texts: list[str],
+        mode: str,
+        limit: int,
+        expr: str,
+        rrf_k: int,
+        weights: tuple[float, float] | None,
+    ) -> None:
+        """Set each doc's ``.matches``: ``texts`` are the queries' words for bm25 and hybrid."""
+        if not docs:
+            return
         if mode != "dense":  # full text reads the query's words
-            no_text = [d.id for d in docs if not (d.text or "").strip()][:MAX_REPORTED_ERRORS]
+            no_text = [d.id for d, t in zip(docs, texts, strict=True) if not (t or "").strip()][:MAX_REPORTED_ERRORS]
             if no_text:
                 raise ItemError(f"search mode {mode!r} needs text queries; these have no text: {no_text}")
         if mode != "bm25":
@@ -99,9 +124,8 @@ class QbankMilvusIndexer(Executor):
                 raise ItemError(f"query items without an embedding: {missing}")
             dim = int(np.size(docs[0].embedding))
             if not self.store.check_vectors(self.model_name, dim, create=False):
-                return docs  # nothing indexed yet: no matches
+                return  # nothing indexed yet: no matches
         vectors = [d.embedding for d in docs]
-        texts = [d.text for d in docs]
         if mode == "dense":
             results, score_name = self.store.search(vectors, limit, expr), "similarity"
         elif mode == "bm25":
@@ -111,7 +135,6 @@ class QbankMilvusIndexer(Executor):
             score_name = "weighted" if weights else "rrf"
         for doc, hits in zip(docs, results, strict=True):
             doc.matches = DocumentArray([row_to_match(hit, score_name) for hit in hits])
-        return docs
 
     @requests(on="/update")
     def update(self, docs: DocumentArray, **kwargs: Any) -> DocumentArray:

@@ -209,6 +209,7 @@ def _parameter_table(limits: Limits) -> dict[str, dict[str, Check]]:
             "mode": choice(*SEARCH_MODES),
             "rrf_k": integer(1, 100_000),
             "weights": weights,
+            "ocr": boolean,  # image queries: search stems with the text read from them (the OCR executor)
         },
         "/delete": {"ids": ids, "question_ids": ids, "filter": filter_object, "allow_many": boolean},
         "/exists": {"ids": ids},

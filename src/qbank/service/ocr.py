@@ -1,0 +1,84 @@
+"""OCR executor: reads the text of photographed questions, first in the Flow (gateway -> ocr ->
+encoder -> indexer).
+
+On ``/search`` with ``ocr: true`` each image query gets the text read from it in
+``tags["ocr_text"]`` (the indexer searches stems with it; the response shows it to the user); a
+photo with no readable text gets ``tags["ocr_note"]`` and is searched by its CLIP vector alone.
+Every other request passes through untouched (handling every endpoint, rather than letting the
+gateway skip this executor, keeps clip_client working over HTTP; see the indexer's passthrough).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from docarray import DocumentArray
+from jina import Executor, requests
+
+from qbank.config import OcrSettings
+from qbank.domain.schema import IMAGE, OCR_NOTE_TAG, OCR_TEXT_TAG, content_modality, item_errors_message
+from qbank.media.images import FetchPolicy, ImageInputError, ImageLimits, document_image
+from qbank.model.ocr import OcrReader
+from qbank.service.params import Limits, check_request
+
+NO_TEXT_NOTE = "no text could be read from this photo: it was searched by its CLIP vector alone"
+MAX_REPORTED_ERRORS = 20
+
+
+class OcrError(ValueError):
+    """One or more photos of a request could not be read; the message names each."""
+
+
+def ocr_device(device: str) -> bool:
+    """Whether to run on CUDA: asked for, or 'auto' and onnxruntime-gpu sees a GPU."""
+    if device != "auto":
+        return device == "cuda"
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+class QbankOcrReader(Executor):
+    """Reads text in photos on /search (``ocr: true``); every other request passes through."""
+
+    def __init__(self, **kwargs: Any):
+        """Settings: the fields of ``qbank.config.OcrSettings``, from ``with:`` or QBANK_* variables."""
+        self.settings = OcrSettings.take_from(kwargs)
+        super().__init__(**kwargs)
+        s = self.settings
+        self.limits = ImageLimits(s.max_image_bytes, s.max_image_pixels, s.fetch_timeout)
+        self.fetch_policy = FetchPolicy.from_settings(s.uri_roots, s.fetch_private)
+        self.request_limits = Limits(max_docs=s.max_docs_per_request)
+        cuda = ocr_device(s.device)
+        self.reader = OcrReader(s.ocr_det_side, s.ocr_use_cls, s.ocr_min_score, s.ocr_threads, cuda)
+        self.logger.info(f"OCR reader ready: detector side {s.ocr_det_side}, {'cuda' if cuda else 'cpu'}")
+
+    __init__.__signature__ = OcrSettings.executor_signature()
+
+    @requests(on="/search")
+    def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray | None:
+        """Read the text of each image query when the request asks for it (``ocr: true``)."""
+        checked = check_request("/search", parameters, len(docs), self.request_limits, only={"ocr"})
+        if not checked.get("ocr"):
+            return None
+        errors: list[str] = []
+        for doc in docs:
+            if content_modality(doc) != IMAGE:
+                continue  # a text query is searched by its own text
+            try:
+                image = document_image(doc, self.limits, self.fetch_policy)
+            except ImageInputError as exc:
+                errors.append(f"item {doc.id!r}: image: {exc}")
+                continue
+            text = self.reader.read(image).text[: self.settings.ocr_max_chars]
+            doc.tags[OCR_TEXT_TAG] = text
+            if not text:
+                doc.tags[OCR_NOTE_TAG] = NO_TEXT_NOTE
+        if errors:
+            raise OcrError(item_errors_message(errors, len(docs), "cannot be read", MAX_REPORTED_ERRORS))
+        return docs
+
+    @requests
+    def passthrough(self, **kwargs: Any) -> None:
+        """Every other endpoint: nothing to read (the encoder checks endpoints and refuses unknown ones)."""
+        return None

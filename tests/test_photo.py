@@ -1,0 +1,81 @@
+"""Photo search through the real Flow with the real OCR model (PP-OCRv6 from the rapidocr wheel):
+a phone-photo stand-in of a question finds its question among near-duplicates that differ in one
+number."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from clip_client import Client
+from conftest import png_bytes, running_flow
+from docarray import Document, DocumentArray
+from PIL import Image
+from test_flow import jina_client
+
+from qbank_client import QbankClient
+from qbank_devtools.photos import DISTORTIONS, photo_bytes
+
+PLANTED = "photo-planted"
+TEMPLATE = "已知等腰三角形的两边长分别为{a}和{b}，求这个三角形的周长。"
+NEAR_DUPLICATES = [(a, b) for a in (3, 4, 5, 6) for b in (7, 8, 9)]  # (3, 7) is the planted one
+OTHERS = [
+    "把20克氯化钠溶于80克水中，所得溶液的溶质质量分数是多少？",
+    "一个电阻两端的电压为6V，通过它的电流为0.5A，求它的电阻。",
+    "小明以每小时5千米的速度步行2小时，他走了多少千米？",
+]
+
+
+@pytest.fixture(scope="module")
+def flow(tiny_model, tmp_path_factory):
+    with running_flow(model=tiny_model, data_dir=tmp_path_factory.mktemp("photo-data")) as urls:
+        docs = DocumentArray()
+        for a, b in NEAR_DUPLICATES:
+            qid = PLANTED if (a, b) == (3, 7) else f"photo-dup-{a}-{b}"
+            docs.append(Document(id=f"{qid}:text:0", text=TEMPLATE.format(a=a, b=b), tags={"question_id": qid}))
+        for n, stem in enumerate(OTHERS):
+            docs.append(Document(id=f"photo-other-{n}:text:0", text=stem, tags={"question_id": f"photo-other-{n}"}))
+        Client(urls["grpc"]).index(docs)
+        yield urls
+
+
+@pytest.mark.parametrize("kind", DISTORTIONS)
+def test_a_photo_finds_its_question_among_near_duplicates(flow, kind):
+    photo = photo_bytes(TEMPLATE.format(a=3, b=7), kind, seed=len(kind))
+    found = QbankClient(flow["grpc"]).photo_search(photo, limit=5)
+    assert "3和7" in found["text"] and not found["note"]
+    assert found["questions"][0].question_id == PLANTED
+    assert len(found["questions"]) == 5
+
+
+def test_a_photo_with_its_figure_and_over_http(flow):
+    photo = photo_bytes(TEMPLATE.format(a=3, b=7), "all", figure=png_bytes(4, (240, 160)), seed=9)
+    found = QbankClient(flow["http"]).photo_search(photo, limit=3)
+    assert found["questions"][0].question_id == PLANTED
+
+
+def test_clip_client_asks_for_it_through_parameters(flow):
+    """clip_client copies only the matches back into its results; jina's Client shows the text read."""
+    photo = photo_bytes(TEMPLATE.format(a=5, b=9), "rotated", seed=2)
+    (query,) = Client(flow["grpc"]).search([Document(blob=photo)], limit=3, parameters={"ocr": True})
+    assert query.matches[0].tags["question_id"] == "photo-dup-5-9"
+    (query,) = jina_client(flow["websocket"]).post("/search", [Document(blob=photo)], parameters={"ocr": True})
+    assert "5和9" in query.tags["ocr_text"] and query.matches[0].tags["question_id"] == "photo-dup-5-9"
+
+
+def test_a_photo_without_text_falls_back_to_clip_and_says_so(flow):
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png_bytes(11, (320, 240)))).save(buffer, format="PNG")
+    found = QbankClient(flow["grpc"]).photo_search(buffer.getvalue(), limit=3)
+    assert found["text"] == "" and "CLIP vector" in found["note"]
+    assert len(found["questions"]) == 3  # dense search still answers
+
+
+def test_bad_photos_get_the_usual_errors(flow):
+    client = Client(flow["grpc"])
+    with pytest.raises(Exception, match="bad.*not a readable image"):
+        client.search(
+            [Document(id="bad", blob=b"%PDF-1.4 not a picture", mime_type="image/png")], parameters={"ocr": True}
+        )
+    with pytest.raises(Exception, match="parameter .{0,4}ocr.{0,4} must be true or false"):
+        client.search([Document(blob=png_bytes(1))], parameters={"ocr": "yes"})
