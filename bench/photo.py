@@ -56,11 +56,39 @@ def ranks(found_ids: list[str], target: str) -> int | None:
     return found_ids.index(target) + 1 if target in found_ids else None
 
 
+def figure_import_cost(model: Path, folder: Path, figures: int, rounds: int = 3) -> dict[str, float]:
+    """Milliseconds per figure imported with figure OCR on and off (QBANK_OCR_FIGURES), alternating
+    the two Flows' rounds and taking medians."""
+    from clip_client import Client
+    from docarray import Document, DocumentArray
+
+    from qbank.service.flow import running_flow
+    from qbank_devtools.demo import draw_figure
+
+    blobs = [draw_figure(("triangle", "circuit", "graph")[i % 3], i) for i in range(figures)]
+    timings: dict[str, list[float]] = {"on": [], "off": []}
+    with running_flow(model=model, data_dir=folder / "fig-on", device="cpu", ocr_figures="true") as on:
+        with running_flow(model=model, data_dir=folder / "fig-off", device="cpu", ocr_figures="false") as off:
+            for round_number in range(rounds):
+                for label, urls in (("on", on), ("off", off)):
+                    docs = DocumentArray(
+                        Document(
+                            id=f"r{round_number}-f{i}:image:0", blob=blob, tags={"question_id": f"r{round_number}-f{i}"}
+                        )
+                        for i, blob in enumerate(blobs)
+                    )
+                    began = time.perf_counter()
+                    Client(urls["grpc"]).index(docs, batch_size=16)
+                    timings[label].append((time.perf_counter() - began) * 1000 / figures)
+    return {label: statistics.median(values) for label, values in timings.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stems", type=int, default=10_000)
     parser.add_argument("--photos", type=int, default=300)
     parser.add_argument("--model", default="tiny", choices=["tiny", "chinese_clip"])
+    parser.add_argument("--figures", type=int, default=48, help="figures imported with figure OCR on and off")
     args = parser.parse_args(argv)
     os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -107,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                     found.setdefault((method, "every photo"), []).append(rank)
                 if (number + 1) % 50 == 0:
                     print(f"  {number + 1}/{len(queries)} photos", flush=True)
+        cost = figure_import_cost(model, folder, args.figures)
     print(f"\n{len(stems)} stems, {len(queries)} photos (half with a figure), CLIP model: {args.model} (random)")
     print(f"{'distortion':<14}" + "".join(f"{m + ' r@1':>17}{'r@10':>7}{'MRR':>7}" for m in methods))
     for kind in (*DISTORTIONS, "every photo"):
@@ -122,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     p90 = latency[int(0.9 * (len(latency) - 1))]
     print(
         f"\nocr+bm25 latency per photo through the Flow: p50 {statistics.median(latency) * 1000:.0f} ms, p90 {p90 * 1000:.0f} ms"
+    )
+    print(
+        f"figure import ({args.figures} figures, medians of 3 alternating rounds): figure OCR on "
+        f"{cost['on']:.0f} ms per figure, off {cost['off']:.0f} ms (QBANK_OCR_FIGURES=false): "
+        f"+{cost['on'] - cost['off']:.0f} ms per figure"
     )
     return 0
 

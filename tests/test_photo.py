@@ -14,7 +14,7 @@ from PIL import Image
 from test_flow import jina_client
 
 from qbank_client import QbankClient
-from qbank_devtools.photos import DISTORTIONS, photo_bytes
+from qbank_devtools.photos import DISTORTIONS, photo_bytes, render_question
 
 PLANTED = "photo-planted"
 TEMPLATE = "已知等腰三角形的两边长分别为{a}和{b}，求这个三角形的周长。"
@@ -69,6 +69,20 @@ def test_a_photo_without_text_falls_back_to_clip_and_says_so(flow):
     found = QbankClient(flow["grpc"]).photo_search(buffer.getvalue(), limit=3)
     assert found["text"] == "" and "CLIP vector" in found["note"]
     assert len(found["questions"]) == 3  # dense search still answers
+
+
+def test_a_figure_is_found_by_the_words_on_it(flow):
+    """/index reads the text inside a figure (labels, values): BM25 then finds the figure by them."""
+    figure = io.BytesIO()
+    labelled = render_question("电路图：电阻R1与滑动变阻器串联", width=700, chars_per_line=20)
+    labelled.save(figure, format="PNG")
+    tags = {"question_id": "photo-circuit"}
+    Client(flow["grpc"]).index(DocumentArray([Document(id="photo-circuit:image:0", blob=figure.getvalue(), tags=tags)]))
+    (query,) = jina_client(flow["grpc"]).post(
+        "/search", [Document(text="滑动变阻器")], parameters={"mode": "bm25", "modality": "image", "limit": 3}
+    )
+    assert [m.id for m in query.matches] == ["photo-circuit:image:0"]
+    assert "变阻器" in query.matches[0].text and "figure_text" not in query.matches[0].tags
 
 
 def test_bad_photos_get_the_usual_errors(flow):

@@ -204,6 +204,9 @@ class OcrSettings(ImageInputSettings):
     ocr_min_score: float = 0.5  # lines read with less confidence are left out
     ocr_threads: int = 0  # 0: onnxruntime's default
     ocr_max_chars: int = 2000  # of text read from one photo that goes into the query
+    # Read the text inside figures at /index and /update (stored as the image item's text, found by
+    # BM25); costs one OCR pass per figure (README, "Photo search").
+    ocr_figures: bool = True
 
     def check(self) -> None:
         super().check()

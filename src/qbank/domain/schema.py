@@ -74,6 +74,9 @@ OCR_NOTE_TAG = "ocr_note"
 # What a photo's text is searched with unless the request names a mode: BM25 over the stems. (Hybrid
 # adds the photo's CLIP vector; with no pretrained CLIP weights here its gain cannot be measured.)
 OCR_SEARCH_MODE = "bm25"
+# The text the OCR reader finds inside a figure at /index: stored as the image item's text, so BM25
+# finds a figure by its labels, values and axis titles (its CLIP vector stays the image's).
+FIGURE_TEXT_TAG = "figure_text"
 
 
 def content_modality(doc: Any) -> str | None:

@@ -13,6 +13,8 @@ from docarray import Document, DocumentArray
 
 from qbank.domain.filters import build_filter, ids_filter
 from qbank.domain.schema import (
+    FIGURE_TEXT_TAG,
+    IMAGE,
     MAX_TAG_BYTES,
     MODALITIES,
     SCALAR_FIELDS,
@@ -77,7 +79,9 @@ def doc_to_row(doc: Document, dim: int | None, max_tag_bytes: int = MAX_TAG_BYTE
     if problem:
         raise ItemError(problem)
     modality = doc.modality if doc.modality in MODALITIES else (content_modality(doc) or TEXT)
-    scalars, metadata = tags_to_fields(doc.id, dict(doc.tags), max_tag_bytes)
+    tags = dict(doc.tags)
+    figure_text = str(tags.pop(FIGURE_TEXT_TAG, "") or "")  # read by the OCR reader, for an image item
+    scalars, metadata = tags_to_fields(doc.id, tags, max_tag_bytes)
     question_limit = SCALAR_FIELDS["question_id"]
     if not scalars.get("question_id") and len(doc.id.encode("utf-8")) > question_limit:
         raise ItemError(
@@ -92,7 +96,7 @@ def doc_to_row(doc: Document, dim: int | None, max_tag_bytes: int = MAX_TAG_BYTE
         vector,
         question_id=scalars.pop("question_id", ""),
         modality=modality,
-        text=doc.text or "",
+        text=doc.text or (figure_text if modality == IMAGE else ""),
         image_uri=uri,
         subject=scalars.get("subject", ""),
         grade=scalars.get("grade", ""),

@@ -1,7 +1,8 @@
 """OCR executor: reads the text of photographed questions, first in the Flow (gateway -> ocr ->
 encoder -> indexer).
 
-On ``/search`` with ``ocr: true`` each image query gets the text read from it in
+On ``/index`` and ``/update`` it reads the text inside figures (``tags["figure_text"]``, stored as
+the image item's text). On ``/search`` with ``ocr: true`` each image query gets the text read from it in
 ``tags["ocr_text"]`` (the indexer searches stems with it; the response shows it to the user); a
 photo with no readable text gets ``tags["ocr_note"]`` and is searched by its CLIP vector alone.
 Every other request passes through untouched (handling every endpoint, rather than letting the
@@ -16,7 +17,14 @@ from docarray import DocumentArray
 from jina import Executor, requests
 
 from qbank.config import OcrSettings
-from qbank.domain.schema import IMAGE, OCR_NOTE_TAG, OCR_TEXT_TAG, content_modality, item_errors_message
+from qbank.domain.schema import (
+    FIGURE_TEXT_TAG,
+    IMAGE,
+    OCR_NOTE_TAG,
+    OCR_TEXT_TAG,
+    content_modality,
+    item_errors_message,
+)
 from qbank.media.images import FetchPolicy, ImageInputError, ImageLimits, document_image
 from qbank.model.ocr import OcrReader
 from qbank.service.params import Limits, check_request
@@ -39,7 +47,8 @@ def ocr_device(device: str) -> bool:
 
 
 class QbankOcrReader(Executor):
-    """Reads text in photos on /search (``ocr: true``); every other request passes through."""
+    """Reads text in figures on /index and /update, and in photos on /search (``ocr: true``);
+    every other request passes through."""
 
     def __init__(self, **kwargs: Any):
         """Settings: the fields of ``qbank.config.OcrSettings``, from ``with:`` or QBANK_* variables."""
@@ -76,6 +85,25 @@ class QbankOcrReader(Executor):
                 doc.tags[OCR_NOTE_TAG] = NO_TEXT_NOTE
         if errors:
             raise OcrError(item_errors_message(errors, len(docs), "cannot be read", MAX_REPORTED_ERRORS))
+        return docs
+
+    @requests(on=["/index", "/update"])
+    def index(self, docs: DocumentArray, **kwargs: Any) -> DocumentArray | None:
+        """Read the text inside each figure (``ocr_figures``): labels, values, axis titles and table
+        cells become searchable with the figure. An image that cannot be read is left to the encoder,
+        whose error names it (one home for image errors)."""
+        if not self.settings.ocr_figures or not docs:
+            return None
+        for doc in docs:
+            if content_modality(doc) != IMAGE:
+                continue
+            try:
+                image = document_image(doc, self.limits, self.fetch_policy)
+            except ImageInputError:
+                continue
+            text = self.reader.read(image).text[: self.settings.ocr_max_chars]
+            if text:
+                doc.tags[FIGURE_TEXT_TAG] = text
         return docs
 
     @requests
