@@ -108,3 +108,20 @@ def test_delete_selectors_are_escaped_combined_and_never_empty():
             delete_expression(*empty)
     with pytest.raises(ParameterError, match="/delete: question_id 'x\\\\ny' contains the control character"):
         delete_expression([], ["x\ny"], None)
+
+
+def test_rerank_by_text_follows_the_order_of_the_words():
+    from docarray import Document, DocumentArray
+
+    from qbank.service.mapping import rerank_by_text
+
+    read = "某班有男生89人,女生45人,男生人数占全班人数的几分之几?"  # as OCR returns it (half-width)
+    twins = DocumentArray(
+        [
+            Document(id="swapped", text="某班有男生45人，女生89人，男生人数占全班人数的几分之几？"),
+            Document(id="same", text="某班有男生89人，女生45人，男生人数占全班人数的几分之几？"),
+        ]
+    )
+    ranked = rerank_by_text(twins, read)
+    assert [m.id for m in ranked] == ["same", "swapped"]
+    assert ranked[0].scores["score"].value == 1.0 > ranked[1].scores["text_similarity"].value

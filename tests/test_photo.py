@@ -19,6 +19,10 @@ from qbank_devtools.photos import DISTORTIONS, photo_bytes, render_question
 PLANTED = "photo-planted"
 TEMPLATE = "已知等腰三角形的两边长分别为{a}和{b}，求这个三角形的周长。"
 NEAR_DUPLICATES = [(a, b) for a in (3, 4, 5, 6) for b in (7, 8, 9)]  # (3, 7) is the planted one
+SWAPPED = {  # the same words, two numbers swapped: BM25 ties them (bench/photo.py found these)
+    "photo-swap-a": "一个长方形的长是27厘米，宽是48厘米，它的面积是多少平方厘米？",
+    "photo-swap-b": "一个长方形的长是48厘米，宽是27厘米，它的面积是多少平方厘米？",
+}
 OTHERS = [
     "把20克氯化钠溶于80克水中，所得溶液的溶质质量分数是多少？",
     "一个电阻两端的电压为6V，通过它的电流为0.5A，求它的电阻。",
@@ -33,6 +37,8 @@ def flow(tiny_model, tmp_path_factory):
         for a, b in NEAR_DUPLICATES:
             qid = PLANTED if (a, b) == (3, 7) else f"photo-dup-{a}-{b}"
             docs.append(Document(id=f"{qid}:text:0", text=TEMPLATE.format(a=a, b=b), tags={"question_id": qid}))
+        for qid, stem in SWAPPED.items():
+            docs.append(Document(id=f"{qid}:text:0", text=stem, tags={"question_id": qid}))
         for n, stem in enumerate(OTHERS):
             docs.append(Document(id=f"photo-other-{n}:text:0", text=stem, tags={"question_id": f"photo-other-{n}"}))
         Client(urls["grpc"]).index(docs)
@@ -46,6 +52,15 @@ def test_a_photo_finds_its_question_among_near_duplicates(flow, kind):
     assert "3和7" in found["text"] and not found["note"]
     assert found["questions"][0].question_id == PLANTED
     assert len(found["questions"]) == 5
+
+
+@pytest.mark.parametrize("qid", sorted(SWAPPED))
+def test_a_photo_tells_its_question_from_the_twin_with_numbers_swapped(flow, qid):
+    """BM25 scores both twins the same; the candidates are ordered by the text read, in order."""
+    found = QbankClient(flow["grpc"]).photo_search(photo_bytes(SWAPPED[qid], "tilted", seed=4), limit=3)
+    first, second = found["questions"][:2]
+    assert first.question_id == qid and set(SWAPPED) == {first.question_id, second.question_id}
+    assert first.score == pytest.approx(1.0) and second.score < 0.95
 
 
 def test_a_photo_with_its_figure_and_over_http(flow):

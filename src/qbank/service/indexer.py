@@ -25,6 +25,7 @@ from qbank.service.mapping import (
     check_ids,
     delete_expression,
     merged_update,
+    rerank_by_text,
     row_to_match,
     rows_from_docs,
 )
@@ -97,7 +98,11 @@ class QbankMilvusIndexer(Executor):
         read = DocumentArray(d for d in docs if d.tags.get(OCR_TEXT_TAG) or d.text)
         unread = DocumentArray(d for d in docs if not (d.tags.get(OCR_TEXT_TAG) or d.text))
         texts = [d.tags.get(OCR_TEXT_TAG) or d.text for d in read]
-        self._search(read, texts, parameters.get("mode", OCR_SEARCH_MODE), limit, expr, rrf_k, weights)
+        mode = parameters.get("mode", OCR_SEARCH_MODE)
+        self._search(read, texts, mode, limit, expr, rrf_k, weights)
+        if mode == "bm25":
+            for doc, text in zip(read, texts, strict=True):
+                doc.matches = rerank_by_text(doc.matches, text)
         self._search(unread, [""] * len(unread), "dense", limit, expr, rrf_k, weights)
         return docs
 
