@@ -108,3 +108,19 @@ def test_bad_photos_get_the_usual_errors(flow):
         )
     with pytest.raises(Exception, match="parameter .{0,4}ocr.{0,4} must be true or false"):
         client.search([Document(blob=png_bytes(1))], parameters={"ocr": "yes"})
+
+
+def test_the_cli_prints_what_it_read_and_the_question(flow, tmp_path, capsys):
+    import json
+
+    from qbank_client.cli import main as cli
+
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(photo_bytes(TEMPLATE.format(a=6, b=8), "shadow", seed=5))
+    assert cli(["--url", flow["grpc"], "photo", str(path), "--limit", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "read from the photo" in printed and "6和8" in printed and "photo-dup-6-8" in printed
+    assert cli(["--url", flow["grpc"], "--json", "photo", str(path)]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["questions"][0]["question_id"] == "photo-dup-6-8" and "6和8" in found["text"]
+    assert cli(["--url", flow["grpc"], "photo", str(tmp_path / "missing.jpg")]) == 2
