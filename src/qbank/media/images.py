@@ -238,3 +238,10 @@ def document_image(doc: Any, limits: ImageLimits, policy: FetchPolicy) -> Image.
         return image_from_array(np.asarray(doc.tensor), limits)
     data = doc.blob if doc.blob else read_uri(doc.uri, limits, policy)
     return decode_image(data, limits)
+
+
+def image_policy(settings: Any) -> tuple[ImageLimits, FetchPolicy]:
+    """The limits and the fetch policy an executor's image settings name
+    (``qbank.config.ImageInputSettings``: the encoder's and the OCR reader's)."""
+    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.fetch_timeout)
+    return limits, FetchPolicy.from_settings(settings.uri_roots, settings.fetch_private)

@@ -16,7 +16,7 @@ from jina.constants import __default_endpoint__
 
 from qbank.config import EncoderSettings
 from qbank.domain.schema import IMAGE, OCR_SEARCH_MODE, OCR_TEXT_TAG, TEXT, content_modality, item_errors_message
-from qbank.media.images import FetchPolicy, ImageInputError, ImageLimits, document_image
+from qbank.media.images import ImageInputError, document_image, image_policy
 from qbank.model.clip import ClipEncoder
 from qbank.service.mapping import chunks_problem
 from qbank.service.params import (
@@ -44,8 +44,7 @@ class QbankClipEncoder(Executor):
         self.settings = EncoderSettings.take_from(kwargs)
         super().__init__(**kwargs)
         s = self.settings
-        self.limits = ImageLimits(s.max_image_bytes, s.max_image_pixels, s.fetch_timeout)
-        self.fetch_policy = FetchPolicy.from_settings(s.uri_roots, s.fetch_private)
+        self.limits, self.fetch_policy = image_policy(s)
         self.request_limits = Limits(max_docs=s.max_docs_per_request)
         self.model = ClipEncoder.load(s.model, s.engine, s.device, s.onnx_path, s.fp16, s.num_threads)
         self.logger.info(

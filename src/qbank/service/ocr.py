@@ -25,7 +25,7 @@ from qbank.domain.schema import (
     content_modality,
     item_errors_message,
 )
-from qbank.media.images import FetchPolicy, ImageInputError, ImageLimits, document_image
+from qbank.media.images import ImageInputError, document_image, image_policy
 from qbank.model.ocr import OcrReader
 from qbank.service.params import Limits, check_request
 
@@ -55,8 +55,7 @@ class QbankOcrReader(Executor):
         self.settings = OcrSettings.take_from(kwargs)
         super().__init__(**kwargs)
         s = self.settings
-        self.limits = ImageLimits(s.max_image_bytes, s.max_image_pixels, s.fetch_timeout)
-        self.fetch_policy = FetchPolicy.from_settings(s.uri_roots, s.fetch_private)
+        self.limits, self.fetch_policy = image_policy(s)
         self.request_limits = Limits(max_docs=s.max_docs_per_request)
         cuda = ocr_device(s.device)
         self.reader = OcrReader(s.ocr_det_side, s.ocr_use_cls, s.ocr_min_score, s.ocr_threads, cuda)
