@@ -54,3 +54,23 @@ def test_executor_checks_reach_the_handlers_in_process(executors):
         call(encoder, "/encode", DocumentArray([Document(text="x")]), drop_image_content="no")
     with pytest.raises(ParameterError, match="unknown parameter"):  # the indexer knows every name
         call(indexer, "/count", DocumentArray(), colour="red")
+
+
+def test_the_reader_checks_size_and_ocr_before_reading_and_passes_unknown_endpoints_on():
+    from qbank.service.ocr import QbankOcrReader
+    from qbank.service.params import RequestTooLargeError
+    from qbank_devtools.photos import photo_bytes
+
+    reader = QbankOcrReader(max_docs_per_request=2)
+    try:
+        figures = DocumentArray(Document(id=f"f{i}", blob=photo_bytes(f"第{i}题")) for i in range(3))
+        with pytest.raises(RequestTooLargeError, match="3 documents, over the limit of 2.*QBANK_MAX_DOCS_PER_REQUEST"):
+            call(reader, "/index", figures)
+        assert not any("figure_text" in d.tags for d in figures)  # refused before any OCR
+        with pytest.raises(ParameterError, match="'ocr' must be true or false"):
+            call(reader, "/search", figures[:1], ocr="yes")
+        assert call(reader, "/default", figures[:1]) is None  # the encoder refuses it, naming the endpoints
+        call(reader, "/index", figures[:2])
+        assert "第0题" in figures[0].tags["figure_text"]
+    finally:
+        reader.close()

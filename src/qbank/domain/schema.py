@@ -79,6 +79,11 @@ OCR_SEARCH_MODE = "bm25"
 FIGURE_TEXT_TAG = "figure_text"
 
 
+def query_text(doc: Any) -> str:
+    """The words a query searches with: the text the OCR reader read from its photo, else its own."""
+    return doc.tags.get(OCR_TEXT_TAG) or doc.text or ""
+
+
 def content_modality(doc: Any) -> str | None:
     """What a Document is, by clip-server's rule (``split_img_txt_da``): a doc with text is a text
     item, whatever else it carries (a uri beside a text is not fetched); one without text is an image

@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 from docarray import Document, DocumentArray
-from jina import Executor, requests
-from jina.constants import __default_endpoint__
+from jina import requests
 
 from qbank.config import EncoderSettings
-from qbank.domain.schema import IMAGE, OCR_SEARCH_MODE, OCR_TEXT_TAG, TEXT, content_modality, item_errors_message
+from qbank.domain.schema import IMAGE, OCR_SEARCH_MODE, TEXT, content_modality, item_errors_message, query_text
 from qbank.media.images import ImageInputError, document_image, image_policy
 from qbank.model.clip import ClipEncoder
+from qbank.service.checked import CheckedExecutor
 from qbank.service.mapping import chunks_problem
 from qbank.service.params import (
     CLIP_CLIENT_PARAMETERS,
@@ -25,19 +25,22 @@ from qbank.service.params import (
     Limits,
     ParameterError,
     UnknownEndpointError,
-    check_request,
 )
 
 MAX_REPORTED_ERRORS = 20
-ENCODER_PARAMETERS = {*CLIP_CLIENT_PARAMETERS, "mode", "ocr"}
+ENCODER_PARAMETERS = frozenset({*CLIP_CLIENT_PARAMETERS, "mode", "ocr"})
 
 
 class EncodeError(ValueError):
     """One or more items of a request could not be encoded; the message lists them."""
 
 
-class QbankClipEncoder(Executor):
-    """Encodes on /encode, /index, /search, /update and the default endpoint; ranks on /rank."""
+class QbankClipEncoder(CheckedExecutor):
+    """Encodes on /encode, /index, /search, /update and the default endpoint; ranks on /rank.
+
+    Checks the parameters it reads; the store's own are checked by the indexer, which holds their limits."""
+
+    checked_parameters = ENCODER_PARAMETERS
 
     def __init__(self, **kwargs: Any):
         """Settings: the fields of ``qbank.config.EncoderSettings``, from ``with:`` or QBANK_* variables."""
@@ -54,22 +57,6 @@ class QbankClipEncoder(Executor):
         )
 
     __init__.__signature__ = EncoderSettings.executor_signature()
-
-    async def __acall__(self, req_endpoint: str, **kwargs: Any) -> Any:
-        """Every request is checked before any work: the endpoint (a misspelt one fails instead of
-        answering "ok" with nothing done), its size and the parameters this executor reads; the
-        store's own parameters are checked by the indexer, which holds their limits."""
-        if req_endpoint == __default_endpoint__:  # where jina sends an endpoint no handler declares
-            raise UnknownEndpointError(UNKNOWN_ENDPOINT)
-        docs = kwargs.get("docs")
-        kwargs["parameters"] = check_request(
-            req_endpoint,
-            kwargs.get("parameters"),
-            len(docs) if docs is not None else 0,
-            self.request_limits,
-            only=ENCODER_PARAMETERS,
-        )
-        return await super().__acall__(req_endpoint, **kwargs)
 
     # -- helpers ------------------------------------------------------------------------------
     def _encode_docs(
@@ -181,7 +168,7 @@ class QbankClipEncoder(Executor):
         mode = parameters.get("mode")
         if parameters.get("ocr") and (mode or OCR_SEARCH_MODE) == "bm25":
             # Photo search by the text read: only photos with none need a vector (their dense fallback).
-            unread = DocumentArray(d for d in docs if not (d.tags.get(OCR_TEXT_TAG) or d.text))
+            unread = DocumentArray(d for d in docs if not query_text(d))
             self._encode_docs(unread, self._drop(parameters))
         elif mode != "bm25":
             self._encode_docs(docs, self._drop(parameters))

@@ -52,9 +52,7 @@ def flow_env(**settings: object) -> dict[str, str]:
         "QBANK_GRPC_PORT": str(grpc),
         "QBANK_HTTP_PORT": str(http),
         "QBANK_WS_PORT": str(ws),
-        "QBANK_OCR_REPLICAS": "1",
-        "QBANK_ENCODER_REPLICAS": "1",
-        "QBANK_INDEXER_REPLICAS": "1",
+        **{name: "1" for name in FLOW_ENV_DEFAULTS if name.endswith("_REPLICAS")},
     }
     env.update({f"QBANK_{k.upper()}": str(v) for k, v in settings.items()})
     return env

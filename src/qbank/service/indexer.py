@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 from docarray import DocumentArray
-from jina import Executor, requests
-from jina.constants import __default_endpoint__
+from jina import requests
 
 from qbank.config import IndexerSettings
 from qbank.domain.duplicates import find_near_duplicates
 from qbank.domain.filters import build_filter
-from qbank.domain.schema import OCR_SEARCH_MODE, OCR_TEXT_TAG, ItemError, id_problem
+from qbank.domain.schema import OCR_SEARCH_MODE, ItemError, id_problem, query_text
 from qbank.model.clip import model_identity
+from qbank.service.checked import CheckedExecutor
 from qbank.service.mapping import (
     MAX_REPORTED_ERRORS,
     check_ids,
@@ -29,11 +29,11 @@ from qbank.service.mapping import (
     row_to_match,
     rows_from_docs,
 )
-from qbank.service.params import UNKNOWN_ENDPOINT, ParameterError, UnknownEndpointError, check_request
+from qbank.service.params import UNKNOWN_ENDPOINT, ParameterError, UnknownEndpointError
 from qbank.store import ItemStore, StoreError
 
 
-class QbankMilvusIndexer(Executor):
+class QbankMilvusIndexer(CheckedExecutor):
     """Question items in one Milvus collection (Milvus Lite file by default, any Milvus by URI)."""
 
     def __init__(self, **kwargs: Any):
@@ -50,17 +50,6 @@ class QbankMilvusIndexer(Executor):
             self.logger.warning(f"indexer ready, Milvus is not: {exc}")
 
     __init__.__signature__ = IndexerSettings.executor_signature()
-
-    async def __acall__(self, req_endpoint: str, **kwargs: Any) -> Any:
-        """Every request is checked before any work: a known endpoint, its size, and each parameter
-        for its exact type (qbank.service.params); handlers get the checked parameters."""
-        if req_endpoint == __default_endpoint__:  # where jina sends an endpoint no handler declares
-            raise UnknownEndpointError(UNKNOWN_ENDPOINT)
-        docs = kwargs.get("docs")
-        kwargs["parameters"] = check_request(
-            req_endpoint, kwargs.get("parameters"), len(docs) if docs is not None else 0, self.request_limits
-        )
-        return await super().__acall__(req_endpoint, **kwargs)
 
     @requests(on="/index")
     def index(self, docs: DocumentArray, **kwargs: Any) -> DocumentArray:
@@ -95,9 +84,9 @@ class QbankMilvusIndexer(Executor):
             return docs
         # Photo search: queries with text (read by the OCR executor, or their own) search the stems
         # with it; photos with none fall back to their CLIP vector (and say so in tags.ocr_note).
-        read = DocumentArray(d for d in docs if d.tags.get(OCR_TEXT_TAG) or d.text)
-        unread = DocumentArray(d for d in docs if not (d.tags.get(OCR_TEXT_TAG) or d.text))
-        texts = [d.tags.get(OCR_TEXT_TAG) or d.text for d in read]
+        read = DocumentArray(d for d in docs if query_text(d))
+        unread = DocumentArray(d for d in docs if not query_text(d))
+        texts = [query_text(d) for d in read]
         mode = parameters.get("mode", OCR_SEARCH_MODE)
         self._search(read, texts, mode, limit, expr, rrf_k, weights)
         if mode == "bm25":

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from docarray import DocumentArray
-from jina import Executor, requests
+from jina import requests
 
 from qbank.config import OcrSettings
 from qbank.domain.schema import (
@@ -27,7 +27,8 @@ from qbank.domain.schema import (
 )
 from qbank.media.images import ImageInputError, document_image, image_policy
 from qbank.model.ocr import OcrReader
-from qbank.service.params import Limits, check_request
+from qbank.service.checked import CheckedExecutor
+from qbank.service.params import Limits
 
 NO_TEXT_NOTE = "no text could be read from this photo: it was searched by its CLIP vector alone"
 MAX_REPORTED_ERRORS = 20
@@ -46,9 +47,13 @@ def ocr_device(device: str) -> bool:
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
-class QbankOcrReader(Executor):
+class QbankOcrReader(CheckedExecutor):
     """Reads text in figures on /index and /update, and in photos on /search (``ocr: true``);
-    every other request passes through."""
+    every other request passes through. Checks every request's size before reading anything, and
+    ``ocr``; an unknown endpoint passes on to the encoder, which refuses it."""
+
+    checked_parameters = frozenset({"ocr"})
+    refuses_unknown_endpoints = False
 
     def __init__(self, **kwargs: Any):
         """Settings: the fields of ``qbank.config.OcrSettings``, from ``with:`` or QBANK_* variables."""
@@ -63,22 +68,26 @@ class QbankOcrReader(Executor):
 
     __init__.__signature__ = OcrSettings.executor_signature()
 
+    def _read(self, doc: Any) -> str:
+        """The text of a Document's image (its blob, tensor or uri, under the image limits), at most
+        QBANK_OCR_MAX_CHARS characters; ImageInputError when the image cannot be had."""
+        image = document_image(doc, self.limits, self.fetch_policy)
+        return self.reader.read(image).text[: self.settings.ocr_max_chars]
+
     @requests(on="/search")
     def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray | None:
         """Read the text of each image query when the request asks for it (``ocr: true``)."""
-        checked = check_request("/search", parameters, len(docs), self.request_limits, only={"ocr"})
-        if not checked.get("ocr"):
+        if not parameters.get("ocr"):
             return None
         errors: list[str] = []
         for doc in docs:
             if content_modality(doc) != IMAGE:
                 continue  # a text query is searched by its own text
             try:
-                image = document_image(doc, self.limits, self.fetch_policy)
+                text = self._read(doc)
             except ImageInputError as exc:
                 errors.append(f"item {doc.id!r}: image: {exc}")
                 continue
-            text = self.reader.read(image).text[: self.settings.ocr_max_chars]
             doc.tags[OCR_TEXT_TAG] = text
             if not text:
                 doc.tags[OCR_NOTE_TAG] = NO_TEXT_NOTE
@@ -97,10 +106,9 @@ class QbankOcrReader(Executor):
             if content_modality(doc) != IMAGE:
                 continue
             try:
-                image = document_image(doc, self.limits, self.fetch_policy)
+                text = self._read(doc)
             except ImageInputError:
                 continue
-            text = self.reader.read(image).text[: self.settings.ocr_max_chars]
             if text:
                 doc.tags[FIGURE_TEXT_TAG] = text
         return docs

@@ -1,0 +1,38 @@
+"""The check every executor makes before any work, in one place: the endpoint, the request's size
+(QBANK_MAX_DOCS_PER_REQUEST) and the parameters the executor reads, each for its exact type
+(qbank.service.params); handlers get the checked parameters."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from jina import Executor
+from jina.constants import __default_endpoint__
+
+from qbank.service.params import UNKNOWN_ENDPOINT, Limits, UnknownEndpointError, check_request
+
+
+class CheckedExecutor(Executor):
+    """An executor whose ``__acall__`` checks each request first. Subclasses set ``request_limits``
+    in ``__init__``, and may narrow ``checked_parameters`` (None: every parameter of the endpoint)."""
+
+    checked_parameters: ClassVar[frozenset[str] | None] = None
+    # jina sends an endpoint no handler declares to /default: refused, unless a later executor
+    # refuses it (naming the served endpoints) and this one only passes requests on.
+    refuses_unknown_endpoints: ClassVar[bool] = True
+    request_limits: Limits
+
+    async def __acall__(self, req_endpoint: str, **kwargs: Any) -> Any:
+        if req_endpoint == __default_endpoint__:
+            if self.refuses_unknown_endpoints:
+                raise UnknownEndpointError(UNKNOWN_ENDPOINT)
+        else:
+            docs = kwargs.get("docs")
+            kwargs["parameters"] = check_request(
+                req_endpoint,
+                kwargs.get("parameters"),
+                len(docs) if docs is not None else 0,
+                self.request_limits,
+                only=self.checked_parameters,
+            )
+        return await super().__acall__(req_endpoint, **kwargs)
