@@ -3,7 +3,11 @@ number changed), query photos rendered from bank stems (with and without a figur
 distortion, searched through the real Flow three ways, side by side in one run:
 
 * clip:        the photo's CLIP vector against the stems (what clip-as-service gives)
-* ocr+bm25:    the text read from the photo (PP-OCRv6), BM25 over the stems (the default)
+* ocr+bm25:    the text read from the photo (PP-OCRv6), BM25 over the stems' matching form
+               (qbank.domain.text: look-alikes folded, letter/digit runs split), candidates ranked
+               by in-order similarity (the default)
+* raw bm25:    the same text read, BM25 over the raw stems (schema 2's way), ranked the same way
+               without the folding: what the matching form gains
 * ocr+hybrid:  both, fused by RRF
 
 Prints recall@1, recall@10 and MRR per distortion and method, and p50/p90 latency per photo through
@@ -35,6 +39,13 @@ TEMPLATES = [
     "圆的半径是{a}厘米，圆心角为{b}度的扇形面积是多少？",
     "某班有男生{a}人，女生{b}人，男生人数占全班人数的几分之几？",
     "物体的质量为{a}kg，受到{b}N的水平拉力，求它的加速度。",
+    # symbols OCR returns in another form (x² -> x2, l1∥l2 -> I1||12, lost spaces, A -> a)
+    "如图，直线l1∥l2，∠1={a}°，∠2={b}°，求∠3的度数。",
+    "一个标有“220V {a}W”的电热水壶正常工作{b}min，消耗多少电能？",
+    "电阻R1={a}Ω，R2={b}Ω串联在电路中，求总电阻。",
+    "函数f(x)=x²-{a}x+{b}的图象与x轴交于A、B两点，求线段AB的长。",
+    "若集合A={{x|0<x<{a}}}，B={{x|x≥{b}}}，求A∩B。",
+    "质量为{a}kg的小球从{b}m高处自由下落，g取10m/s²，求落地速度。",
 ]
 
 
@@ -50,6 +61,43 @@ def bank(n: int, seed: int = 5) -> list[tuple[str, str]]:
             seen.add(stem)
             stems.append((f"q{len(stems)}", stem))
     return stems
+
+
+def raw_bm25(path: Path, stems: list[tuple[str, str]]):
+    """A search over the raw stems (BM25 on the text as stored, the chinese analyzer: schema 2's
+    way), candidates ranked by in-order similarity without look-alike folding: the baseline."""
+    import difflib
+
+    from pymilvus import DataType, Function, FunctionType, MilvusClient
+
+    from qbank.domain.text import normalise
+
+    client = MilvusClient(str(path))
+    schema = MilvusClient.create_schema(auto_id=False)
+    schema.add_field("id", DataType.VARCHAR, max_length=64, is_primary=True)
+    schema.add_field(
+        "text", DataType.VARCHAR, max_length=4096, enable_analyzer=True, analyzer_params={"type": "chinese"}
+    )
+    schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+    schema.add_function(Function("bm25", FunctionType.BM25, ["text"], ["sparse"]))
+    index = MilvusClient.prepare_index_params()
+    index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+    client.create_collection("raw", schema=schema, index_params=index)
+    for start in range(0, len(stems), 1000):
+        client.insert("raw", [{"id": q, "text": t} for q, t in stems[start : start + 1000]])
+
+    def search(text: str, limit: int) -> list[str]:
+        if not text:
+            return []
+        hits = client.search("raw", [text], anns_field="sparse", limit=limit * 4, output_fields=["text"])[0]
+        read = normalise(text)
+
+        def similarity(hit: dict) -> float:
+            return difflib.SequenceMatcher(None, read, normalise(hit["entity"]["text"]), autojunk=False).ratio()
+
+        return [hit["id"] for hit in sorted(hits, key=similarity, reverse=True)][:limit]
+
+    return search
 
 
 def ranks(found_ids: list[str], target: str) -> int | None:
@@ -115,10 +163,21 @@ def main(argv: list[str] | None = None) -> int:
                 Client(urls["grpc"]).index(docs, batch_size=100)
             print(f"indexed {len(stems)} stems in {time.perf_counter() - started:.0f} s", flush=True)
             client = QbankClient(urls["grpc"])
+            raw = raw_bm25(folder / "raw.db", stems)
+            read: dict[str, str] = {}  # the text the Flow read from the photo being measured
+
+            def ocr_bm25(photo: bytes) -> list[str]:
+                answer = client.photo_search(photo, 10)
+                read["text"] = answer["text"]
+                return [h.question_id for h in answer["questions"]]
+
             methods = {
-                "clip": lambda photo: client.image_to_text(photo, 10)["stems"],
-                "ocr+bm25": lambda photo: client.photo_search(photo, 10)["questions"],
-                "ocr+hybrid": lambda photo: client.photo_search(photo, 10, mode="hybrid")["questions"],
+                "clip": lambda photo: [h.question_id for h in client.image_to_text(photo, 10)["stems"]],
+                "ocr+bm25": ocr_bm25,
+                "raw bm25": lambda photo: raw(read["text"], 10),
+                "ocr+hybrid": lambda photo: [
+                    h.question_id for h in client.photo_search(photo, 10, mode="hybrid")["questions"]
+                ],
             }
             found: dict[tuple[str, str], list[int | None]] = {}
             latency: list[float] = []
@@ -130,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                     hits = search(photo)
                     if method == "ocr+bm25":
                         latency.append(time.perf_counter() - began)
-                    rank = ranks([h.question_id for h in hits], qid)
+                    rank = ranks(hits, qid)
                     found.setdefault((method, kind), []).append(rank)
                     found.setdefault((method, "every photo"), []).append(rank)
                 if (number + 1) % 50 == 0:

@@ -206,3 +206,63 @@ def test_evaluation_bm25_meets_its_target_on_the_generated_set(tiny_model, tmp_p
     assert bm25["recall@1"] <= bm25["recall@10"] and 0 < bm25["mrr"] <= 1
     assert set(report["modes"]) == {"dense", "bm25", "hybrid"}
     assert set(bm25["by_variant"]) == set(VARIANTS)
+
+
+NEAR_TWINS = {  # one template, numbers changed: BM25 must find the stem a photo's reading names
+    f"f{a}-{b}": ("数学", f"函数f(x)=x²-{a}x+{b}的图象与x轴交于A、B两点，求线段AB的长。")
+    for a in range(20, 35)
+    for b in range(90, 100)
+}
+OCR_READING = "函数f(x)=x2-23x+93的图象与x轴交于A、B两点,求线段AB的长。"  # what PP-OCRv6 read of f23-93
+
+
+def test_bm25_matches_a_stem_in_the_form_ocr_reads_it(tmp_path):
+    """Schema 3: BM25 reads the stem's matching form (x² and x2 meet), the display text is kept."""
+    item_store = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
+    try:
+        item_store.check_vectors("test-model", 8, create=True)
+        item_store.upsert(make_rows(NEAR_TWINS))
+        assert item_store.describe()["text_search_form"] is True
+        assert ids(item_store.search_text([OCR_READING], 3)[0])[0] == "f23-93"
+        assert item_store.get(["f23-93:text:0"])[0]["text"] == NEAR_TWINS["f23-93"][1]  # stored as given
+    finally:
+        item_store.close()
+
+
+def test_a_schema_2_collection_keeps_bm25_over_its_raw_text(tmp_path):
+    """A collection made before the matching form (BM25 over `text` itself) is searched with the
+    query as given; there, the OCR reading's x2 is not the stem's x², which is what schema 3 fixes."""
+    from pymilvus import DataType, Function, FunctionType, MilvusClient
+
+    from qbank.domain.schema import ID_MAX_LENGTH, SCALAR_FIELDS, TEXT_MAX_BYTES, URI_MAX_LENGTH
+
+    client = MilvusClient(str(tmp_path / "milvus_lite.db"))
+    recorded = {"model": "test-model", "dim": 8, "schema": 2, "text_analyzer": "chinese"}
+    schema = MilvusClient.create_schema(auto_id=False, description=json.dumps(recorded))
+    schema.add_field("id", DataType.VARCHAR, max_length=ID_MAX_LENGTH, is_primary=True)
+    for name, length in SCALAR_FIELDS.items():
+        schema.add_field(name, DataType.VARCHAR, max_length=length)
+    schema.add_field(
+        "text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES, enable_analyzer=True, analyzer_params={"type": "chinese"}
+    )
+    schema.add_field("text_sparse", DataType.SPARSE_FLOAT_VECTOR)
+    schema.add_field("image_uri", DataType.VARCHAR, max_length=URI_MAX_LENGTH)
+    schema.add_field("metadata", DataType.JSON)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=8)
+    schema.add_function(Function("text_bm25", FunctionType.BM25, ["text"], ["text_sparse"]))
+    index = MilvusClient.prepare_index_params()
+    index.add_index("embedding", index_type="AUTOINDEX", metric_type="COSINE")
+    index.add_index("text_sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+    client.create_collection("qbank_items", schema=schema, index_params=index)
+    client.close()
+
+    old = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
+    try:
+        assert old.full_text and old.describe()["text_search_form"] is False
+        old.check_vectors("test-model", 8, create=False)
+        old.upsert(make_rows({**STEMS, **NEAR_TWINS}))  # written without a search_text field
+        assert ids(old.search_text(["三角形"], 5)[0]) == ["tri"]
+        assert ids(old.search_text([NEAR_TWINS["f23-93"][1]], 1)[0]) == ["f23-93"]
+        assert "f23-93" not in ids(old.search_text([OCR_READING], 10)[0])  # x2 is not x²: lost
+    finally:
+        old.close()

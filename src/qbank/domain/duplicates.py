@@ -9,22 +9,15 @@ similarity reaches the threshold: paraphrases too, with a real model.
 
 from __future__ import annotations
 
-import difflib
-import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from qbank.domain.schema import DUPLICATE_MEASURES, TEXT
+from qbank.domain.text import normalise
 
 if TYPE_CHECKING:
     from qbank.store import ItemStore
 
 BY = DUPLICATE_MEASURES
-
-
-def normalise(text: str) -> str:
-    """NFKC (full/half width), lower case, without punctuation, symbols or spaces."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    return "".join(ch for ch in text if unicodedata.category(ch)[0] in "LN")
 
 
 def bigrams(text: str) -> set[str]:
@@ -38,15 +31,6 @@ def text_similarity(a: str, b: str) -> float:
     if not first or not second:
         return 0.0
     return len(first & second) / len(first | second)
-
-
-def sequence_similarity(a: str, b: str) -> float:
-    """How much of two texts matches in order (difflib's ratio over the normalised texts), in [0, 1].
-    Unlike bigram sets it tells "男生89人，女生45人" from "男生45人，女生89人" (same bigrams)."""
-    first, second = normalise(a), normalise(b)
-    if not first or not second:
-        return 0.0
-    return difflib.SequenceMatcher(None, first, second, autojunk=False).ratio()
 
 
 class _Groups:

@@ -11,7 +11,6 @@ from typing import Any
 
 from docarray import Document, DocumentArray
 
-from qbank.domain.duplicates import sequence_similarity
 from qbank.domain.filters import build_filter, ids_filter
 from qbank.domain.schema import (
     FIGURE_TEXT_TAG,
@@ -29,6 +28,7 @@ from qbank.domain.schema import (
     item_row,
     tags_to_fields,
 )
+from qbank.domain.text import sequence_similarity
 from qbank.service.params import ParameterError
 
 MAX_REPORTED_ERRORS = 20

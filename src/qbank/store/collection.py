@@ -18,8 +18,12 @@ from qbank.store.errors import ModelMismatchError, StoreError
 
 # Schema 2 adds full text: a BM25 function turns `text` (analysed by settings.text_analyzer) into
 # the sparse vector field below, so one collection answers dense, bm25 and hybrid searches.
-SCHEMA_VERSION = 2
+# Schema 3 feeds that function `search_text`, the stem in qbank.domain.text's matching form
+# (look-alikes folded, letter/digit runs split), written by the store beside the display `text`;
+# queries are searched in the same form. Schema 2 collections keep BM25 over the raw text.
+SCHEMA_VERSION = 3
 SPARSE_FIELD = "text_sparse"
+SEARCH_TEXT_FIELD = "search_text"
 VECTOR_FIELD = "embedding"
 
 OUTPUT_FIELDS = [
@@ -41,6 +45,7 @@ class Identity:
     full_text: bool  # the collection has the BM25 field (schema 2)
     analyzer: str | None
     index_type: str | None  # of the vector field, as Milvus reports it
+    search_form: bool = False  # BM25 reads the matching form of the text (schema 3), not the raw text
 
 
 def read_identity(invoke: Callable[..., Any], collection: str) -> Identity | None:
@@ -63,6 +68,7 @@ def read_identity(invoke: Callable[..., Any], collection: str) -> Identity | Non
         full_text=any(f["name"] == SPARSE_FIELD for f in info["fields"]),
         analyzer=recorded.get("text_analyzer"),
         index_type=index_type,
+        search_form=any(f["name"] == SEARCH_TEXT_FIELD for f in info["fields"]),
     )
 
 
@@ -76,8 +82,13 @@ def collection_schema(settings: IndexerSettings, model: str, dim: int) -> tuple[
     schema.add_field("id", DataType.VARCHAR, max_length=ID_MAX_LENGTH, is_primary=True)
     for name, length in SCALAR_FIELDS.items():
         schema.add_field(name, DataType.VARCHAR, max_length=length)
+    schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES)
     schema.add_field(
-        "text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES, enable_analyzer=True, analyzer_params={"type": analyzer}
+        SEARCH_TEXT_FIELD,
+        DataType.VARCHAR,
+        max_length=TEXT_MAX_BYTES,
+        enable_analyzer=True,
+        analyzer_params={"type": analyzer},
     )
     schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
     schema.add_field("image_uri", DataType.VARCHAR, max_length=URI_MAX_LENGTH)
@@ -87,7 +98,7 @@ def collection_schema(settings: IndexerSettings, model: str, dim: int) -> tuple[
         Function(
             name="text_bm25",
             function_type=FunctionType.BM25,
-            input_field_names=["text"],
+            input_field_names=[SEARCH_TEXT_FIELD],
             output_field_names=[SPARSE_FIELD],
         )
     )
@@ -97,7 +108,7 @@ def collection_schema(settings: IndexerSettings, model: str, dim: int) -> tuple[
     if is_milvus_server_uri(settings.uri):  # scalar indexes speed filters on a server; Lite scans
         for name in SCALAR_FIELDS:
             index.add_index(name, index_type="INVERTED")
-    return schema, index, Identity(model, dim, True, analyzer, settings.vector_index)
+    return schema, index, Identity(model, dim, True, analyzer, settings.vector_index, search_form=True)
 
 
 def check_model(identity: Identity, collection: str, model: str, dim: int) -> None:

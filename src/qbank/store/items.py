@@ -17,8 +17,11 @@ from typing import Any
 from qbank.config import IndexerSettings
 from qbank.domain.filters import ids_filter
 from qbank.domain.fusion import weighted_fusion
+from qbank.domain.schema import TEXT_MAX_BYTES
+from qbank.domain.text import search_form
 from qbank.store.collection import (
     OUTPUT_FIELDS,
+    SEARCH_TEXT_FIELD,
     SPARSE_FIELD,
     VECTOR_FIELD,
     Identity,
@@ -123,7 +126,9 @@ class ItemStore:
         # that item). So on Lite the stored versions are read first and put back after a failure.
         previous = self._stored_versions([row["id"] for row in rows]) if self.lite is not None else []
         try:
-            result = self.connection.write("upsert", "nothing of this request was stored", self.collection, rows)
+            result = self.connection.write(
+                "upsert", "nothing of this request was stored", self.collection, self._with_search_form(rows)
+            )
         except MilvusUnavailableError:
             raise
         except StoreError as exc:
@@ -131,6 +136,19 @@ class ItemStore:
                 raise StoreError(f"{exc}{self._restore(previous)}") from None
             raise
         return int(result.get("upsert_count", len(rows)))
+
+    def _with_search_form(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``rows`` with the matching form of their text, which BM25 reads (schema 3)."""
+        if not (self.identity and self.identity.search_form):
+            return rows
+        return [{**row, SEARCH_TEXT_FIELD: search_form(row.get("text") or "", TEXT_MAX_BYTES)} for row in rows]
+
+    def _bm25_queries(self, texts: Sequence[str]) -> list[str]:
+        """The queries' words in the form the collection's BM25 reads: the matching form on schema 3,
+        as given on a schema 2 collection (whose stored tokens are the raw text's)."""
+        if self.identity and self.identity.search_form:
+            return [search_form(text, TEXT_MAX_BYTES) for text in texts]
+        return list(texts)
 
     def _stored_versions(self, ids: list[str]) -> list[dict[str, Any]]:
         """The stored rows (vectors included) of those ``ids`` that exist. Milvus Lite cannot return
@@ -155,7 +173,7 @@ class ItemStore:
     def _restore(self, previous: list[dict[str, Any]]) -> str:
         """Write back the stored versions a failed Lite upsert deleted; says so when it cannot."""
         try:
-            self.connection.call("upsert", self.collection, previous)
+            self.connection.call("upsert", self.collection, self._with_search_form(previous))
         except StoreError as exc:
             logger.error("could not restore %d items after a failed upsert: %s", len(previous), exc)
             return f" (and the stored versions of {len(previous)} items could not be put back: {exc})"
@@ -190,7 +208,7 @@ class ItemStore:
         return self.connection.call(
             "search",
             self.collection,
-            data=list(texts),
+            data=self._bm25_queries(texts),
             anns_field=SPARSE_FIELD,
             limit=limit,
             filter=expr,
@@ -234,7 +252,9 @@ class ItemStore:
                 limit,
                 expr=expr or None,
             ),
-            AnnSearchRequest(list(texts), SPARSE_FIELD, {"metric_type": "BM25"}, limit, expr=expr or None),
+            AnnSearchRequest(
+                self._bm25_queries(texts), SPARSE_FIELD, {"metric_type": "BM25"}, limit, expr=expr or None
+            ),
         ]
         return self.connection.call(
             "hybrid_search", self.collection, requests, RRFRanker(rrf_k), limit=limit, output_fields=OUTPUT_FIELDS
@@ -293,6 +313,7 @@ class ItemStore:
             "metric_type": self.settings.metric_type,
             "full_text": self.full_text,
             "text_analyzer": self.analyzer,
+            "text_search_form": bool(self.identity and self.identity.search_form),
             "count": self.count(),
             "uri": self.where,
         }

@@ -1,0 +1,72 @@
+"""One normalisation of question text for matching, applied identically to stored stems and to
+queries (typed or read from a photo), so that BM25's tokens and the in-order comparison agree.
+
+Why, measured (PP-OCRv6 on rendered question photos, tests/test_text.py pins each case): OCR returns
+``x²`` as ``x2``, ``l1∥l2`` as ``I1||12``, ``220V 1000W`` as ``220V1000W``, full-width punctuation as
+half-width and ``A`` as ``a``. Milvus' ``chinese`` analyzer (jieba, then alphanumeric-only tokens)
+turns ``x²-23x`` and ``x2-23x`` into different tokens, so BM25 lost the photographed stem among its
+near-duplicates (bench/photo.py, the symbol templates). Milvus 2.5's analyzers have tokenizers and
+token filters (lowercase, ASCII folding, length, stop words...) but no character mapping, so the
+folding cannot be left to them: the store keeps this form of each stem in a field of its own
+(``search_text``, which its BM25 function reads) and searches with the same form of the query.
+
+The rules, in order: NFKC (full/half width, superscripts), lower case, then within runs of ASCII
+letters, digits and ``|``/``∥`` that hold a digit or consist only of look-alike characters, the
+look-alikes become digits (``l``, ``i``, ``|`` -> 1; ``o`` -> 0; ``∥`` -> 11), and letters and
+digits are split apart (``220v1000w`` -> ``220 v 1000 w``). Ordinary words (``solution``, ``cos``)
+are left alone, so English stems keep their BM25 tokens.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+
+LOOKALIKES = str.maketrans({"l": "1", "i": "1", "|": "1", "∥": "11", "o": "0"})
+_RUN = re.compile(r"[0-9a-z|∥]+")
+_ONLY_LOOKALIKES = re.compile(r"[lio|∥]+")
+_LETTER_DIGIT = re.compile(r"(?<=[0-9])(?=[a-z])|(?<=[a-z])(?=[0-9])")
+
+
+def _fold_run(match: re.Match[str]) -> str:
+    run = match.group(0)
+    if any(ch.isdigit() for ch in run) or _ONLY_LOOKALIKES.fullmatch(run):
+        run = run.translate(LOOKALIKES)
+    return _LETTER_DIGIT.sub(" ", run.replace("|", " ").replace("∥", " "))
+
+
+def folded(text: str) -> str:
+    """NFKC, lower case, look-alikes folded and letter/digit runs split (see the module's rules)."""
+    return _RUN.sub(_fold_run, unicodedata.normalize("NFKC", text).lower())
+
+
+def search_form(text: str, max_bytes: int) -> str:
+    """The form BM25 indexes and searches (``folded``), cut to ``max_bytes`` of UTF-8 at a character
+    boundary: folding can lengthen a text (``∥`` -> ``11``, spaces between runs), and a cut tail
+    only loses matching on words the display copy also keeps."""
+    form = folded(text)
+    encoded = form.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return form
+    return encoded[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def normalise(text: str) -> str:
+    """NFKC (full/half width), lower case, without punctuation, symbols or spaces."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return "".join(ch for ch in text if unicodedata.category(ch)[0] in "LN")
+
+
+def match_form(text: str) -> str:
+    """``folded`` without punctuation, symbols or spaces: what the in-order comparison reads."""
+    return normalise(folded(text))
+
+
+def sequence_similarity(a: str, b: str) -> float:
+    """How much of two texts matches in order (difflib's ratio over their ``match_form``), in [0, 1].
+    Unlike bigram sets it tells "男生89人，女生45人" from "男生45人，女生89人" (same bigrams)."""
+    first, second = match_form(a), match_form(b)
+    if not first or not second:
+        return 0.0
+    return difflib.SequenceMatcher(None, first, second, autojunk=False).ratio()
