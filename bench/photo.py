@@ -151,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
 
     stems = bank(args.stems)
     rng = random.Random(11)
-    queries = [(rng.choice(stems), DISTORTIONS[i % len(DISTORTIONS)], i % 2 == 1) for i in range(args.photos)]
+    queries = [
+        (rng.choice(stems), DISTORTIONS[i % len(DISTORTIONS)], (i // len(DISTORTIONS)) % 2 == 1)
+        for i in range(args.photos)
+    ]
     with tempfile.TemporaryDirectory(prefix="qbank-bench-photo-") as tmp:
         folder = Path(tmp)
         model = build_tiny_clip(folder / "model", "chinese_clip", full_size=args.model != "tiny")
@@ -169,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             def ocr_bm25(photo: bytes) -> list[str]:
                 answer = client.photo_search(photo, 10)
                 read["text"] = answer["text"]
+                read["figure_found"] = answer["figure_region"] is not None
                 return [h.question_id for h in answer["questions"]]
 
             methods = {
@@ -181,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             found: dict[tuple[str, str], list[int | None]] = {}
             latency: list[float] = []
+            figure_found: dict[tuple[str, bool], list[bool]] = {}  # (distortion, has a figure) -> found
             for number, ((qid, stem), kind, with_figure) in enumerate(queries):
                 figure = draw_figure("triangle", number) if with_figure else None
                 photo = photo_bytes(stem, kind, figure=figure, seed=number)
@@ -189,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                     hits = search(photo)
                     if method == "ocr+bm25":
                         latency.append(time.perf_counter() - began)
+                        figure_found.setdefault((kind, with_figure), []).append(read["figure_found"])
                     rank = ranks(hits, qid)
                     found.setdefault((method, kind), []).append(rank)
                     found.setdefault((method, "every photo"), []).append(rank)
@@ -206,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
             mrr = sum(1 / r for r in got if r) / len(got)
             row += f"{r1:>17.3f}{r10:>7.3f}{mrr:>7.3f}"
         print(row)
+    print("\nfigure region found on the page (reader, qbank.media.regions): with a figure / without one")
+    for kind in DISTORTIONS:
+        hit, false = figure_found.get((kind, True), []), figure_found.get((kind, False), [])
+        print(f"{kind:<14}{sum(hit)}/{len(hit)}{'':>6}{sum(false)}/{len(false)}")
     latency.sort()
     p90 = latency[int(0.9 * (len(latency) - 1))]
     print(

@@ -10,10 +10,11 @@ import pytest
 from clip_client import Client
 from conftest import png_bytes, running_flow
 from docarray import Document, DocumentArray
-from PIL import Image
+from PIL import Image, ImageOps
 from test_flow import jina_client
 
 from qbank_client import QbankClient
+from qbank_devtools.demo import draw_figure
 from qbank_devtools.photos import DISTORTIONS, photo_bytes, render_question
 
 PLANTED = "photo-planted"
@@ -25,11 +26,28 @@ SWAPPED = {  # the same words, two numbers swapped: BM25 ties them (bench/photo.
 }
 SYMBOL_TEMPLATE = "函数f(x)=x²-{a}x+{b}的图象与x轴交于A、B两点，求线段AB的长。"  # OCR reads x² as x2
 SYMBOL_TWINS = [(a, b) for a in range(20, 35) for b in range(90, 100)]  # BM25 over raw text ties them all
+FIGURES = {  # the bank's figures (image items): the planted question's triangle among others
+    PLANTED: ("triangle", 4),
+    "photo-dup-4-8": ("circuit", 5),
+    "photo-other-0": ("bar_chart", 6),
+    "photo-other-1": ("circle", 7),
+    "photo-other-2": ("line_chart", 8),
+}
 OTHERS = [
     "把20克氯化钠溶于80克水中，所得溶液的溶质质量分数是多少？",
     "一个电阻两端的电压为6V，通过它的电流为0.5A，求它的电阻。",
     "小明以每小时5千米的速度步行2小时，他走了多少千米？",
 ]
+
+
+def cropped(png: bytes, padding: int = 8) -> bytes:
+    """A figure cut to its ink, as banks store figures (and as the reader cuts one from a photo)."""
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    left, top, right, bottom = ImageOps.invert(image).getbbox()
+    box = (max(0, left - padding), max(0, top - padding), right + padding, bottom + padding)
+    buffer = io.BytesIO()
+    image.crop(box).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +64,8 @@ def flow(tiny_model, tmp_path_factory):
             docs.append(Document(id=f"{qid}:text:0", text=SYMBOL_TEMPLATE.format(a=a, b=b), tags={"question_id": qid}))
         for n, stem in enumerate(OTHERS):
             docs.append(Document(id=f"photo-other-{n}:text:0", text=stem, tags={"question_id": f"photo-other-{n}"}))
+        for qid, (kind, seed) in FIGURES.items():
+            docs.append(Document(id=f"{qid}:image:0", blob=cropped(draw_figure(kind, seed)), tags={"question_id": qid}))
         Client(urls["grpc"]).index(docs)
         yield urls
 
@@ -75,6 +95,29 @@ def test_a_symbol_ocr_reads_in_another_form_still_finds_its_question(flow, kind)
     found = QbankClient(flow["grpc"]).photo_search(photo_bytes(SYMBOL_TEMPLATE.format(a=23, b=93), kind), limit=3)
     assert "x2-23x+93" in found["text"].replace(" ", "")
     assert found["questions"][0].question_id == "photo-fx-23-93"
+
+
+@pytest.mark.parametrize("kind", DISTORTIONS)
+def test_the_figure_on_a_photo_is_found_and_matched_against_the_banks_figures(flow, kind):
+    """The reader finds the figure outside the text lines under every distortion, and its crop's
+    CLIP vector searches the bank's figures. That the clean photo's figure finds the figure it was
+    drawn from first is all a random-weight CLIP can show; under distortions that takes real weights."""
+    photo = photo_bytes(TEMPLATE.format(a=3, b=7), kind, figure=draw_figure(*FIGURES[PLANTED]), seed=1)
+    found = QbankClient(flow["grpc"]).photo_search(photo, limit=3)
+    assert found["questions"][0].question_id == PLANTED  # by the text read
+    left, top, right, bottom = found["figure_region"]
+    width, height = Image.open(io.BytesIO(photo)).size
+    assert top > height * 0.3 and right < width * 0.5  # below the stem, at the left where it was pasted
+    assert (right - left) > width * 0.1 and (bottom - top) > height * 0.25
+    assert len(found["figures"]) == 3 and {h.modality for h in found["figures"]} == {"image"}
+    if kind == "clean":
+        assert found["figures"][0].question_id == PLANTED and found["figures"][0].score > 0.95
+
+
+def test_a_photo_without_a_figure_has_no_figure_matches(flow):
+    found = QbankClient(flow["grpc"]).photo_search(photo_bytes(TEMPLATE.format(a=3, b=7), "all", seed=3), limit=3)
+    assert found["figure_region"] is None and found["figures"] == []
+    assert found["questions"][0].question_id == PLANTED
 
 
 def test_a_photo_with_its_figure_and_over_http(flow):

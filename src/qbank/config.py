@@ -207,6 +207,9 @@ class OcrSettings(ImageInputSettings):
     # Read the text inside figures at /index and /update (stored as the image item's text, found by
     # BM25); costs one OCR pass per figure (README, "Photo search").
     ocr_figures: bool = True
+    # Match the figure found in a photo (outside its text lines) against the bank's figures with
+    # CLIP, beside the stems found by the text: one image encode per photo with a figure.
+    ocr_figure_search: bool = True
 
     def check(self) -> None:
         super().check()

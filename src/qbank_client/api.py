@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 from docarray import Document, DocumentArray
 
-from qbank.domain.schema import IMAGE, OCR_NOTE_TAG, OCR_TEXT_TAG, TEXT
+from qbank.domain.schema import FIGURE_REGION_TAG, IMAGE, OCR_NOTE_TAG, OCR_TEXT_TAG, TEXT
 from qbank_client.bank import read_image_ref
 
 PROTOCOLS = {
@@ -309,18 +309,24 @@ class QbankClient:
     ) -> dict[str, Any]:
         """A photo of a question -> its question: the server reads the photo's text (OCR) and searches
         the stems with it (``mode``: bm25 by default, or hybrid with the photo's CLIP vector); a photo
-        with no readable text is searched by its CLIP vector, and ``note`` says so. Returns the text
-        read (``text``), ``note`` and the ``questions``, best first."""
+        with no readable text is searched by its CLIP vector, and ``note`` says so. The figure found
+        on the page (outside its text lines) is matched against the bank's figures by CLIP. Returns
+        the text read (``text``), ``note``, the ``questions`` (best first), the figure's
+        ``figure_region`` ([left, top, right, bottom] in the photo, or None) and ``figures``: the
+        questions whose figures match it, best first."""
         wanted = _given(filters)
         parameters: dict[str, Any] = {"limit": min(limit * OVERFETCH, 1000), "filter": wanted, "ocr": True}
         if mode:
             parameters["mode"] = mode
         docs, _ = self.post("/search", DocumentArray([image_document(image)]), parameters)
         query = docs[0]
+        figure = next((c for c in query.chunks if FIGURE_REGION_TAG in c.tags), None)
         return {
             "text": query.tags.get(OCR_TEXT_TAG, ""),
             "note": query.tags.get(OCR_NOTE_TAG, ""),
             "questions": group_by_question(query.matches, limit),
+            "figure_region": [int(v) for v in figure.tags[FIGURE_REGION_TAG]] if figure else None,
+            "figures": group_by_question(figure.matches, limit) if figure else [],
         }
 
     def near_duplicates(

@@ -102,7 +102,17 @@ def cmd_photo(args: argparse.Namespace, client: QbankClient) -> int:
         return 2
     heading = f"read from the photo: {found['text']!r}" if found["text"] else found["note"]
     text = heading + "\n\n" + format_table("questions matching the photo", found["questions"])
-    payload = {"text": found["text"], "note": found["note"], "questions": [h.to_dict() for h in found["questions"]]}
+    if found["figure_region"]:
+        text += "\n\n" + format_table(
+            f"questions whose figures match the figure at {found['figure_region']}", found["figures"]
+        )
+    payload = {
+        "text": found["text"],
+        "note": found["note"],
+        "questions": [h.to_dict() for h in found["questions"]],
+        "figure_region": found["figure_region"],
+        "figures": [h.to_dict() for h in found["figures"]],
+    }
     _print(args, payload, text)
     return 0
 

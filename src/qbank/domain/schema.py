@@ -77,6 +77,14 @@ OCR_SEARCH_MODE = "bm25"
 # The text the OCR reader finds inside a figure at /index: stored as the image item's text, so BM25
 # finds a figure by its labels, values and axis titles (its CLIP vector stays the image's).
 FIGURE_TEXT_TAG = "figure_text"
+# The figure found in a photo (qbank.media.regions): [left, top, right, bottom] in the photo's
+# pixels, on the query and on the chunk that holds its crop, whose CLIP vector searches the figures.
+FIGURE_REGION_TAG = "figure_region"
+
+
+def figure_chunks(doc: Any) -> list[Any]:
+    """The crops of the figure the OCR reader found in a photo query (chunks it tagged)."""
+    return [chunk for chunk in doc.chunks if FIGURE_REGION_TAG in chunk.tags]
 
 
 def query_text(doc: Any) -> str:

@@ -32,6 +32,27 @@ class OcrResult:
 
     lines: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)  # each line's 4 corner points, in pixels
+
+    def text_line_boxes(self, min_chars: int = 3) -> list[np.ndarray]:
+        """The boxes of the stem's lines, not of a figure's labels ("A", "5cm") or of chart parts the
+        detector took for letters: lines of at least ``min_chars`` characters, and shorter ones only
+        where they look like a stem's last line (the stem's line height, starting at its margin).
+        Measured on rendered photos (bench/photo.py): masking every box hid small charts; masking
+        only long lines made a short last line such as "少？" a figure."""
+        long_boxes, short_boxes = [], []
+        for line, box in zip(self.lines, self.boxes, strict=True):
+            (long_boxes if len(line.strip()) >= min_chars else short_boxes).append(np.asarray(box, np.float32))
+        if not long_boxes:
+            return short_boxes
+        line_height = float(np.median([b[:, 1].max() - b[:, 1].min() for b in long_boxes]))
+        margin = float(min(b[:, 0].min() for b in long_boxes))
+        return long_boxes + [
+            b
+            for b in short_boxes
+            if 0.6 * line_height <= b[:, 1].max() - b[:, 1].min() <= 1.6 * line_height  # the detector pads
+            and abs(b[:, 0].min() - margin) <= line_height  # short boxes more: "少？" came 1.4x as tall
+        ]
 
     @property
     def text(self) -> str:
@@ -74,5 +95,8 @@ class OcrReader:
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
         output = self.engine(bgr)
         texts, scores = output.txts or (), output.scores or ()
-        kept = [(t, float(s)) for t, s in zip(texts, scores, strict=True) if t and float(s) >= self.min_score]
-        return OcrResult([t for t, _ in kept], [s for _, s in kept])
+        boxes = list(output.boxes) if output.boxes is not None else [None] * len(texts)
+        kept = [
+            (t, float(s), b) for t, s, b in zip(texts, scores, boxes, strict=True) if t and float(s) >= self.min_score
+        ]
+        return OcrResult([t for t, _, _ in kept], [s for _, s, _ in kept], [b for _, _, b in kept])

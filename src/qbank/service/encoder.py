@@ -14,7 +14,15 @@ from docarray import Document, DocumentArray
 from jina import requests
 
 from qbank.config import EncoderSettings
-from qbank.domain.schema import IMAGE, OCR_SEARCH_MODE, TEXT, content_modality, item_errors_message, query_text
+from qbank.domain.schema import (
+    IMAGE,
+    OCR_SEARCH_MODE,
+    TEXT,
+    content_modality,
+    figure_chunks,
+    item_errors_message,
+    query_text,
+)
 from qbank.media.images import ImageInputError, document_image, image_policy
 from qbank.model.clip import ClipEncoder
 from qbank.service.checked import CheckedExecutor
@@ -163,15 +171,18 @@ class QbankClipEncoder(CheckedExecutor):
 
     @requests(on="/search")
     def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
-        """Embed the queries, except for a pure full-text search (mode bm25), which needs no vectors."""
+        """Embed the queries, except for a pure full-text search (mode bm25), which needs no vectors;
+        in a photo search, also the crop of each figure the OCR reader found."""
         parameters = parameters or {}
         mode = parameters.get("mode")
+        drop = self._drop(parameters)
         if parameters.get("ocr") and (mode or OCR_SEARCH_MODE) == "bm25":
             # Photo search by the text read: only photos with none need a vector (their dense fallback).
-            unread = DocumentArray(d for d in docs if not query_text(d))
-            self._encode_docs(unread, self._drop(parameters))
+            self._encode_docs(DocumentArray(d for d in docs if not query_text(d)), drop)
         elif mode != "bm25":
-            self._encode_docs(docs, self._drop(parameters))
+            self._encode_docs(docs, drop)
+        if parameters.get("ocr"):
+            self._encode_docs(DocumentArray(c for d in docs for c in figure_chunks(d)), drop)
         return docs
 
     @requests(on="/update")

@@ -17,7 +17,7 @@ from jina import requests
 from qbank.config import IndexerSettings
 from qbank.domain.duplicates import find_near_duplicates
 from qbank.domain.filters import build_filter
-from qbank.domain.schema import OCR_SEARCH_MODE, ItemError, id_problem, query_text
+from qbank.domain.schema import IMAGE, OCR_SEARCH_MODE, ItemError, figure_chunks, id_problem, query_text
 from qbank.model.clip import model_identity
 from qbank.service.checked import CheckedExecutor
 from qbank.service.mapping import (
@@ -93,6 +93,10 @@ class QbankMilvusIndexer(CheckedExecutor):
             for doc, text in zip(read, texts, strict=True):
                 doc.matches = rerank_by_text(doc.matches, text)
         self._search(unread, [""] * len(unread), "dense", limit, expr, rrf_k, weights)
+        # The figure found in a photo, by its CLIP vector, against the bank's figures.
+        figures = DocumentArray(c for d in docs for c in figure_chunks(d))
+        figure_expr = build_filter({**filters, "modality": IMAGE})
+        self._search(figures, [""] * len(figures), "dense", limit, figure_expr, rrf_k, weights)
         return docs
 
     def _search(

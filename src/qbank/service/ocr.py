@@ -3,21 +3,25 @@ encoder -> indexer).
 
 On ``/index`` and ``/update`` it reads the text inside figures (``tags["figure_text"]``, stored as
 the image item's text). On ``/search`` with ``ocr: true`` each image query gets the text read from it in
-``tags["ocr_text"]`` (the indexer searches stems with it; the response shows it to the user); a
-photo with no readable text gets ``tags["ocr_note"]`` and is searched by its CLIP vector alone.
+``tags["ocr_text"]`` (the indexer searches stems with it; the response shows it to the user), and
+the figure found outside its text lines as a chunk holding its crop (``tags["figure_region"]``; the
+indexer matches it against the bank's figures); a photo with no readable text gets
+``tags["ocr_note"]`` and is searched by its CLIP vector alone.
 Every other request passes through untouched (handling every endpoint, rather than letting the
 gateway skip this executor, keeps clip_client working over HTTP; see the indexer's passthrough).
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
-from docarray import DocumentArray
+from docarray import Document, DocumentArray
 from jina import requests
 
 from qbank.config import OcrSettings
 from qbank.domain.schema import (
+    FIGURE_REGION_TAG,
     FIGURE_TEXT_TAG,
     IMAGE,
     OCR_NOTE_TAG,
@@ -26,7 +30,8 @@ from qbank.domain.schema import (
     item_errors_message,
 )
 from qbank.media.images import ImageInputError, document_image, image_policy
-from qbank.model.ocr import OcrReader
+from qbank.media.regions import figure_region
+from qbank.model.ocr import OcrReader, OcrResult
 from qbank.service.checked import CheckedExecutor
 from qbank.service.params import Limits
 
@@ -68,11 +73,26 @@ class QbankOcrReader(CheckedExecutor):
 
     __init__.__signature__ = OcrSettings.executor_signature()
 
-    def _read(self, doc: Any) -> str:
-        """The text of a Document's image (its blob, tensor or uri, under the image limits), at most
-        QBANK_OCR_MAX_CHARS characters; ImageInputError when the image cannot be had."""
+    def _read(self, doc: Any) -> tuple[Any, OcrResult]:
+        """A Document's image (its blob, tensor or uri, under the image limits) and what was read in
+        it; ImageInputError when the image cannot be had."""
         image = document_image(doc, self.limits, self.fetch_policy)
-        return self.reader.read(image).text[: self.settings.ocr_max_chars]
+        return image, self.reader.read(image)
+
+    def _text(self, result: OcrResult) -> str:
+        return result.text[: self.settings.ocr_max_chars]
+
+    @staticmethod
+    def _add_figure(doc: Any, image: Any, result: OcrResult) -> None:
+        """The figure found outside the photo's text lines, as a chunk holding its crop (PNG), which
+        the encoder embeds and the indexer matches against the bank's figures."""
+        region = figure_region(image, result.text_line_boxes())
+        if region is None:
+            return
+        buffer = io.BytesIO()
+        image.crop(region).save(buffer, format="PNG")
+        doc.tags[FIGURE_REGION_TAG] = list(region)
+        doc.chunks = DocumentArray([Document(blob=buffer.getvalue(), tags={FIGURE_REGION_TAG: list(region)})])
 
     @requests(on="/search")
     def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray | None:
@@ -84,11 +104,14 @@ class QbankOcrReader(CheckedExecutor):
             if content_modality(doc) != IMAGE:
                 continue  # a text query is searched by its own text
             try:
-                text = self._read(doc)
+                image, result = self._read(doc)
             except ImageInputError as exc:
                 errors.append(f"item {doc.id!r}: image: {exc}")
                 continue
+            text = self._text(result)
             doc.tags[OCR_TEXT_TAG] = text
+            if self.settings.ocr_figure_search:
+                self._add_figure(doc, image, result)
             if not text:
                 doc.tags[OCR_NOTE_TAG] = NO_TEXT_NOTE
         if errors:
@@ -106,7 +129,7 @@ class QbankOcrReader(CheckedExecutor):
             if content_modality(doc) != IMAGE:
                 continue
             try:
-                text = self._read(doc)
+                text = self._text(self._read(doc)[1])
             except ImageInputError:
                 continue
             if text:

@@ -1,0 +1,50 @@
+"""Finding the figure on a photographed question (qbank.media.regions) with the real OCR's text
+boxes: where it was pasted, under each distortion, and nothing on a page of text alone."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from qbank.media.regions import figure_region
+from qbank.model.ocr import OcrReader
+from qbank_devtools.demo import draw_figure
+from qbank_devtools.photos import DISTORTIONS, distort, render_question
+
+STEM = "已知等腰三角形的两边长分别为3和7，求这个三角形的周长。"
+SHORT_LAST_LINE = "圆的半径是26厘米，圆心角为21度的扇形面积是多少？"  # wraps to "少？": text, not a figure
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return OcrReader()
+
+
+def region_of(reader: OcrReader, page: Image.Image) -> tuple[int, int, int, int] | None:
+    return figure_region(page, reader.read(page).text_line_boxes())
+
+
+@pytest.mark.parametrize("kind", ["triangle", "circuit", "bar_chart", "line_chart", "circle"])
+def test_the_figure_is_found_where_it_was_pasted(reader, kind):
+    page = render_question(STEM, draw_figure(kind, 3))
+    left, top, right, bottom = region_of(reader, page)
+    # render_question pastes the 224 x 224 figure at (50, 60 + 52 * lines + 20) below two lines
+    pasted = (50, 60 + 52 * 2 + 20, 50 + 224, 60 + 52 * 2 + 20 + 224)
+    assert pasted[0] - 10 <= left and right <= pasted[2] + 10 and pasted[1] - 10 <= top and bottom <= pasted[3] + 10
+    assert right - left > 60 and bottom - top > 60  # the drawing, not a speck of it
+
+
+@pytest.mark.parametrize("distortion", DISTORTIONS)
+def test_a_figure_is_found_under_every_distortion_and_none_on_text_alone(reader, distortion):
+    with_figure = distort(render_question(STEM, draw_figure("triangle", 5)), distortion, seed=2)
+    assert region_of(reader, with_figure) is not None
+    for stem in (STEM, SHORT_LAST_LINE):
+        assert region_of(reader, distort(render_question(stem), distortion, seed=2)) is None
+
+
+def test_a_blank_page_has_no_figure(reader):
+    assert figure_region(Image.new("RGB", (400, 300), "white"), []) is None
+    specks = Image.new("RGB", (400, 300), "white")
+    specks.putpixel((100, 100), (0, 0, 0))
+    specks.putpixel((300, 200), (0, 0, 0))
+    assert figure_region(specks, []) is None
