@@ -46,6 +46,18 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def milvus_standalone(tmp_path_factory):
+    """A real Milvus server (the 2.3.5 standalone of the dev extra's ``milvus`` package) on a free
+    loopback port for the whole session; tests that restart it leave it running again."""
+    from qbank_devtools.milvus_server import StandaloneMilvus
+
+    server = StandaloneMilvus(tmp_path_factory.mktemp("milvus-standalone"), free_ports(1)[0])
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def tiny_onnx(tiny_model, tmp_path_factory) -> Path:
     from qbank.model.clip import export_onnx
 

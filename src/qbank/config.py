@@ -48,6 +48,7 @@ def check_flow_topology(env: dict[str, str]) -> None:
 
 
 TEXT_ANALYZERS = ("chinese", "standard", "english")
+CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
 
 
 class ConfigError(ValueError):
@@ -232,6 +233,10 @@ class IndexerSettings(QbankSettings):
     # recall@10 0.10 on 100k random vectors whatever nprobe; FLAT is exact (bench/search.py).
     index_type: str = ""
     metric_type: str = "COSINE"
+    # What a read sees on a Milvus server: "Strong" (every acknowledged write; measured on the 2.3.5
+    # server: with Milvus' default, Bounded, a count right after an upsert of 20 items said 0), or
+    # "Session" / "Bounded" / "Eventually" for lower latency with stale reads. Milvus Lite is strong.
+    consistency_level: str = "Strong"
     default_limit: int = 10
     max_limit: int = 1000
     timeout: float = 30.0  # seconds per Milvus call
@@ -270,6 +275,7 @@ class IndexerSettings(QbankSettings):
             raise ConfigError(f"setting 'max_delete' must be >= 0, got {self.max_delete}")
         _choice("text_analyzer", self.text_analyzer, TEXT_ANALYZERS)
         _choice("search_mode", self.search_mode, SEARCH_MODES)
+        _choice("consistency_level", self.consistency_level, CONSISTENCY_LEVELS)
         _positive("rrf_k", self.rrf_k)
         if self.hybrid_weights:
             self.weights()

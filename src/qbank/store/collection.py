@@ -14,6 +14,7 @@ from typing import Any
 
 from qbank.config import IndexerSettings, is_milvus_server_uri
 from qbank.domain.schema import ID_MAX_LENGTH, SCALAR_FIELDS, TEXT_MAX_BYTES, URI_MAX_LENGTH
+from qbank.store.capabilities import Capabilities
 from qbank.store.errors import ModelMismatchError, StoreError
 
 # Schema 2 adds full text: a BM25 function turns `text` (analysed by settings.text_analyzer) into
@@ -72,43 +73,50 @@ def read_identity(invoke: Callable[..., Any], collection: str) -> Identity | Non
     )
 
 
-def collection_schema(settings: IndexerSettings, model: str, dim: int) -> tuple[Any, Any, Identity]:
-    """(schema, index params, identity) of a new item collection for ``model``'s ``dim``-d vectors."""
+def collection_schema(
+    settings: IndexerSettings, model: str, dim: int, capabilities: Capabilities
+) -> tuple[Any, Any, Identity]:
+    """(schema, index params, identity) of a new item collection for ``model``'s ``dim``-d vectors,
+    with the features this Milvus has (``capabilities``): no BM25 field on a Milvus without full
+    text, no INVERTED scalar indexes on one without them."""
     from pymilvus import DataType, Function, FunctionType, MilvusClient
 
-    analyzer = settings.text_analyzer
+    full_text = capabilities.full_text
+    analyzer = settings.text_analyzer if full_text else None
     recorded = {"model": model, "dim": dim, "schema": SCHEMA_VERSION, "text_analyzer": analyzer}
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=json.dumps(recorded))
     schema.add_field("id", DataType.VARCHAR, max_length=ID_MAX_LENGTH, is_primary=True)
     for name, length in SCALAR_FIELDS.items():
         schema.add_field(name, DataType.VARCHAR, max_length=length)
     schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES)
-    schema.add_field(
-        SEARCH_TEXT_FIELD,
-        DataType.VARCHAR,
-        max_length=TEXT_MAX_BYTES,
-        enable_analyzer=True,
-        analyzer_params={"type": analyzer},
-    )
-    schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+    if full_text:
+        schema.add_field(
+            SEARCH_TEXT_FIELD,
+            DataType.VARCHAR,
+            max_length=TEXT_MAX_BYTES,
+            enable_analyzer=True,
+            analyzer_params={"type": analyzer},
+        )
+        schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
     schema.add_field("image_uri", DataType.VARCHAR, max_length=URI_MAX_LENGTH)
     schema.add_field("metadata", DataType.JSON)
     schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
-    schema.add_function(
-        Function(
-            name="text_bm25",
-            function_type=FunctionType.BM25,
-            input_field_names=[SEARCH_TEXT_FIELD],
-            output_field_names=[SPARSE_FIELD],
-        )
-    )
     index = MilvusClient.prepare_index_params()
     index.add_index(VECTOR_FIELD, index_type=settings.vector_index, metric_type=settings.metric_type)
-    index.add_index(SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-    if is_milvus_server_uri(settings.uri):  # scalar indexes speed filters on a server; Lite scans
+    if full_text:
+        schema.add_function(
+            Function(
+                name="text_bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=[SEARCH_TEXT_FIELD],
+                output_field_names=[SPARSE_FIELD],
+            )
+        )
+        index.add_index(SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+    if is_milvus_server_uri(settings.uri) and capabilities.inverted_index:  # filters on a server; Lite scans
         for name in SCALAR_FIELDS:
             index.add_index(name, index_type="INVERTED")
-    return schema, index, Identity(model, dim, True, analyzer, settings.vector_index, search_form=True)
+    return schema, index, Identity(model, dim, full_text, analyzer, settings.vector_index, search_form=full_text)
 
 
 def check_model(identity: Identity, collection: str, model: str, dim: int) -> None:

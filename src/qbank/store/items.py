@@ -19,6 +19,7 @@ from qbank.domain.filters import ids_filter
 from qbank.domain.fusion import weighted_fusion
 from qbank.domain.schema import TEXT_MAX_BYTES
 from qbank.domain.text import search_form
+from qbank.store.capabilities import FULL_TEXT_SINCE, Capabilities
 from qbank.store.collection import (
     OUTPUT_FIELDS,
     SEARCH_TEXT_FIELD,
@@ -48,6 +49,10 @@ class ItemStore:
         self.settings = settings
         self.collection = settings.collection
         self.identity: Identity | None = None
+        self.capabilities: Capabilities | None = None
+        # Every read asks for the configured consistency, whatever the collection was created with
+        # (a collection made elsewhere, or before this setting, defaults to Bounded on a server).
+        self._consistency = {"consistency_level": settings.consistency_level}
         self._create_lock = threading.Lock()
         self.connection = MilvusConnection(settings, on_connect=self._read_identity)
         self.lite = self.connection.lite
@@ -77,14 +82,29 @@ class ItemStore:
         return self.identity.analyzer if self.identity else None
 
     def _read_identity(self, client: Any) -> None:
+        self.capabilities = self._read_capabilities(client)
         self.identity = read_identity(lambda *a, **k: self.connection.invoke(client, *a, **k), self.collection)
         logger.info(
-            "connected to Milvus at %s, collection %s (model=%s, dim=%s)",
+            "connected to Milvus %s at %s, collection %s (model=%s, dim=%s)",
+            self.capabilities.version,
             self.where,
             self.collection,
             self.model,
             self.dim,
         )
+
+    def _read_capabilities(self, client: Any) -> Capabilities:
+        """The features of the Milvus behind ``client``, by its version (qbank.store.capabilities)."""
+        if self.lite is not None:
+            return Capabilities.of_lite()
+        try:
+            version = self.connection.invoke(client, "get_server_version")
+        except MilvusUnavailableError:
+            raise
+        except StoreError as exc:
+            logger.warning("Milvus at %s did not say its version (%s): taken as current", self.where, exc)
+            version = "unknown"
+        return Capabilities.of(str(version))
 
     def connect(self) -> None:
         """Connect now if not connected (reads the collection's model and dimension)."""
@@ -102,8 +122,23 @@ class ItemStore:
             if self.identity is None:
                 if not create:
                     return False
-                schema, index, identity = collection_schema(self.settings, model, dim)
-                self.connection.call("create_collection", self.collection, schema=schema, index_params=index)
+                capabilities = self.capabilities or Capabilities.of("unknown")
+                if not capabilities.full_text:
+                    logger.warning(
+                        "Milvus %s at %s has no full-text search (it needs Milvus >= 2.5): collection %s "
+                        "is created for dense search only; bm25 and hybrid requests will be refused",
+                        capabilities.version,
+                        self.where,
+                        self.collection,
+                    )
+                schema, index, identity = collection_schema(self.settings, model, dim, capabilities)
+                self.connection.call(
+                    "create_collection",
+                    self.collection,
+                    schema=schema,
+                    index_params=index,
+                    consistency_level=self.settings.consistency_level,
+                )
                 self.identity = identity
                 logger.info(
                     "created collection %s for model %s (dim %d, %s)", self.collection, model, dim, identity.index_type
@@ -191,9 +226,15 @@ class ItemStore:
             filter=expr,
             output_fields=OUTPUT_FIELDS,
             search_params={"metric_type": self.settings.metric_type},
+            **self._consistency,
         )
 
     def _require_full_text(self, mode: str) -> None:
+        if not self.full_text and self.capabilities and not self.capabilities.full_text:
+            raise FullTextUnavailableError(
+                f"search mode {mode!r}: {self.capabilities.missing('full-text search', FULL_TEXT_SINCE)} "
+                f"(at {self.where}); search with mode 'dense', or use a Milvus >= 2.5 (QBANK_MILVUS_URI)"
+            )
         if not self.full_text:
             raise FullTextUnavailableError(
                 f"search mode {mode!r} needs full text, and collection {self.collection!r} was created before it "
@@ -214,6 +255,7 @@ class ItemStore:
             filter=expr,
             output_fields=OUTPUT_FIELDS,
             search_params={"metric_type": "BM25"},
+            **self._consistency,
         )
 
     def search_hybrid(
@@ -257,7 +299,13 @@ class ItemStore:
             ),
         ]
         return self.connection.call(
-            "hybrid_search", self.collection, requests, RRFRanker(rrf_k), limit=limit, output_fields=OUTPUT_FIELDS
+            "hybrid_search",
+            self.collection,
+            requests,
+            RRFRanker(rrf_k),
+            limit=limit,
+            output_fields=OUTPUT_FIELDS,
+            **self._consistency,
         )
 
     def iterate(self, expr: str, fields: list[str], batch_size: int = 500) -> Iterator[list[dict[str, Any]]]:
@@ -265,7 +313,12 @@ class ItemStore:
         if not self._ready():
             return
         iterator = self.connection.call(
-            "query_iterator", self.collection, batch_size=batch_size, filter=expr, output_fields=fields
+            "query_iterator",
+            self.collection,
+            batch_size=batch_size,
+            filter=expr,
+            output_fields=fields,
+            **self._consistency,
         )
         try:
             while True:
@@ -288,7 +341,9 @@ class ItemStore:
         rows: list[dict[str, Any]] = []
         for start in range(0, len(ids), GET_CHUNK):
             chunk = list(ids[start : start + GET_CHUNK])
-            rows += self.connection.call("query", self.collection, filter=ids_filter(chunk), output_fields=fields)
+            rows += self.connection.call(
+                "query", self.collection, filter=ids_filter(chunk), output_fields=fields, **self._consistency
+            )
         return rows
 
     def delete(self, expr: str) -> int:
@@ -301,7 +356,9 @@ class ItemStore:
     def count(self, expr: str = "") -> int:
         if not self._ready():
             return 0
-        rows = self.connection.call("query", self.collection, filter=expr, output_fields=["count(*)"])
+        rows = self.connection.call(
+            "query", self.collection, filter=expr, output_fields=["count(*)"], **self._consistency
+        )
         return int(rows[0]["count(*)"])
 
     def describe(self) -> dict[str, Any]:
@@ -316,6 +373,7 @@ class ItemStore:
             "text_search_form": bool(self.identity and self.identity.search_form),
             "count": self.count(),
             "uri": self.where,
+            "milvus_version": self.capabilities.version if self.capabilities else None,
         }
 
     def close(self) -> None:

@@ -1,0 +1,60 @@
+"""A real Milvus server on loopback for tests and benchmarks: the embedded Milvus *standalone* of the
+PyPI package ``milvus`` (2.3.5: the real engine with knowhere, HNSW and index builds, not Milvus
+Lite's), started in a folder of its own and stopped by its process.
+
+It is the dev extra's, never a runtime dependency: users bring their own Milvus by URI. Measured here
+(../shared/README.md): up in about 9 s; pymilvus 2.5.18 talks to it; it reports 'v2.3.5-lite'.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger("qbank.devtools.milvus")
+
+
+class StandaloneMilvus:
+    """One Milvus standalone process: its data under ``base_dir``, gRPC on ``port`` (loopback).
+    ``stop`` then ``start`` restarts it on the same data and port."""
+
+    def __init__(self, base_dir: Path, port: int):
+        from milvus import MilvusServer, MilvusServerConfig
+
+        self.base_dir = Path(base_dir)
+        self.port = port
+        self.uri = f"http://127.0.0.1:{port}"
+        self._server = MilvusServer(MilvusServerConfig())
+        self._server.set_base_dir(str(self.base_dir))
+        self._server.listen_port = port
+
+    @property
+    def pid(self) -> int | None:
+        process = self._server.server_proc
+        return process.pid if process is not None else None
+
+    def start(self) -> None:
+        """Start and wait until its health check answers (raises when it does not come up)."""
+        self._server.start()
+        logger.info("Milvus standalone pid %s at %s (data in %s)", self.pid, self.uri, self.base_dir)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a second (the package's own stop)."""
+        self._server.stop()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, not a shutdown."""
+        process = self._server.server_proc
+        if process is not None:
+            os.kill(process.pid, 9)
+            process.wait(timeout=30)
+        self._server.server_proc = None
+        self._server.stop()  # closes its log files
+
+    def __enter__(self) -> StandaloneMilvus:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

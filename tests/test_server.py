@@ -1,0 +1,114 @@
+"""The store's server path against a real Milvus server: the Milvus 2.3.5 standalone (knowhere,
+AUTOINDEX, real index builds), not Milvus Lite. What 2.3 lacks (full text, INVERTED scalar indexes)
+is left out of new collections and refused by name; writes are read back at once."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import numpy as np
+import pytest
+from clip_client import Client
+from conftest import running_flow
+from test_flow import call, count, question_items
+
+from qbank.config import IndexerSettings
+from qbank.domain.schema import item_row
+from qbank.store import FullTextUnavailableError, ItemStore
+
+
+def rows(n: int, dim: int = 8) -> list[dict]:
+    out = []
+    for i in range(n):
+        vector = np.zeros(dim)
+        vector[i % dim], vector[(i + 1) % dim] = 1.0, 0.1 * (i // dim)
+        out.append(
+            item_row(
+                f"s{i}:text:0",
+                (vector / np.linalg.norm(vector)).tolist(),
+                question_id=f"s{i}",
+                text=f"第{i}题",
+                subject="数学" if i % 2 else "物理",
+            )
+        )
+    return out
+
+
+@pytest.fixture
+def store(milvus_standalone):
+    settings = IndexerSettings.resolve(milvus_uri=milvus_standalone.uri, collection=f"t_{uuid.uuid4().hex[:12]}")
+    item_store = ItemStore(settings)
+    yield item_store
+    item_store.connection.call("drop_collection", settings.collection)
+    item_store.close()
+
+
+def test_the_store_reads_the_servers_version_and_leaves_out_what_it_lacks(store, caplog):
+    assert store.capabilities.version == "v2.3.5-lite"
+    assert not store.capabilities.full_text and not store.capabilities.inverted_index
+    with caplog.at_level(logging.WARNING, logger="qbank.store"):
+        store.check_vectors("test-model", 8, create=True)
+    assert "has no full-text search (it needs Milvus >= 2.5)" in caplog.text
+    fields = {f["name"] for f in store.connection.call("describe_collection", store.collection)["fields"]}
+    assert "text_sparse" not in fields and "search_text" not in fields  # never a schema that does nothing
+    described = store.describe()
+    assert described["full_text"] is False and described["milvus_version"] == "v2.3.5-lite"
+    assert described["index_type"] == "AUTOINDEX"
+
+
+def test_writes_are_read_back_at_once_filtered_updated_and_deleted(store):
+    """Consistency Strong (QBANK_CONSISTENCY_LEVEL): with the server's default (Bounded) a count right
+    after an upsert said 0."""
+    store.check_vectors("test-model", 8, create=True)
+    assert store.upsert(rows(20)) == 20
+    assert store.count() == 20 and store.count('subject == "数学"') == 10
+    hits = store.search([rows(20)[3]["embedding"]], 3, 'subject == "数学"')[0]
+    assert hits[0]["id"] == "s3:text:0" and all(h["entity"]["subject"] == "数学" for h in hits)
+    changed = dict(rows(20)[3], text="第3题（改）")
+    store.upsert([changed])
+    assert store.get(["s3:text:0"])[0]["text"] == "第3题（改）" and store.count() == 20
+    assert store.delete('question_id in ["s3", "s4"]') == 2 and store.count() == 18
+    assert [r["id"] for r in store.get(["s3:text:0", "s5:text:0"])] == ["s5:text:0"]
+
+
+def test_full_text_requests_are_refused_naming_the_server_version(store):
+    store.check_vectors("test-model", 8, create=True)
+    store.upsert(rows(4))
+    for search in (
+        lambda: store.search_text(["第1题"], 3),
+        lambda: store.search_hybrid([rows(4)[1]["embedding"]], ["第1题"], 3),
+    ):
+        with pytest.raises(FullTextUnavailableError, match=r"needs Milvus >= 2\.5, and this Milvus is v2\.3\.5-lite"):
+            search()
+
+
+def test_a_flow_on_the_server_indexes_searches_deletes_and_refuses_full_text(tiny_model, milvus_standalone):
+    """The whole Flow on the server path: what /index acknowledged is counted and found at once."""
+    collection = f"flow_{uuid.uuid4().hex[:12]}"
+    docs = question_items("srv", 4, "化学")
+    with running_flow(model=tiny_model, milvus_uri=milvus_standalone.uri, collection=collection) as urls:
+        client = Client(urls["grpc"])
+        client.index(docs)
+        assert count(urls["grpc"]) == 8  # read back at once
+        found = client.search([docs[2].text], limit=1)[0].matches[0]
+        assert found.id == docs[2].id
+        assert call(urls["http"], "/exists", parameters={"ids": [docs[0].id, "nope"]})["existing"] == [docs[0].id]
+        refused = call_error(urls["grpc"], {"mode": "bm25"}, docs[2].text)
+        assert "needs Milvus >= 2.5, and this Milvus is v2.3.5-lite" in refused
+        client.index(question_items("srv-after", 1, "化学"))
+        assert count(urls["grpc"]) == 10
+        call(urls["grpc"], "/delete", parameters={"question_ids": [f"srv-{i}" for i in range(4)]})
+        assert count(urls["grpc"]) == 2
+
+
+def call_error(url: str, parameters: dict, text: str) -> str:
+    from docarray import Document, DocumentArray
+    from test_flow import jina_client
+
+    started = time.monotonic()
+    with pytest.raises(Exception) as error:
+        jina_client(url).post("/search", DocumentArray([Document(text=text)]), parameters=parameters)
+    assert time.monotonic() - started < 30
+    return str(error.value)
