@@ -1,6 +1,6 @@
 """The store's server path against a real Milvus server: the Milvus 2.3.5 standalone (knowhere,
 AUTOINDEX, real index builds), not Milvus Lite. What 2.3 lacks (full text, INVERTED scalar indexes)
-is left out of new collections and refused by name; writes are read back at once."""
+is left out of new collections and refused by name; writes are read back at once and survive a crash."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from clip_client import Client
 from conftest import running_flow
+from test_faults import eventually, fails_fast
 from test_flow import call, count, question_items
 
 from qbank.config import IndexerSettings
@@ -84,8 +85,9 @@ def test_full_text_requests_are_refused_naming_the_server_version(store):
             search()
 
 
-def test_a_flow_on_the_server_indexes_searches_deletes_and_refuses_full_text(tiny_model, milvus_standalone):
-    """The whole Flow on the server path: what /index acknowledged is counted and found at once."""
+def test_a_flow_on_the_server_indexes_searches_and_survives_a_crash_of_milvus(tiny_model, milvus_standalone):
+    """The whole Flow on the server path: what /index acknowledged is counted and found at once, and
+    survives SIGKILL of the server; the same Flow reconnects without a restart."""
     collection = f"flow_{uuid.uuid4().hex[:12]}"
     docs = question_items("srv", 4, "化学")
     with running_flow(model=tiny_model, milvus_uri=milvus_standalone.uri, collection=collection) as urls:
@@ -97,6 +99,13 @@ def test_a_flow_on_the_server_indexes_searches_deletes_and_refuses_full_text(tin
         assert call(urls["http"], "/exists", parameters={"ids": [docs[0].id, "nope"]})["existing"] == [docs[0].id]
         refused = call_error(urls["grpc"], {"mode": "bm25"}, docs[2].text)
         assert "needs Milvus >= 2.5, and this Milvus is v2.3.5-lite" in refused
+
+        milvus_standalone.kill()
+        message = fails_fast(lambda: count(urls["grpc"]), within=30)
+        assert "Milvus at " + milvus_standalone.uri in message or "cannot connect to Milvus" in message
+        milvus_standalone.start()
+        assert eventually(lambda: count(urls["grpc"])) == 8  # acknowledged before the crash: all there
+        assert client.search([docs[2].text], limit=1)[0].matches[0].id == docs[2].id
         client.index(question_items("srv-after", 1, "化学"))
         assert count(urls["grpc"]) == 10
         call(urls["grpc"], "/delete", parameters={"question_ids": [f"srv-{i}" for i in range(4)]})

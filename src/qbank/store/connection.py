@@ -21,6 +21,7 @@ from qbank.store.lite import LiteProcess, check_writable, free_bytes
 logger = logging.getLogger("qbank.store")
 
 LOW_DISK_BYTES = 64 * 1024 * 1024  # below this, a failed write on Lite is reported as a full disk
+NOT_LOADED_MARKER = "collection not loaded"
 UNAVAILABLE_MARKERS = ("UNAVAILABLE", "Fail connecting", "failed to connect", "Connection refused", "Socket closed")
 
 
@@ -104,8 +105,14 @@ class MilvusConnection:
         except Exception as exc:
             reason = unavailable_reason(exc)
             if reason is None:
-                detail = getattr(exc, "message", None) or str(exc)
-                raise StoreError(f"Milvus {method} failed: {str(detail)[:500]}") from None
+                detail = str(getattr(exc, "message", None) or exc)
+                if NOT_LOADED_MARKER in detail:  # transient: a restarted server reloads its collections
+                    raise MilvusUnavailableError(
+                        f"Milvus at {self.where} has not loaded the collection yet ({method}): a restarted "
+                        "Milvus loads its collections again (about 25 s measured on the 2.3.5 standalone); "
+                        "retry shortly"
+                    ) from None
+                raise StoreError(f"Milvus {method} failed: {detail[:500]}") from None
             self.forget(client)
             raise MilvusUnavailableError(
                 f"Milvus at {self.where} is unreachable ({method}: {reason}); retry when it is back"
