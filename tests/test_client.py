@@ -261,3 +261,49 @@ def test_the_client_imports_neither_pymilvus_nor_torch():
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     for module in ("pymilvus", "torch", "milvus_lite", "qbank.store", "qbank.domain.duplicates"):
         assert f"'{module}'" not in loaded, f"the client imports {module}"
+
+
+def near_copies(seed: int, n: int) -> list[bytes]:
+    """``n`` copies of one picture, each with one pixel changed: a question's figure variants."""
+    import io
+
+    from PIL import Image
+
+    base = Image.open(io.BytesIO(png_bytes(seed))).convert("RGB")
+    copies = []
+    for k in range(n):
+        image = base.copy()
+        image.putpixel((k % image.width, 0), (k * 5 % 256, 0, 0))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        copies.append(buffer.getvalue())
+    return copies
+
+
+def test_ten_questions_means_ten_even_when_one_question_has_most_of_the_nearest_items(flow):
+    """The server groups per question (group_by): a question with 40 near-identical figures cannot
+    crowd the others out, as it did when the client fetched 4 items per wanted question and grouped
+    them itself."""
+    from docarray import Document, DocumentArray
+
+    from qbank_client.api import group_by_question
+
+    crowded = near_copies(900, 40)
+    docs = DocumentArray(
+        Document(id=f"crowded:image:{k}", blob=blob, tags={"question_id": "crowded", "subject": "美术"})
+        for k, blob in enumerate(crowded)
+    )
+    docs.extend(
+        Document(id=f"lone-{n}:image:0", blob=png_bytes(990 + n), tags={"question_id": f"lone-{n}", "subject": "美术"})
+        for n in range(5)
+    )
+    client = QbankClient(flow["grpc"])
+    client.post("/index", docs)
+    found = client.image_to_text(crowded[0], limit=3, subject="美术")["figures"]
+    assert [h.question_id for h in found][:1] == ["crowded"] and len({h.question_id for h in found}) == 3
+    # What 4 items per wanted question, grouped afterwards, gave on the same data: one question.
+    query = DocumentArray([Document(blob=crowded[0])])
+    matches = client.post("/search", query, {"limit": 12, "modality": "image", "filter": {"subject": "美术"}})[0][
+        0
+    ].matches
+    assert [h.question_id for h in group_by_question(matches, 3)] == ["crowded"]

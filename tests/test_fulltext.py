@@ -266,3 +266,51 @@ def test_a_schema_2_collection_keeps_bm25_over_its_raw_text(tmp_path):
         assert "f23-93" not in ids(old.search_text([OCR_READING], 10)[0])  # x2 is not x²: lost
     finally:
         old.close()
+
+
+def many_items_per_question(questions: int = 30, items: int = 4, dim: int = 8) -> list[dict]:
+    rng = np.random.default_rng(11)
+    out = []
+    for q in range(questions):
+        base = rng.normal(size=dim)  # a question's items lie close together, as its stem and variants do
+        for k in range(items):
+            vector = base + 0.05 * rng.normal(size=dim)
+            out.append(
+                item_row(
+                    f"g{q}:text:{k}",
+                    (vector / np.linalg.norm(vector)).tolist(),
+                    question_id=f"g{q}",
+                    text=f"三角形的面积 第{q}题 第{k}种问法",
+                    subject="数学",
+                )
+            )
+    return out
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "rrf", "weighted"])
+def test_a_grouped_search_returns_exactly_limit_questions_in_every_mode(tmp_path, mode):
+    """group_by question_id: Milvus Lite groups dense and BM25 itself (group_by_field); hybrid is
+    grouped by the store (Lite 2.5.1 returned a question twice from a grouped hybrid search)."""
+    item_store = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
+    try:
+        item_store.check_vectors("test-model", 8, create=True)
+        rows = many_items_per_question()
+        item_store.upsert(rows)
+        assert item_store.groups_in_milvus()
+        vector, text = rows[0]["embedding"], "三角形的面积"
+        search = {
+            "dense": lambda group_by: item_store.search([vector], 10, "", group_by),
+            "bm25": lambda group_by: item_store.search_text([text], 10, "", group_by),
+            "rrf": lambda group_by: item_store.search_hybrid([vector], [text], 10, group_by=group_by),
+            "weighted": lambda group_by: item_store.search_hybrid(
+                [vector], [text], 10, weights=(0.5, 0.5), group_by=group_by
+            ),
+        }[mode]
+        grouped = [h["entity"]["question_id"] for h in search("question_id")[0]]
+        assert len(grouped) == 10 and len(set(grouped)) == 10
+        ungrouped = [h["entity"]["question_id"] for h in search(None)[0]]
+        assert len(ungrouped) == 10 and len(set(ungrouped)) < 10  # 4 items per question: repeats
+        if mode == "dense":
+            assert grouped[0] == "g0"  # the best item's question first
+    finally:
+        item_store.close()

@@ -58,6 +58,7 @@ ACCEPTS = {
     "filter": {"object"},
     "modality": set(),
     "mode": set(),
+    "group_by": set(),  # only "question_id": none of the samples
     "by": set(),
     "weights": set(),
     "ids": {"list of strings", "empty list"},

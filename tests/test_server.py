@@ -14,6 +14,7 @@ from clip_client import Client
 from conftest import running_flow
 from test_faults import eventually, fails_fast
 from test_flow import call, count, question_items
+from test_fulltext import many_items_per_question
 
 from qbank.config import IndexerSettings
 from qbank.domain.schema import item_row
@@ -121,3 +122,25 @@ def call_error(url: str, parameters: dict, text: str) -> str:
         jina_client(url).post("/search", DocumentArray([Document(text=text)]), parameters=parameters)
     assert time.monotonic() - started < 30
     return str(error.value)
+
+
+def test_a_grouped_search_on_the_server_is_grouped_by_the_store(store):
+    """The 2.3.5 server accepts group_by_field and ignores it (a question came back twice), so the
+    store groups there: exactly ``limit`` distinct questions."""
+    store.check_vectors("test-model", 8, create=True)
+    rows_ = many_items_per_question()  # 4 close items per question
+    store.upsert(rows_)
+    assert not store.groups_in_milvus()
+    native = store.connection.call(
+        "search",
+        store.collection,
+        data=[rows_[0]["embedding"]],
+        anns_field="embedding",
+        limit=10,
+        group_by_field="question_id",
+        output_fields=["question_id"],
+        consistency_level="Strong",
+    )[0]
+    assert len({h["entity"]["question_id"] for h in native}) < 10  # why the server is not trusted to group
+    grouped = [h["entity"]["question_id"] for h in store.search([rows_[0]["embedding"]], 10, "", "question_id")[0]]
+    assert len(grouped) == 10 and len(set(grouped)) == 10

@@ -23,7 +23,11 @@ PROTOCOLS = {
     "https": "http",
     "wss": "websocket",
 }
-OVERFETCH = 4  # items fetched per wanted question, so grouping still fills the limit
+# Searches ask the server for whole questions (group_by: Milvus groups per question where it can,
+# the store otherwise), so "10 questions" is 10 whenever 10 exist. A photo search asks for this many
+# times the questions it returns: the candidates its in-order text ranking chooses from.
+PHOTO_CANDIDATES = 4
+GROUP_BY = {"group_by": "question_id"}
 
 
 @dataclass
@@ -273,7 +277,7 @@ class QbankClient:
         self, query: Document, modality: str, limit: int, filters: dict[str, Any], **options: Any
     ) -> list[QuestionHit]:
         wanted = _given(filters)
-        parameters = {"limit": min(limit * OVERFETCH, 1000), "modality": modality, "filter": wanted}
+        parameters = {"limit": limit, "modality": modality, "filter": wanted, **GROUP_BY}
         parameters.update({k: v for k, v in options.items() if v is not None})
         docs, _ = self.post("/search", DocumentArray([query]), parameters)
         return group_by_question(docs[0].matches, limit)
@@ -315,7 +319,12 @@ class QbankClient:
         ``figure_region`` ([left, top, right, bottom] in the photo, or None) and ``figures``: the
         questions whose figures match it, best first."""
         wanted = _given(filters)
-        parameters: dict[str, Any] = {"limit": min(limit * OVERFETCH, 1000), "filter": wanted, "ocr": True}
+        parameters: dict[str, Any] = {
+            "limit": min(limit * PHOTO_CANDIDATES, 1000),
+            "filter": wanted,
+            "ocr": True,
+            **GROUP_BY,
+        }
         if mode:
             parameters["mode"] = mode
         docs, _ = self.post("/search", DocumentArray([image_document(image)]), parameters)

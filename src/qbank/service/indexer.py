@@ -76,11 +76,13 @@ class QbankMilvusIndexer(CheckedExecutor):
         expr = build_filter(filters)
         rrf_k = parameters.get("rrf_k", self.settings.rrf_k)
         weights = parameters.get("weights") or self.default_weights
+        group_by = parameters.get("group_by")  # "question_id": limit counts questions
         if not docs:
             return docs
         if not parameters.get("ocr"):
             texts = [d.text for d in docs]
-            self._search(docs, texts, parameters.get("mode", self.settings.search_mode), limit, expr, rrf_k, weights)
+            mode = parameters.get("mode", self.settings.search_mode)
+            self._search(docs, texts, mode, limit, expr, rrf_k, weights, group_by)
             return docs
         # Photo search: queries with text (read by the OCR executor, or their own) search the stems
         # with it; photos with none fall back to their CLIP vector (and say so in tags.ocr_note).
@@ -88,15 +90,15 @@ class QbankMilvusIndexer(CheckedExecutor):
         unread = DocumentArray(d for d in docs if not query_text(d))
         texts = [query_text(d) for d in read]
         mode = parameters.get("mode", OCR_SEARCH_MODE)
-        self._search(read, texts, mode, limit, expr, rrf_k, weights)
+        self._search(read, texts, mode, limit, expr, rrf_k, weights, group_by)
         if mode == "bm25":
             for doc, text in zip(read, texts, strict=True):
                 doc.matches = rerank_by_text(doc.matches, text)
-        self._search(unread, [""] * len(unread), "dense", limit, expr, rrf_k, weights)
+        self._search(unread, [""] * len(unread), "dense", limit, expr, rrf_k, weights, group_by)
         # The figure found in a photo, by its CLIP vector, against the bank's figures.
         figures = DocumentArray(c for d in docs for c in figure_chunks(d))
         figure_expr = build_filter({**filters, "modality": IMAGE})
-        self._search(figures, [""] * len(figures), "dense", limit, figure_expr, rrf_k, weights)
+        self._search(figures, [""] * len(figures), "dense", limit, figure_expr, rrf_k, weights, group_by)
         return docs
 
     def _search(
@@ -108,8 +110,10 @@ class QbankMilvusIndexer(CheckedExecutor):
         expr: str,
         rrf_k: int,
         weights: tuple[float, float] | None,
+        group_by: str | None = None,
     ) -> None:
-        """Set each doc's ``.matches``: ``texts`` are the queries' words for bm25 and hybrid."""
+        """Set each doc's ``.matches``: ``texts`` are the queries' words for bm25 and hybrid; with
+        ``group_by``, ``limit`` groups (questions), each its best item."""
         if not docs:
             return
         if mode != "dense":  # full text reads the query's words
@@ -125,11 +129,13 @@ class QbankMilvusIndexer(CheckedExecutor):
                 return  # nothing indexed yet: no matches
         vectors = [d.embedding for d in docs]
         if mode == "dense":
-            results, score_name = self.store.search(vectors, limit, expr), "similarity"
+            results, score_name = self.store.search(vectors, limit, expr, group_by), "similarity"
         elif mode == "bm25":
-            results, score_name = self.store.search_text(texts, limit, expr), "bm25"
+            results, score_name = self.store.search_text(texts, limit, expr, group_by), "bm25"
         else:
-            results = self.store.search_hybrid(vectors, texts, limit, expr, rrf_k=rrf_k, weights=weights)
+            results = self.store.search_hybrid(
+                vectors, texts, limit, expr, rrf_k=rrf_k, weights=weights, group_by=group_by
+            )
             score_name = "weighted" if weights else "rrf"
         for doc, hits in zip(docs, results, strict=True):
             doc.matches = DocumentArray([row_to_match(hit, score_name) for hit in hits])

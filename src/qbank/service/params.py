@@ -210,6 +210,7 @@ def _parameter_table(limits: Limits) -> dict[str, dict[str, Check]]:
             "rrf_k": integer(1, 100_000),
             "weights": weights,
             "ocr": boolean,  # image queries: search stems with the text read from them (the OCR executor)
+            "group_by": choice("question_id"),  # limit counts questions, each its best item
         },
         "/delete": {"ids": ids, "question_ids": ids, "filter": filter_object, "allow_many": boolean},
         "/exists": {"ids": ids},

@@ -36,6 +36,26 @@ from qbank.store.errors import FullTextUnavailableError, MilvusUnavailableError,
 logger = logging.getLogger("qbank.store")
 
 GET_CHUNK = 1000  # ids per query expression
+# Grouped searches where Milvus cannot group (hybrid; servers before 2.4) fetch this many items per
+# wanted group and keep each group's best: "10 questions" is then 10 unless one question holds most
+# of the nearest items. Where Milvus groups (group_by_field), it is exact.
+GROUP_OVERFETCH = 4
+
+
+def first_per_group(hits: list[dict[str, Any]], field: str, limit: int) -> list[dict[str, Any]]:
+    """The best hit of each ``field`` value, best first, at most ``limit``: hits arrive best first.
+    Applied to Milvus' own grouped results too (the 2.3.5 server accepted group_by_field and
+    returned the same question twice)."""
+    seen: set[Any] = set()
+    kept = []
+    for hit in hits:
+        key = hit.get("entity", {}).get(field, hit.get("id"))
+        if key not in seen:
+            seen.add(key)
+            kept.append(hit)
+            if len(kept) == limit:
+                break
+    return kept
 
 
 class ItemStore:
@@ -214,20 +234,44 @@ class ItemStore:
             return f" (and the stored versions of {len(previous)} items could not be put back: {exc})"
         return ""
 
-    def search(self, vectors: Sequence[Sequence[float]], limit: int, expr: str = "") -> list[list[dict[str, Any]]]:
+    def groups_in_milvus(self) -> bool:
+        """Whether Milvus itself groups a dense or BM25 search (group_by_field, Milvus >= 2.4; measured:
+        Lite 2.5.1 groups both, the 2.3.5 server ignored it). Hybrid search is always grouped here:
+        Lite 2.5.1 returned a question twice from a grouped hybrid search."""
+        return bool(self.capabilities and self.capabilities.group_by)
+
+    def _group_plan(self, limit: int, group_by: str | None, native: bool) -> tuple[int, dict[str, Any]]:
+        """(items to fetch, extra search arguments) for a search of ``limit`` groups."""
+        if not group_by:
+            return limit, {}
+        if native:
+            return limit, {"group_by_field": group_by}
+        return min(limit * GROUP_OVERFETCH, self.settings.max_limit), {}
+
+    @staticmethod
+    def _grouped(results: list[list[dict[str, Any]]], group_by: str | None, limit: int) -> list[list[dict[str, Any]]]:
+        return [first_per_group(hits, group_by, limit) for hits in results] if group_by else results
+
+    def search(
+        self, vectors: Sequence[Sequence[float]], limit: int, expr: str = "", group_by: str | None = None
+    ) -> list[list[dict[str, Any]]]:
+        """Nearest items by vector; with ``group_by`` (a scalar field), ``limit`` groups, each its best item."""
         if not self._ready():
             return [[] for _ in vectors]
-        return self.connection.call(
+        fetch, grouping = self._group_plan(limit, group_by, self.groups_in_milvus())
+        results = self.connection.call(
             "search",
             self.collection,
             data=[list(map(float, v)) for v in vectors],
             anns_field=VECTOR_FIELD,
-            limit=limit,
+            limit=fetch,
             filter=expr,
             output_fields=OUTPUT_FIELDS,
             search_params={"metric_type": self.settings.metric_type},
+            **grouping,
             **self._consistency,
         )
+        return self._grouped(results, group_by, limit)
 
     def _require_full_text(self, mode: str) -> None:
         if not self.full_text and self.capabilities and not self.capabilities.full_text:
@@ -241,22 +285,28 @@ class ItemStore:
                 "was part of the schema: import the bank into a new collection (QBANK_COLLECTION) to use it"
             )
 
-    def search_text(self, texts: Sequence[str], limit: int, expr: str = "") -> list[list[dict[str, Any]]]:
-        """BM25 over the analysed stems; ``distance`` is the BM25 score (higher is better, unbounded)."""
+    def search_text(
+        self, texts: Sequence[str], limit: int, expr: str = "", group_by: str | None = None
+    ) -> list[list[dict[str, Any]]]:
+        """BM25 over the analysed stems; ``distance`` is the BM25 score (higher is better, unbounded).
+        ``group_by`` as in :meth:`search`."""
         if not self._ready():
             return [[] for _ in texts]
         self._require_full_text("bm25")
-        return self.connection.call(
+        fetch, grouping = self._group_plan(limit, group_by, self.groups_in_milvus())
+        results = self.connection.call(
             "search",
             self.collection,
             data=self._bm25_queries(texts),
             anns_field=SPARSE_FIELD,
-            limit=limit,
+            limit=fetch,
             filter=expr,
             output_fields=OUTPUT_FIELDS,
             search_params={"metric_type": "BM25"},
+            **grouping,
             **self._consistency,
         )
+        return self._grouped(results, group_by, limit)
 
     def search_hybrid(
         self,
@@ -266,8 +316,10 @@ class ItemStore:
         expr: str = "",
         rrf_k: int = 60,
         weights: tuple[float, float] | None = None,
+        group_by: str | None = None,
     ) -> list[list[dict[str, Any]]]:
-        """Dense and BM25 lists (each ``limit`` long, both filtered by ``expr``) fused into one.
+        """Dense and BM25 lists (each ``limit`` long, both filtered by ``expr``) fused into one;
+        ``group_by`` as in :meth:`search`, always grouped here (see :meth:`groups_in_milvus`).
 
         RRF: Milvus' hybrid search (all queries in one call), score = sum over the lists of
         1 / (rrf_k + rank). Weighted:
@@ -281,11 +333,14 @@ class ItemStore:
         if not self._ready():
             return [[] for _ in texts]
         self._require_full_text("hybrid")
+        wanted = limit
+        limit, _ = self._group_plan(limit, group_by, native=False)
         if weights:
             dense = self.search(vectors, limit, expr)
             sparse = self.search_text(texts, limit, expr)
             metric = self.settings.metric_type
-            return [weighted_fusion(d, s, weights, limit, metric) for d, s in zip(dense, sparse, strict=True)]
+            fused = [weighted_fusion(d, s, weights, limit, metric) for d, s in zip(dense, sparse, strict=True)]
+            return self._grouped(fused, group_by, wanted)
         requests = [
             AnnSearchRequest(
                 [list(map(float, v)) for v in vectors],
@@ -298,7 +353,7 @@ class ItemStore:
                 self._bm25_queries(texts), SPARSE_FIELD, {"metric_type": "BM25"}, limit, expr=expr or None
             ),
         ]
-        return self.connection.call(
+        results = self.connection.call(
             "hybrid_search",
             self.collection,
             requests,
@@ -307,6 +362,7 @@ class ItemStore:
             output_fields=OUTPUT_FIELDS,
             **self._consistency,
         )
+        return self._grouped(results, group_by, wanted)
 
     def iterate(self, expr: str, fields: list[str], batch_size: int = 500) -> Iterator[list[dict[str, Any]]]:
         """Every row matching ``expr``, in batches (pymilvus' query iterator: no offset limit)."""
