@@ -71,8 +71,10 @@ class ItemStore:
         self.identity: Identity | None = None
         self.capabilities: Capabilities | None = None
         # Every read asks for the configured consistency, whatever the collection was created with
-        # (a collection made elsewhere, or before this setting, defaults to Bounded on a server).
+        # (a collection made elsewhere, or before this setting, defaults to Bounded on a server):
+        # counts and gets, and searches (QBANK_SEARCH_CONSISTENCY_LEVEL: see IndexerSettings).
         self._consistency = {"consistency_level": settings.consistency_level}
+        self._search_consistency = {"consistency_level": settings.search_consistency_level}
         self._create_lock = threading.Lock()
         self.connection = MilvusConnection(settings, on_connect=self._read_identity)
         self.lite = self.connection.lite
@@ -269,7 +271,7 @@ class ItemStore:
             output_fields=OUTPUT_FIELDS,
             search_params={"metric_type": self.settings.metric_type},
             **grouping,
-            **self._consistency,
+            **self._search_consistency,
         )
         return self._grouped(results, group_by, limit)
 
@@ -304,7 +306,7 @@ class ItemStore:
             output_fields=OUTPUT_FIELDS,
             search_params={"metric_type": "BM25"},
             **grouping,
-            **self._consistency,
+            **self._search_consistency,
         )
         return self._grouped(results, group_by, limit)
 
@@ -360,7 +362,7 @@ class ItemStore:
             RRFRanker(rrf_k),
             limit=limit,
             output_fields=OUTPUT_FIELDS,
-            **self._consistency,
+            **self._search_consistency,
         )
         return self._grouped(results, group_by, wanted)
 
