@@ -1,8 +1,8 @@
 """Vector indexes on a real Milvus server, side by side: what a server gives past Milvus Lite.
 
 Starts the Milvus 2.3.5 standalone of the dev extra (qbank_devtools.milvus_server) in a temp folder,
-inserts the same vectors once, then builds each index in turn on them (HNSW, IVF_FLAT, IVF_SQ8,
-DISKANN where the build has it) and measures, per index and search setting: build time, batch and
+inserts the same vectors once, then builds each index in turn on them (HNSW, IVF_FLAT, IVF_SQ8;
+DISKANN on request: this build never finishes one) and measures, per index and search setting: build time, batch and
 single-query QPS, recall@10 against exact search (numpy), and the server's RSS. Milvus Lite 2.5 with
 FLAT (exact; the embedded default) on the same data is the baseline.
 
@@ -39,6 +39,9 @@ INDEXES = {  # build params, then the search settings tried (name, params)
     "IVF_SQ8": ({"nlist": 1024}, [("nprobe", 8), ("nprobe", 32), ("nprobe", 64)]),
     "DISKANN": ({}, [("search_list", 20), ("search_list", 50), ("search_list", 100)]),
 }
+# DISKANN is not run by default: the 2.3.5 standalone accepts it and then indexes nothing (state
+# InProgress, 0 of 200,000 rows after 5 minutes). `--indexes DISKANN --build-timeout 600` shows it.
+DEFAULT_INDEXES = "HNSW,IVF_FLAT,IVF_SQ8"
 
 
 def clustered(rng: np.random.Generator, n: int, dim: int, centres: np.ndarray, cosine: float = 0.8) -> np.ndarray:
@@ -92,22 +95,6 @@ def measure(client, name: str, queries: np.ndarray, truth: np.ndarray, params: d
     return {"batch_qps": statistics.median(batch_qps), "single_qps": statistics.median(single_qps), "recall": recall}
 
 
-def wait_for_index(utility, client, name: str, stall: float) -> None:
-    """Until every row is indexed; RuntimeError when no row gets indexed for ``stall`` seconds (the
-    2.3.5 standalone accepts DISKANN and then indexes nothing: state InProgress, 0 rows, for good)."""
-    best, since = -1, time.monotonic()
-    while True:
-        progress = utility.index_building_progress(name, using=client._using)
-        indexed, total = int(progress.get("indexed_rows", 0)), int(progress.get("total_rows", 0))
-        if total and indexed >= total:
-            return
-        if indexed > best:
-            best, since = indexed, time.monotonic()
-        elif time.monotonic() - since > stall:
-            raise RuntimeError(f"no progress for {stall:.0f} s: {indexed} of {total} rows indexed ({progress})")
-        time.sleep(1.0)
-
-
 def consistency_cost(client, name: str, queries: np.ndarray, setting: tuple[str, int], args) -> None:
     """Single-query latency at each consistency level, alternating levels, medians: what Strong
     costs on a server (a search waits for the next time tick, 200 ms apart in this build's config)."""
@@ -145,7 +132,7 @@ def create(client, name: str, dim: int, index_type: str, params: dict) -> None:
 
 
 def server_rows(args, kind: str, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> list[tuple]:
-    from pymilvus import MilvusClient, utility
+    from pymilvus import MilvusClient
 
     from qbank.service.flow import free_ports
     from qbank_devtools.milvus_server import StandaloneMilvus
@@ -170,8 +157,7 @@ def server_rows(args, kind: str, vectors: np.ndarray, queries: np.ndarray, truth
                     index = client.prepare_index_params()
                     index.add_index("embedding", index_type=index_type, metric_type="COSINE", params=build_params)
                     started = time.perf_counter()
-                    client.create_index(name, index)
-                    wait_for_index(utility, client, name, args.stall)
+                    client.create_index(name, index, timeout=args.build_timeout)  # returns once built
                     built = time.perf_counter() - started
                     client.load_collection(name)
                 except Exception as exc:  # a build without this index type says so; the others go on
@@ -214,10 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single", type=int, default=300, help="one-query calls in the single test")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data", default="clustered,uniform")
-    parser.add_argument("--indexes", default=",".join(INDEXES))
+    parser.add_argument("--indexes", default=DEFAULT_INDEXES)
     parser.add_argument("--no-lite", action="store_true", help="skip the Milvus Lite FLAT baseline")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--stall", type=float, default=180, help="seconds without index progress that end a build")
+    parser.add_argument("--build-timeout", type=float, default=3600, help="seconds an index build may take")
     parser.add_argument(
         "--consistency", default="Bounded", help="consistency level of the measured searches (Milvus' default)"
     )
