@@ -109,28 +109,43 @@ def test_filters_apply_in_every_mode(store):
         assert hits and set(ids(hits)) <= {"ohm", "series"}
 
 
-def test_a_collection_from_before_full_text_says_how_to_get_it(tmp_path):
-    """Schema 1 (no analyzer, no BM25 field): dense keeps working, bm25/hybrid explain themselves."""
-    from pymilvus import DataType, MilvusClient
+def earlier_collection(tmp_path, schema_version: int, rows: list[dict] | None = None) -> None:
+    """The item collection as earlier versions made it, by hand: schema 1 (no full text) or schema 2
+    (BM25 over `text` itself, analysed by the chinese analyzer), with ``rows`` in it."""
+    from pymilvus import DataType, Function, FunctionType, MilvusClient
 
     from qbank.domain.schema import ID_MAX_LENGTH, SCALAR_FIELDS, TEXT_MAX_BYTES, URI_MAX_LENGTH
 
+    full_text = schema_version >= 2
+    recorded = {"model": "test-model", "dim": 8, "schema": schema_version}
+    if full_text:
+        recorded["text_analyzer"] = "chinese"
     client = MilvusClient(str(tmp_path / "milvus_lite.db"))
-    schema = MilvusClient.create_schema(
-        auto_id=False, description=json.dumps({"model": "test-model", "dim": 8, "schema": 1})
-    )
+    schema = MilvusClient.create_schema(auto_id=False, description=json.dumps(recorded))
     schema.add_field("id", DataType.VARCHAR, max_length=ID_MAX_LENGTH, is_primary=True)
     for name, length in SCALAR_FIELDS.items():
         schema.add_field(name, DataType.VARCHAR, max_length=length)
-    schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES)
+    analysed = {"enable_analyzer": True, "analyzer_params": {"type": "chinese"}} if full_text else {}
+    schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES, **analysed)
+    if full_text:
+        schema.add_field("text_sparse", DataType.SPARSE_FLOAT_VECTOR)
     schema.add_field("image_uri", DataType.VARCHAR, max_length=URI_MAX_LENGTH)
     schema.add_field("metadata", DataType.JSON)
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=8)
     index = MilvusClient.prepare_index_params()
     index.add_index("embedding", index_type="AUTOINDEX", metric_type="COSINE")
+    if full_text:
+        schema.add_function(Function("text_bm25", FunctionType.BM25, ["text"], ["text_sparse"]))
+        index.add_index("text_sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
     client.create_collection("qbank_items", schema=schema, index_params=index)
-    client.insert("qbank_items", make_rows(STEMS))
+    if rows:
+        client.insert("qbank_items", rows)
     client.close()
+
+
+def test_a_collection_from_before_full_text_says_how_to_get_it(tmp_path):
+    """Schema 1 (no analyzer, no BM25 field): dense keeps working, bm25/hybrid explain themselves."""
+    earlier_collection(tmp_path, schema_version=1, rows=make_rows(STEMS))
 
     old = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
     try:
@@ -232,29 +247,7 @@ def test_bm25_matches_a_stem_in_the_form_ocr_reads_it(tmp_path):
 def test_a_schema_2_collection_keeps_bm25_over_its_raw_text(tmp_path):
     """A collection made before the matching form (BM25 over `text` itself) is searched with the
     query as given; there, the OCR reading's x2 is not the stem's x², which is what schema 3 fixes."""
-    from pymilvus import DataType, Function, FunctionType, MilvusClient
-
-    from qbank.domain.schema import ID_MAX_LENGTH, SCALAR_FIELDS, TEXT_MAX_BYTES, URI_MAX_LENGTH
-
-    client = MilvusClient(str(tmp_path / "milvus_lite.db"))
-    recorded = {"model": "test-model", "dim": 8, "schema": 2, "text_analyzer": "chinese"}
-    schema = MilvusClient.create_schema(auto_id=False, description=json.dumps(recorded))
-    schema.add_field("id", DataType.VARCHAR, max_length=ID_MAX_LENGTH, is_primary=True)
-    for name, length in SCALAR_FIELDS.items():
-        schema.add_field(name, DataType.VARCHAR, max_length=length)
-    schema.add_field(
-        "text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES, enable_analyzer=True, analyzer_params={"type": "chinese"}
-    )
-    schema.add_field("text_sparse", DataType.SPARSE_FLOAT_VECTOR)
-    schema.add_field("image_uri", DataType.VARCHAR, max_length=URI_MAX_LENGTH)
-    schema.add_field("metadata", DataType.JSON)
-    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=8)
-    schema.add_function(Function("text_bm25", FunctionType.BM25, ["text"], ["text_sparse"]))
-    index = MilvusClient.prepare_index_params()
-    index.add_index("embedding", index_type="AUTOINDEX", metric_type="COSINE")
-    index.add_index("text_sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-    client.create_collection("qbank_items", schema=schema, index_params=index)
-    client.close()
+    earlier_collection(tmp_path, schema_version=2)
 
     old = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
     try:

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 from docarray import Document, DocumentArray
 
-from qbank.domain.schema import FIGURE_REGION_TAG, IMAGE, OCR_NOTE_TAG, OCR_TEXT_TAG, TEXT
+from qbank.domain.schema import FIGURE_REGION_TAG, IMAGE, OCR_NOTE_TAG, OCR_TEXT_TAG, TEXT, figure_chunks
 from qbank_client.bank import read_image_ref
 
 PROTOCOLS = {
@@ -329,7 +329,7 @@ class QbankClient:
             parameters["mode"] = mode
         docs, _ = self.post("/search", DocumentArray([image_document(image)]), parameters)
         query = docs[0]
-        figure = next((c for c in query.chunks if FIGURE_REGION_TAG in c.tags), None)
+        figure = next(iter(figure_chunks(query)), None)
         return {
             "text": query.tags.get(OCR_TEXT_TAG, ""),
             "note": query.tags.get(OCR_NOTE_TAG, ""),

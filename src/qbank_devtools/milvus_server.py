@@ -9,7 +9,6 @@ It is the dev extra's, never a runtime dependency: users bring their own Milvus 
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from pathlib import Path
 
@@ -71,7 +70,7 @@ class StandaloneMilvus:
         """SIGKILL: a crash, not a shutdown."""
         process = self._server.server_proc
         if process is not None:
-            os.kill(process.pid, 9)
+            process.kill()
             process.wait(timeout=30)
         self._server.server_proc = None
         self._server.stop()  # closes its log files

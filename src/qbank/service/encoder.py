@@ -175,14 +175,15 @@ class QbankClipEncoder(CheckedExecutor):
         in a photo search, also the crop of each figure the OCR reader found."""
         parameters = parameters or {}
         mode = parameters.get("mode")
-        drop = self._drop(parameters)
+        targets = DocumentArray()
         if parameters.get("ocr") and (mode or OCR_SEARCH_MODE) == "bm25":
             # Photo search by the text read: only photos with none need a vector (their dense fallback).
-            self._encode_docs(DocumentArray(d for d in docs if not query_text(d)), drop)
+            targets.extend(d for d in docs if not query_text(d))
         elif mode != "bm25":
-            self._encode_docs(docs, drop)
+            targets.extend(docs)
         if parameters.get("ocr"):
-            self._encode_docs(DocumentArray(c for d in docs for c in figure_chunks(d)), drop)
+            targets.extend(c for d in docs for c in figure_chunks(d))
+        self._encode_docs(targets, self._drop(parameters))  # one batch: queries and figure crops
         return docs
 
     @requests(on="/update")

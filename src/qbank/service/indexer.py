@@ -86,9 +86,10 @@ class QbankMilvusIndexer(CheckedExecutor):
             return docs
         # Photo search: queries with text (read by the OCR executor, or their own) search the stems
         # with it; photos with none fall back to their CLIP vector (and say so in tags.ocr_note).
-        read = DocumentArray(d for d in docs if query_text(d))
-        unread = DocumentArray(d for d in docs if not query_text(d))
-        texts = [query_text(d) for d in read]
+        words = [query_text(d) for d in docs]
+        read = DocumentArray(d for d, w in zip(docs, words, strict=True) if w)
+        unread = DocumentArray(d for d, w in zip(docs, words, strict=True) if not w)
+        texts = [w for w in words if w]
         mode = parameters.get("mode", OCR_SEARCH_MODE)
         self._search(read, texts, mode, limit, expr, rrf_k, weights, group_by)
         if mode == "bm25":

@@ -100,6 +100,11 @@ class ItemStore:
         return bool(self.identity and self.identity.full_text)
 
     @property
+    def reads_search_form(self) -> bool:
+        """BM25 reads the matching form of the text (schema 3), not the raw text (schema 2)."""
+        return bool(self.identity and self.identity.search_form)
+
+    @property
     def analyzer(self) -> str | None:
         return self.identity.analyzer if self.identity else None
 
@@ -196,14 +201,14 @@ class ItemStore:
 
     def _with_search_form(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``rows`` with the matching form of their text, which BM25 reads (schema 3)."""
-        if not (self.identity and self.identity.search_form):
+        if not self.reads_search_form:
             return rows
         return [{**row, SEARCH_TEXT_FIELD: search_form(row.get("text") or "", TEXT_MAX_BYTES)} for row in rows]
 
     def _bm25_queries(self, texts: Sequence[str]) -> list[str]:
         """The queries' words in the form the collection's BM25 reads: the matching form on schema 3,
         as given on a schema 2 collection (whose stored tokens are the raw text's)."""
-        if self.identity and self.identity.search_form:
+        if self.reads_search_form:
             return [search_form(text, TEXT_MAX_BYTES) for text in texts]
         return list(texts)
 
@@ -428,7 +433,7 @@ class ItemStore:
             "metric_type": self.settings.metric_type,
             "full_text": self.full_text,
             "text_analyzer": self.analyzer,
-            "text_search_form": bool(self.identity and self.identity.search_form),
+            "text_search_form": self.reads_search_form,
             "count": self.count(),
             "uri": self.where,
             "milvus_version": self.capabilities.version if self.capabilities else None,
