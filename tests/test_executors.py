@@ -74,3 +74,32 @@ def test_the_reader_checks_size_and_ocr_before_reading_and_passes_unknown_endpoi
         assert "第0题" in figures[0].tags["figure_text"]
     finally:
         reader.close()
+
+
+def test_the_figure_crop_of_a_large_photo_is_bounded():
+    """A photo search passes the figure on as a crop of at most FIGURE_CROP_SIDE pixels a side,
+    whatever the photo's size; the region stays in the photo's own pixels."""
+    import io
+
+    from PIL import Image
+
+    from qbank.service.ocr import FIGURE_CROP_SIDE, QbankOcrReader
+    from qbank_devtools.demo import draw_figure
+    from qbank_devtools.photos import render_question
+
+    page = render_question("已知等腰三角形的两边长分别为3和7，求这个三角形的周长。", draw_figure("triangle", 4))
+    large = page.resize((page.width * 4, page.height * 4), Image.BICUBIC)
+    buffer = io.BytesIO()
+    large.save(buffer, format="JPEG", quality=90)
+    reader = QbankOcrReader()
+    try:
+        query = DocumentArray([Document(blob=buffer.getvalue())])
+        call(reader, "/search", query, ocr=True)
+        left, top, right, bottom = query[0].tags["figure_region"]
+        assert right - left > FIGURE_CROP_SIDE or bottom - top > FIGURE_CROP_SIDE  # the figure is large
+        (chunk,) = query[0].chunks
+        crop = Image.open(io.BytesIO(chunk.blob))
+        assert max(crop.size) == FIGURE_CROP_SIDE
+        assert abs(crop.width / crop.height - (right - left) / (bottom - top)) < 0.05
+    finally:
+        reader.close()

@@ -36,6 +36,10 @@ from qbank.service.checked import CheckedExecutor
 from qbank.service.params import Limits
 
 NO_TEXT_NOTE = "no text could be read from this photo: it was searched by its CLIP vector alone"
+# The figure crop a photo search passes on is at most this many pixels on its longest side: CLIP
+# reads 224 x 224, and a full-resolution crop of a 40-megapixel photo could be larger as a PNG than
+# the encoder's QBANK_MAX_IMAGE_BYTES, failing the request on an item the user never sent.
+FIGURE_CROP_SIDE = 448
 MAX_REPORTED_ERRORS = 20
 
 
@@ -84,13 +88,16 @@ class QbankOcrReader(CheckedExecutor):
 
     @staticmethod
     def _add_figure(doc: Any, image: Any, result: OcrResult) -> None:
-        """The figure found outside the photo's text lines, as a chunk holding its crop (PNG), which
-        the encoder embeds and the indexer matches against the bank's figures."""
+        """The figure found outside the photo's text lines, as a chunk holding its crop (PNG, at most
+        FIGURE_CROP_SIDE pixels a side), which the encoder embeds and the indexer matches against the
+        bank's figures."""
         region = figure_region(image, result.text_line_boxes())
         if region is None:
             return
+        crop = image.crop(region)
+        crop.thumbnail((FIGURE_CROP_SIDE, FIGURE_CROP_SIDE))  # only ever shrinks, keeps the aspect
         buffer = io.BytesIO()
-        image.crop(region).save(buffer, format="PNG")
+        crop.save(buffer, format="PNG")
         doc.tags[FIGURE_REGION_TAG] = list(region)
         doc.chunks = DocumentArray([Document(blob=buffer.getvalue(), tags={FIGURE_REGION_TAG: list(region)})])
 
