@@ -1,7 +1,8 @@
 """Vector indexes on a real Milvus server, side by side: what a server gives past Milvus Lite.
 
 Starts the Milvus 2.3.5 standalone of the dev extra (qbank_devtools.milvus_server) in a temp folder,
-inserts the same vectors once, then builds each index in turn on them (HNSW, IVF_FLAT, IVF_SQ8;
+inserts the same vectors once, then builds each index in turn on them (AUTOINDEX as the server
+chooses it, HNSW, IVF_FLAT, IVF_SQ8;
 DISKANN on request: this build never finishes one) and measures, per index and search setting: build time, batch and
 single-query QPS, recall@10 against exact search (numpy), and the server's RSS. Milvus Lite 2.5 with
 FLAT (exact; the embedded default) on the same data is the baseline.
@@ -33,7 +34,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from search_worker import exact_top_k, normalised  # noqa: E402
 
-INDEXES = {  # build params, then the search settings tried (name, params)
+INDEXES = {  # build params, then the search settings tried (name, value; None: the server's default)
+    "AUTOINDEX": ({}, [("default", None)]),
     "HNSW": ({"M": 16, "efConstruction": 200}, [("ef", 32), ("ef", 64), ("ef", 128)]),
     "IVF_FLAT": ({"nlist": 1024}, [("nprobe", 8), ("nprobe", 32), ("nprobe", 64)]),
     "IVF_SQ8": ({"nlist": 1024}, [("nprobe", 8), ("nprobe", 32), ("nprobe", 64)]),
@@ -41,7 +43,7 @@ INDEXES = {  # build params, then the search settings tried (name, params)
 }
 # DISKANN is not run by default: the 2.3.5 standalone accepts it and then indexes nothing (state
 # InProgress, 0 of 200,000 rows after 5 minutes). `--indexes DISKANN --build-timeout 600` shows it.
-DEFAULT_INDEXES = "HNSW,IVF_FLAT,IVF_SQ8"
+DEFAULT_INDEXES = "AUTOINDEX,HNSW,IVF_FLAT,IVF_SQ8"
 
 
 def clustered(rng: np.random.Generator, n: int, dim: int, centres: np.ndarray, cosine: float = 0.8) -> np.ndarray:
@@ -99,7 +101,7 @@ def consistency_cost(client, name: str, queries: np.ndarray, setting: tuple[str,
     """Single-query latency at each consistency level, alternating levels, medians: what Strong
     costs on a server (a search waits for the next time tick, 200 ms apart in this build's config)."""
     latencies: dict[str, list[float]] = {}
-    search_params = {"metric_type": "COSINE", "params": {setting[0]: setting[1]}}
+    search_params = {"metric_type": "COSINE", "params": {} if setting[1] is None else {setting[0]: setting[1]}}
     for q in queries[:60]:
         for level in ("Strong", "Session", "Bounded"):
             started = time.perf_counter()
@@ -167,7 +169,7 @@ def server_rows(args, kind: str, vectors: np.ndarray, queries: np.ndarray, truth
                 if index_type == args.indexes[0]:
                     consistency_cost(client, name, queries, INDEXES[index_type][1][0], args)
                 for key, value in settings:
-                    got = measure(client, name, queries, truth, {key: value}, args)
+                    got = measure(client, name, queries, truth, {} if value is None else {key: value}, args)
                     out.append((kind, index_type, f"{key}={value}", built, got, memory, rate))
                     print(
                         f"  [{kind}] {index_type} {key}={value}: build {built:.0f} s, recall@10 {got['recall']:.3f}, "

@@ -13,6 +13,11 @@ if ! fc-list 2>/dev/null | grep -qi "wqy-microhei"; then
   echo "[test] installing fonts-wqy-microhei for the OCR tests"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei fontconfig >/dev/null
 fi
+# tests/test_page.py drives the search page in Debian's headless Chromium (Selenium + chromedriver).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "[test] installing chromium and chromium-driver for the search page tests"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -p no:cacheprovider "$@"

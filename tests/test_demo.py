@@ -22,5 +22,6 @@ def test_demo_runs_the_flow_imports_and_searches(tmp_path, capsys):
     assert "NOT semantic" in out  # no real weights here: said plainly
     assert "imported 12 questions" in out and "24 items written, 0 already stored" in out
     assert "text -> image" in out and "image -> text" in out and "similar questions" in out
+    assert "search page: http://127.0.0.1:" in out
     assert (tmp_path / "data" / "bank" / "bank.jsonl").is_file()
     assert (tmp_path / "models" / "tiny-chinese-clip" / "config.json").is_file()

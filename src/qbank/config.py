@@ -331,9 +331,24 @@ class ServeSettings(QbankSettings):
 
 
 class GatewaySettings(QbankSettings):
-    """The gateway: with a token set, every protocol requires it (qbank.service.gateway)."""
+    """The gateway: with a token set, every protocol requires it (qbank.service.gateway); the search
+    page's figure route serves stored figure files from ``figure_roots`` only (qbank.service.page)."""
 
     auth_token: str = ""
+    # Folders (separated by os.pathsep, ':') whose image files the page may show: a stored figure is a
+    # path the importer read; outside every root (or with none set) the page shows no file.
+    figure_roots: str = ""
+    max_figure_bytes: int = 20 * 1024 * 1024  # a figure file the page route will send
+
+    def check(self) -> None:
+        _positive("max_figure_bytes", self.max_figure_bytes)
+        for root in self.figure_root_paths():
+            if not root.is_dir():
+                raise ConfigError(f"setting 'figure_roots': {str(root)!r} is not a folder (QBANK_FIGURE_ROOTS)")
+
+    def figure_root_paths(self) -> list[Path]:
+        """The roots, absolute and with links resolved (what a figure's real path must lie under)."""
+        return [Path(part).expanduser().resolve() for part in self.figure_roots.split(os.pathsep) if part.strip()]
 
 
 # What flow.yml reads as ${{ ENV.* }}; qbank-serve fills in those the operator left unset.

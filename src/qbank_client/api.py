@@ -262,6 +262,15 @@ class QbankClient:
         return int(self.post("/delete", parameters={"question_ids": question_ids})[1]["deleted"])
 
     # -- reads ---------------------------------------------------------------------------------
+    def questions(self, question_ids: list[str]) -> dict[str, DocumentArray]:
+        """Each question whole: its stored items (stem first, then figures by index), by question id;
+        questions not stored are left out."""
+        docs, _ = self.post("/questions", parameters={"question_ids": list(question_ids)}) if question_ids else ([], {})
+        found: dict[str, DocumentArray] = {}
+        for doc in docs:
+            found.setdefault(doc.tags.get("question_id", doc.id), DocumentArray()).append(doc)
+        return found
+
     def count(self, **filters: Any) -> int:
         return int(self.post("/count", parameters={"filter": filters} if filters else {})[1]["count"])
 

@@ -211,13 +211,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print(f"\nserving: {grpc}  http://127.0.0.1:{ports.http_port}  ws://127.0.0.1:{ports.ws_port}")
+        print(f"search page: http://127.0.0.1:{ports.http_port}/ui (figures served from {bank_path.parent})")
         print(f"try: .venv/bin/qbank --url {grpc} similar '已知圆的半径' --subject 数学")
         if not args.no_serve:
             print("Ctrl-C (or SIGTERM) to stop.", flush=True)
 
     # The Flow's executors read their settings from the environment they start in (flow.yml ENV,
-    # QBANK_*): the demo's two settings are set for the Flow's life only, and restored after.
-    with patched_env({"QBANK_MODEL": model, "QBANK_DATA_DIR": data_dir}):
+    # QBANK_*): the demo's settings are set for the Flow's life only, and restored after. The page
+    # may show the demo bank's figure files (QBANK_FIGURE_ROOTS), and no other file.
+    demo_env = {"QBANK_MODEL": model, "QBANK_DATA_DIR": data_dir, "QBANK_FIGURE_ROOTS": str(bank_path.parent.resolve())}
+    with patched_env(demo_env):
         return run(load_flow(), demo, serve=not args.no_serve)
 
 

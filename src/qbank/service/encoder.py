@@ -198,7 +198,7 @@ class QbankClipEncoder(CheckedExecutor):
         ``__acall__`` (here too, for a caller that goes through jina's synchronous ``__call__``)."""
         raise UnknownEndpointError(UNKNOWN_ENDPOINT)
 
-    @requests(on=["/delete", "/exists", "/count", "/stats", "/near_duplicates"])
+    @requests(on=["/delete", "/exists", "/questions", "/count", "/stats", "/near_duplicates"])
     def passthrough(self, **kwargs: Any) -> None:
         """Store-only endpoints: nothing to encode."""
         return None

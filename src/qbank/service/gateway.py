@@ -9,8 +9,9 @@ gateway), so this gateway adds it where each protocol carries credentials:
   not support credentials over WebSocket, so with a token set it must use gRPC or HTTP).
 
 ``<token>`` and ``Bearer <token>`` are both accepted. Health probes stay open (gRPC health
-service, jina's dry run, ``GET /`` on HTTP) so orchestrators can check readiness without the secret.
-With ``QBANK_AUTH_TOKEN`` unset the gateway is exactly jina's CompositeGateway.
+service, jina's dry run, ``GET /`` on HTTP) so orchestrators can check readiness without the secret;
+so do the search page's own files (qbank.service.page), which hold no data. The HTTP server also
+serves that page at ``/ui``; otherwise, with ``QBANK_AUTH_TOKEN`` unset, this is jina's CompositeGateway.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from jina.serve.runtimes.gateway.websocket import WebSocketGateway
 from jina.serve.runtimes.servers.composite import CompositeBaseServer
 
 from qbank.config import GatewaySettings
+from qbank.service.page import PAGE_FILES, add_page_routes
 
 REFUSED = "missing or wrong token: send 'Authorization: <token>' (gRPC metadata 'authorization')"
 # Readiness probes: gRPC health, and jina's dry run (what `jina ping gateway` and is_flow_ready use).
 OPEN_GRPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.", "/jina.JinaGatewayDryRunRPC/")
-OPEN_HTTP_PATHS = {"/"}  # jina's health check
+OPEN_HTTP_PATHS = {"/", *PAGE_FILES}  # jina's health check; the search page's files (they hold no data)
 
 
 def token_matches(presented: str | bytes | None, token: str) -> bool:
@@ -284,11 +286,12 @@ class MalformedFrameMiddleware:
 
 
 class _TokenHolder:
-    """Takes the ``qbank_token`` keyword for the guarded server classes below (first in their MRO)."""
+    """Takes the gateway's settings for the guarded server classes below (first in their MRO)."""
 
-    def __init__(self, *, qbank_token: str, **kwargs: Any):
+    def __init__(self, *, qbank_settings: GatewaySettings, **kwargs: Any):
         super().__init__(**kwargs)
-        self._qbank_token = qbank_token
+        self._qbank_settings = qbank_settings
+        self._qbank_token = qbank_settings.auth_token
 
 
 class TokenGRPCGateway(_TokenHolder, GRPCGateway):
@@ -303,6 +306,8 @@ class TokenHTTPGateway(_TokenHolder, HTTPGateway):
     @property
     def app(self):
         app = super().app  # jina builds a fresh FastAPI app on each access
+        settings = self._qbank_settings
+        add_page_routes(app, settings.figure_root_paths(), settings.max_figure_bytes)
         app.add_middleware(MalformedRequestMiddleware)
         if self._qbank_token:
             app.add_middleware(TokenMiddleware, token=self._qbank_token)
@@ -330,13 +335,15 @@ class QbankGateway(CompositeGateway):
     server guarded when a token is set."""
 
     def __init__(self, **kwargs: Any):
-        token = GatewaySettings.resolve().auth_token
+        settings = GatewaySettings.resolve()
         CompositeBaseServer.__init__(self, **kwargs)  # what CompositeServer does, with guarded classes
         self.servers = []
         for server_kwargs in self._server_kwargs:
             protocol = server_kwargs["runtime_args"]["protocol"]
             protocol = getattr(protocol, "name", str(protocol)).lower()
-            self.servers.append(GUARDED[protocol](qbank_token=token, **server_kwargs))
+            self.servers.append(GUARDED[protocol](qbank_settings=settings, **server_kwargs))
         self.gateways = self.servers
-        if token:
+        if settings.auth_token:
             self.logger.info(f"gateway requires a token (QBANK_AUTH_TOKEN) on {', '.join(GUARDED)}")
+        roots = ", ".join(map(str, settings.figure_root_paths())) or "none (QBANK_FIGURE_ROOTS unset)"
+        self.logger.info(f"search page on the HTTP port at /ui; figure files served from: {roots}")

@@ -1,7 +1,7 @@
 """Milvus executor: maps Documents to item rows and back; the store layer does the Milvus work.
 
 Endpoints: /index (upsert by id), /search (dense, bm25 or hybrid; matches with scores and fields,
-filterable), /update, /delete, /exists, /count, /stats, /near_duplicates; /encode, /rank and / pass
+filterable), /update, /delete, /exists, /questions (a question's items), /count, /stats, /near_duplicates; /encode, /rank and / pass
 through; any other endpoint is refused. Each request is all-or-nothing: it is checked whole
 (qbank.service.params, qbank.service.mapping) before anything is written.
 """
@@ -17,7 +17,15 @@ from jina import requests
 from qbank.config import IndexerSettings
 from qbank.domain.duplicates import find_near_duplicates
 from qbank.domain.filters import build_filter
-from qbank.domain.schema import IMAGE, OCR_SEARCH_MODE, ItemError, figure_chunks, id_problem, query_text
+from qbank.domain.schema import (
+    IMAGE,
+    OCR_SEARCH_MODE,
+    ItemError,
+    check_id,
+    figure_chunks,
+    id_problem,
+    query_text,
+)
 from qbank.model.clip import model_identity
 from qbank.service.checked import CheckedExecutor
 from qbank.service.mapping import (
@@ -25,11 +33,13 @@ from qbank.service.mapping import (
     check_ids,
     delete_expression,
     merged_update,
+    question_order,
     rerank_by_text,
+    row_to_item,
     row_to_match,
     rows_from_docs,
 )
-from qbank.service.params import UNKNOWN_ENDPOINT, ParameterError, UnknownEndpointError
+from qbank.service.params import UNKNOWN_ENDPOINT, ParameterError, RequestTooLargeError, UnknownEndpointError
 from qbank.store import ItemStore, StoreError
 
 
@@ -184,6 +194,27 @@ class QbankMilvusIndexer(CheckedExecutor):
         An id that could never be stored is simply not there."""
         ids = [i for i in parameters.get("ids", []) if id_problem(i) is None]
         return {"existing": [row["id"] for row in self.store.get(ids)]}
+
+    @requests(on="/questions")
+    def questions(self, parameters: dict, **kwargs: Any) -> DocumentArray:
+        """Every stored item of ``question_ids``: a question whole (its stem and all its figures), as
+        the search page shows it. More than QBANK_MAX_RESULTS_PER_REQUEST items is refused, not cut."""
+        question_ids = parameters.get("question_ids", [])
+        for value in question_ids:
+            try:
+                check_id(value, "question_id")
+            except ItemError as exc:
+                raise ParameterError(f"/questions: {exc}") from None
+        if not question_ids:
+            return DocumentArray()
+        most = self.request_limits.max_results
+        rows = self.store.query(build_filter({"question_id": question_ids}), most + 1)
+        if len(rows) > most:
+            raise RequestTooLargeError(
+                f"/questions: {len(question_ids)} questions hold more than {most} items, over the limit per request "
+                "(QBANK_MAX_RESULTS_PER_REQUEST): ask for fewer questions"
+            )
+        return DocumentArray(row_to_item(row) for row in sorted(rows, key=question_order(question_ids)))
 
     @requests(on="/count")
     def count(self, parameters: dict, **kwargs: Any) -> dict[str, int]:

@@ -7,6 +7,7 @@ without a Flow (tests/test_mapping.py). The executor only calls these and the st
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from docarray import Document, DocumentArray
@@ -106,18 +107,34 @@ def doc_to_row(doc: Document, dim: int | None, max_tag_bytes: int = MAX_TAG_BYTE
     )
 
 
+def row_to_item(row: dict[str, Any]) -> Document:
+    """A stored row as the Document it was indexed as (no vector): id, text or image uri, tags."""
+    return Document(
+        id=row["id"],
+        text=row.get("text") or None,
+        uri=row.get("image_uri") or None,
+        modality=row.get("modality") or None,
+        tags=fields_to_tags(row),
+    )
+
+
+def question_order(question_ids: list[str]) -> Callable[[dict[str, Any]], tuple]:
+    """Sort key for rows: questions in the order asked, then the stem before the figures, figures by index."""
+    position = {qid: i for i, qid in enumerate(question_ids)}
+
+    def key(row: dict[str, Any]) -> tuple:
+        modality = row.get("modality") or ""
+        index = row["id"].rsplit(":", 1)[-1]
+        return (position.get(row.get("question_id"), len(position)), modality != TEXT, len(index), index, row["id"])
+
+    return key
+
+
 def row_to_match(hit: dict[str, Any], score_name: str = "similarity") -> Document:
     """A stored row as a match. ``scores['score']`` always ranks (higher is better); the mode's own
     score sits beside it: dense ``similarity`` (and clip-as-service's ``cosine`` distance), ``bm25``,
     or the hybrid fusion's ``rrf`` / ``weighted``."""
-    entity = hit.get("entity", hit)
-    match = Document(
-        id=hit["id"],
-        text=entity.get("text") or None,
-        uri=entity.get("image_uri") or None,
-        modality=entity.get("modality") or None,
-        tags=fields_to_tags(entity),
-    )
+    match = row_to_item({**hit.get("entity", hit), "id": hit["id"]})
     score = float(hit["distance"])
     match.scores["score"].value = score
     match.scores[score_name].value = score

@@ -214,6 +214,7 @@ def _parameter_table(limits: Limits) -> dict[str, dict[str, Check]]:
         },
         "/delete": {"ids": ids, "question_ids": ids, "filter": filter_object, "allow_many": boolean},
         "/exists": {"ids": ids},
+        "/questions": {"question_ids": string_list(limits.max_limit, "QBANK_MAX_LIMIT")},
         "/count": {"filter": filter_object},
         "/stats": {},
         "/near_duplicates": {
@@ -236,6 +237,7 @@ KNOWN_ENDPOINTS = (
     "/update",
     "/delete",
     "/exists",
+    "/questions",
     "/count",
     "/stats",
     "/near_duplicates",

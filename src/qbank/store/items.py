@@ -409,6 +409,14 @@ class ItemStore:
             )
         return rows
 
+    def query(self, expr: str, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` stored rows matching ``expr`` (no vectors), read at the reads' consistency."""
+        if not self._ready():
+            return []
+        return self.connection.call(
+            "query", self.collection, filter=expr, output_fields=OUTPUT_FIELDS, limit=limit, **self._consistency
+        )
+
     def delete(self, expr: str) -> int:
         if not self._ready():
             return 0

@@ -1,0 +1,424 @@
+// The search page: talks to this gateway's POST /post (jina's HTTP API) like any HTTP client.
+// Text from the bank is untrusted: it is only ever put into the page as textContent, never as HTML.
+"use strict";
+
+const TOKEN_KEY = "qbank-token";
+const $ = (id) => document.getElementById(id);
+const state = { image: null, token: sessionStorage.getItem(TOKEN_KEY) || "", questions: new Map(), figures: new Map() };
+
+class ServiceError extends Error {
+  constructor(message, status) { super(message); this.status = status; }
+}
+
+function headers(extra) {
+  const out = Object.assign({}, extra || {});
+  if (state.token) out.Authorization = state.token;
+  return out;
+}
+
+// One request to an endpoint; returns {docs, results}. Errors carry the message the service gave.
+async function call(endpoint, data, parameters) {
+  let response;
+  try {
+    response = await fetch("/post", {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/json" }),
+      body: JSON.stringify({ execEndpoint: endpoint, data: data || [], parameters: parameters || {} }),
+    });
+  } catch (err) {
+    throw new ServiceError(`${endpoint}: the service cannot be reached (${err.message})`, 0);
+  }
+  let body = null;
+  try { body = await response.json(); } catch (_) { body = null; }
+  if (response.status === 401) {
+    askForToken(body && body.detail ? body.detail : "the service requires a token");
+    throw new ServiceError(`${endpoint}: ${body && body.detail ? body.detail : "refused (401)"}`, 401);
+  }
+  const status = body && body.header && body.header.status;
+  if (!response.ok || (status && status.code && status.code !== 0 && status.code !== "SUCCESS")) {
+    throw new ServiceError(`${endpoint}: ${describeError(body, response)}`, response.status);
+  }
+  const results = {};
+  const merged = (body.parameters && body.parameters.__results__) || {};
+  for (const value of Object.values(merged)) Object.assign(results, value);
+  return { docs: body.data || [], results };
+}
+
+// jina describes an executor's exception as its repr, e.g. ParameterError("parameter 'limit' ..."):
+// the page shows the message inside.
+function unwrap(description) {
+  const inner = /^[A-Za-z_][\w.]*\((["'])([\s\S]*)\1,?\)$/.exec(description.trim());
+  return inner ? inner[2].replace(/\\(["'\\])/g, "$1") : description;
+}
+
+function describeError(body, response) {
+  if (body) {
+    const status = body.header && body.header.status;
+    if (status && status.description) return unwrap(status.description);
+    if (status && status.exception && status.exception.args && status.exception.args.length) return status.exception.args.join(" ");
+    if (typeof body.detail === "string") return body.detail;
+    if (Array.isArray(body.detail)) return body.detail.map((d) => d.msg || JSON.stringify(d)).join("; ");
+  }
+  return `HTTP ${response.status}`;
+}
+
+function showMessage(text, info) {
+  const box = $("message");
+  box.textContent = text;
+  box.className = info ? "info" : "";
+  box.hidden = !text;
+}
+
+function askForToken(reason) {
+  $("token-panel").hidden = false;
+  if (reason) showMessage(reason);
+  $("token-input").focus();
+}
+
+// -- stats header ----------------------------------------------------------------------------
+async function loadStats() {
+  try {
+    const { results: s } = await call("/stats");
+    const parts = [
+      `${Number(s.count || 0).toLocaleString()} items`,
+      `model ${s.model || "none yet"}`,
+      `dim ${s.dim || "-"}`,
+      `index ${s.index_type || "-"}`,
+      `full text ${s.full_text ? "on" : "off"}`,
+    ];
+    if (s.milvus_version) parts.push(`Milvus ${s.milvus_version}`);
+    $("stats").textContent = parts.join(" · ");
+    $("stats").dataset.loaded = "true";
+  } catch (err) {
+    $("stats").textContent = "stats unavailable";
+    showMessage(err.message);
+  }
+}
+
+// -- query image: file picker, drag and drop, paste -----------------------------------------------
+function setImage(file) {
+  if (!file || !file.type.startsWith("image/")) {
+    showMessage("that is not an image file");
+    return;
+  }
+  const reader = new FileReader();
+  reader.onload = () => {
+    state.image = reader.result; // a data: URI, which the encoder reads as clip-server does
+    $("image-preview").src = state.image;
+    $("image-preview").hidden = false;
+    $("clear-image").hidden = false;
+    $("drop-hint").hidden = true;
+  };
+  reader.readAsDataURL(file);
+}
+
+function clearImage() {
+  state.image = null;
+  $("query-image").value = "";
+  $("image-preview").hidden = true;
+  $("image-preview").removeAttribute("src");
+  $("clear-image").hidden = true;
+  $("drop-hint").hidden = false;
+}
+
+// -- highlighting: the query's words found in a stem, for bm25 and hybrid results -----------------
+function matchedRanges(stem, query) {
+  const text = stem.toLowerCase();
+  const marks = new Array(stem.length).fill(false);
+  const markAll = (word) => {
+    if (!word) return;
+    let at = text.indexOf(word);
+    while (at !== -1) {
+      for (let i = at; i < at + word.length; i += 1) marks[i] = true;
+      at = text.indexOf(word, at + 1);
+    }
+  };
+  const q = query.toLowerCase().slice(0, 300);
+  // Runs of Han characters: every stretch of two or more found in the stem (Chinese has no spaces).
+  for (const run of q.match(/[\u3400-\u9fff\uf900-\ufaff]+/g) || []) {
+    for (let i = 0; i < run.length; i += 1) {
+      for (let j = run.length; j >= i + 2; j -= 1) {
+        if (text.includes(run.slice(i, j))) { markAll(run.slice(i, j)); break; }
+      }
+    }
+  }
+  // Latin words and numbers: whole tokens.
+  for (const word of q.match(/[a-z0-9]+/g) || []) {
+    const pattern = new RegExp(`(^|[^a-z0-9])(${word})(?![a-z0-9])`, "g");
+    let found;
+    while ((found = pattern.exec(text)) !== null) {
+      const start = found.index + found[1].length;
+      for (let i = start; i < start + word.length; i += 1) marks[i] = true;
+      pattern.lastIndex = start + 1;
+    }
+  }
+  return marks;
+}
+
+function stemElement(stem, query) {
+  const element = document.createElement("p");
+  element.className = "stem";
+  if (!query) {
+    element.textContent = stem;
+    return element;
+  }
+  const marks = matchedRanges(stem, query);
+  let i = 0;
+  while (i < stem.length) {
+    let j = i;
+    while (j < stem.length && marks[j] === marks[i]) j += 1;
+    const piece = stem.slice(i, j);
+    if (marks[i]) {
+      const mark = document.createElement("mark");
+      mark.textContent = piece;
+      element.appendChild(mark);
+    } else {
+      element.appendChild(document.createTextNode(piece));
+    }
+    i = j;
+  }
+  return element;
+}
+
+// -- figures ------------------------------------------------------------------------------------
+async function figureSource(ref) {
+  if (/^https?:\/\//i.test(ref)) return ref; // the bank's own host serves it
+  if (!state.figures.has(ref)) {
+    state.figures.set(ref, (async () => {
+      const response = await fetch(`/ui/figure?ref=${encodeURIComponent(ref)}`, { headers: headers() });
+      if (!response.ok) {
+        let detail = `HTTP ${response.status}`;
+        try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
+        throw new ServiceError(detail, response.status);
+      }
+      return URL.createObjectURL(await response.blob());
+    })());
+  }
+  return state.figures.get(ref);
+}
+
+function figuresElement(items) {
+  const box = document.createElement("div");
+  box.className = "figures";
+  for (const item of items) {
+    const ref = (item.tags && item.tags.figure) || item.uri || "";
+    if (!ref) {
+      const missing = document.createElement("span");
+      missing.className = "figure-missing";
+      missing.textContent = `${item.id}: stored without a path or URL`;
+      box.appendChild(missing);
+      continue;
+    }
+    const img = document.createElement("img");
+    img.alt = `figure ${item.id}`;
+    img.dataset.item = item.id;
+    img.referrerPolicy = "no-referrer";
+    box.appendChild(img);
+    figureSource(ref).then((src) => { img.src = src; }).catch((err) => {
+      const missing = document.createElement("span");
+      missing.className = "figure-missing";
+      missing.textContent = `${item.id}: ${err.message}`;
+      img.replaceWith(missing);
+    });
+  }
+  return box;
+}
+
+// -- questions ----------------------------------------------------------------------------------
+async function loadQuestions(ids) {
+  const wanted = ids.filter((id) => !state.questions.has(id));
+  if (wanted.length) {
+    const { docs } = await call("/questions", [], { question_ids: wanted });
+    const byQuestion = new Map(wanted.map((id) => [id, []]));
+    for (const doc of docs) {
+      const qid = (doc.tags && doc.tags.question_id) || doc.id;
+      if (byQuestion.has(qid)) byQuestion.get(qid).push(doc);
+    }
+    for (const [id, items] of byQuestion) state.questions.set(id, items);
+  }
+  return ids.map((id) => ({ id, items: state.questions.get(id) || [] }));
+}
+
+function scoreOf(match) {
+  const scores = match.scores || {};
+  const value = (scores.score && scores.score.value) ?? (scores.similarity && scores.similarity.value);
+  return typeof value === "number" ? value : 0;
+}
+
+// Matches grouped by question (the server already grouped them: the first of each question is its best).
+function hitsOf(matches) {
+  const hits = new Map();
+  for (const match of matches) {
+    const qid = (match.tags && match.tags.question_id) || match.id;
+    if (!hits.has(qid)) hits.set(qid, { id: qid, score: scoreOf(match), side: match.modality || (match.text ? "text" : "image"), best: match });
+  }
+  return [...hits.values()];
+}
+
+function meta(tags) {
+  return ["subject", "grade", "type"].map((k) => tags[k]).filter(Boolean).join(" · ");
+}
+
+function cardElement(hit, question, rank, highlight) {
+  const card = document.createElement("li");
+  card.className = "card";
+  card.tabIndex = 0;
+  card.dataset.question = hit.id;
+  const stemItem = question.items.find((i) => i.modality === "text" || (i.text && !(i.tags && i.tags.figure)));
+  const figureItems = question.items.filter((i) => i !== stemItem);
+  const tags = (stemItem || question.items[0] || hit.best).tags || {};
+  const top = document.createElement("div");
+  top.className = "top";
+  const parts = [
+    ["rank", `#${rank}`],
+    ["qid", hit.id],
+    ["badge " + hit.side, hit.side === "image" ? "matched: figure" : "matched: stem"],
+    ["score", `score ${hit.score.toFixed(4)}`],
+    ["meta", meta(tags)],
+  ];
+  for (const [cls, text] of parts) {
+    const span = document.createElement("span");
+    span.className = cls;
+    span.textContent = text;
+    top.appendChild(span);
+  }
+  card.appendChild(top);
+  card.appendChild(stemElement(stemItem ? stemItem.text || "" : "(no stem: a figure-only question)", highlight));
+  if (figureItems.length) card.appendChild(figuresElement(figureItems));
+  card.addEventListener("click", () => showDetail(hit.id));
+  card.addEventListener("keydown", (event) => { if (event.key === "Enter") showDetail(hit.id); });
+  return card;
+}
+
+function currentFilter() {
+  const filter = {};
+  for (const [field, input] of [["subject", "subject"], ["grade", "grade"], ["type", "qtype"]]) {
+    const value = $(input).value.trim();
+    if (value) filter[field] = value;
+  }
+  return filter;
+}
+
+async function search(event) {
+  if (event) event.preventDefault();
+  const text = $("query-text").value.trim();
+  if (!text && !state.image) {
+    showMessage("type a question or give an image");
+    return;
+  }
+  const limit = Number($("limit").value || 10);
+  const parameters = { limit, group_by: "question_id", filter: currentFilter() };
+  const mode = $("mode").value;
+  const modality = $("modality").value;
+  if (mode) parameters.mode = mode;
+  if (modality) parameters.modality = modality;
+  let doc;
+  if (state.image) {
+    doc = { uri: state.image };
+    if ($("photo").checked) parameters.ocr = true;
+  } else {
+    doc = { text };
+  }
+  showMessage("searching…", true);
+  $("read-text").hidden = true;
+  $("search-button").disabled = true;
+  try {
+    const { docs } = await call("/search", [doc], parameters);
+    const query = docs[0] || {};
+    const read = query.tags && query.tags.ocr_text;
+    if (parameters.ocr) {
+      $("read-text").textContent = read ? `read from the photo: ${read}` : (query.tags && query.tags.ocr_note) || "no text read";
+      $("read-text").hidden = false;
+    }
+    const hits = hitsOf(query.matches || []);
+    const questions = await loadQuestions(hits.map((h) => h.id));
+    // Words are highlighted where they ranked: bm25, hybrid, and a photo's text (bm25 unless dense).
+    const usesWords = mode === "bm25" || mode === "hybrid" || (parameters.ocr && mode !== "dense");
+    const highlight = usesWords ? read || text : "";
+    const list = $("results");
+    list.replaceChildren(...hits.map((hit, i) => cardElement(hit, questions[i], i + 1, highlight)));
+    showMessage(hits.length ? "" : "no questions found", true);
+    if (!hits.length) $("message").hidden = false;
+  } catch (err) {
+    showMessage(err.message);
+  } finally {
+    $("search-button").disabled = false;
+  }
+}
+
+async function showDetail(qid) {
+  const panel = $("detail");
+  const body = $("detail-body");
+  panel.hidden = false;
+  panel.dataset.question = qid;
+  body.replaceChildren(document.createTextNode("loading…"));
+  try {
+    const [question] = await loadQuestions([qid]);
+    const stemItem = question.items.find((i) => i.modality === "text");
+    const figureItems = question.items.filter((i) => i !== stemItem);
+    const tags = (stemItem || question.items[0] || {}).tags || {};
+    const title = document.createElement("h2");
+    title.textContent = qid;
+    const list = document.createElement("dl");
+    for (const [key, value] of Object.entries(tags)) {
+      if (["question_id", "modality", "figure", "figure_text"].includes(key)) continue;
+      if (value === null || value === "" || (Array.isArray(value) && !value.length)) continue;
+      const dt = document.createElement("dt");
+      dt.textContent = key;
+      const dd = document.createElement("dd");
+      dd.textContent = Array.isArray(value) ? value.join(", ") : String(value);
+      list.append(dt, dd);
+    }
+    const parts = [title, stemElement(stemItem ? stemItem.text || "" : "(no stem)", ""), figuresElement(figureItems), list];
+    const heading = document.createElement("h3");
+    heading.textContent = "Similar questions";
+    const similar = document.createElement("ol");
+    similar.className = "similar";
+    similar.id = "similar";
+    parts.push(heading, similar);
+    body.replaceChildren(...parts);
+    if (!stemItem || !stemItem.text) {
+      similar.replaceChildren(Object.assign(document.createElement("li"), { className: "empty", textContent: "no stem to compare" }));
+      return;
+    }
+    const { docs } = await call("/search", [{ text: stemItem.text }], { limit: 6, modality: "text", group_by: "question_id" });
+    const hits = hitsOf((docs[0] && docs[0].matches) || []).filter((h) => h.id !== qid).slice(0, 5);
+    const found = await loadQuestions(hits.map((h) => h.id));
+    similar.replaceChildren(...hits.map((hit, i) => cardElement(hit, found[i], i + 1, "")));
+    if (!hits.length) similar.replaceChildren(Object.assign(document.createElement("li"), { className: "empty", textContent: "none" }));
+  } catch (err) {
+    body.replaceChildren(Object.assign(document.createElement("p"), { className: "figure-missing", textContent: err.message }));
+  }
+}
+
+function start() {
+  $("search-form").addEventListener("submit", search);
+  $("token-button").addEventListener("click", () => askForToken(""));
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.token = $("token-input").value.trim();
+    sessionStorage.setItem(TOKEN_KEY, state.token);
+    state.figures.clear();
+    $("token-panel").hidden = true;
+    showMessage("");
+    loadStats();
+  });
+  $("query-image").addEventListener("change", () => setImage($("query-image").files[0]));
+  $("clear-image").addEventListener("click", clearImage);
+  $("close-detail").addEventListener("click", () => { $("detail").hidden = true; });
+  const zone = $("drop-zone");
+  zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    if (event.dataTransfer.files.length) setImage(event.dataTransfer.files[0]);
+  });
+  document.addEventListener("paste", (event) => {
+    const file = [...(event.clipboardData ? event.clipboardData.files : [])].find((f) => f.type.startsWith("image/"));
+    if (file) { event.preventDefault(); setImage(file); }
+  });
+  loadStats();
+}
+
+document.addEventListener("DOMContentLoaded", start);

@@ -1,0 +1,389 @@
+"""The search page, in a real browser (Debian's headless Chromium driven by Selenium) through a real
+Flow that requires a token, over a planted bank imported with the real importer; and the figure
+route's refusals over real HTTP.
+
+The browser tests run in order on one page (one tab: the token typed in the first test is kept in
+the tab's sessionStorage, as for a user). A screenshot of the results lands in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO, png_bytes, running_flow
+
+from qbank.service.page import PAGE_FILES, FigureRefused, figure_file, image_type
+from qbank_client import QbankClient, read_bank
+from qbank_client.importer import import_bank
+from qbank_devtools.demo import write_demo_bank
+
+TOKEN = "page-s3cret"
+PLANTED = "planted-tri"
+PLANTED_STEM = "如图，在等腰梯形ABCD中，对角线AC与BD相交于点O，求证三角形AOB全等于三角形DOC"
+XSS = "planted-xss"
+XSS_STEM = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">恶意题干测试'
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+# -- the figure route's rules, on real files ---------------------------------------------------------
+def test_figure_file_serves_images_under_a_root_only(tmp_path):
+    root = tmp_path / "figs"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.png").write_bytes(png_bytes(1))
+    (tmp_path / "secret.png").write_bytes(png_bytes(2))
+    (root / "notes.txt").write_text("not an image")
+    (root / "vector.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')
+    (root / "link.png").symlink_to(tmp_path / "secret.png")
+    roots = [root.resolve()]
+
+    data, kind = figure_file(str(root / "sub" / "a.png"), roots, 1 << 20)
+    assert data == png_bytes(1) and kind == "image/png"
+    refusals = {
+        str(root / "sub" / ".." / ".." / "secret.png"): (403, "outside the figure folders"),
+        str(tmp_path / "secret.png"): (403, "QBANK_FIGURE_ROOTS"),
+        str(root / "link.png"): (403, "outside"),  # a link out of the root is followed, then refused
+        "figs/sub/a.png": (400, "absolute path"),
+        str(root / "missing.png"): (404, "no figure file"),
+        str(root / "sub"): (404, "not a file"),
+        str(root / "notes.txt"): (415, "not a PNG"),
+        str(root / "vector.svg"): (415, "not a PNG"),
+        "": (400, "'ref'"),
+    }
+    for ref, (status, words) in refusals.items():
+        with pytest.raises(FigureRefused, match=words) as refused:
+            figure_file(ref, roots, 1 << 20)
+        assert refused.value.status == status, ref
+    with pytest.raises(FigureRefused, match="QBANK_MAX_FIGURE_BYTES") as refused:
+        figure_file(str(root / "sub" / "a.png"), roots, 10)
+    assert refused.value.status == 413
+    with pytest.raises(FigureRefused, match="no QBANK_FIGURE_ROOTS") as refused:
+        figure_file(str(root / "sub" / "a.png"), [], 1 << 20)
+    assert refused.value.status == 404
+    assert image_type(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"
+    assert image_type(b"\xff\xd8\xff\xe0") == "image/jpeg"
+
+
+def test_the_page_ships_in_the_package(tmp_path):
+    """Images install the project from source (k8s/images): the page's files must be in the wheel."""
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(tmp_path),
+        str(REPO),
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("qbank_search-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"qbank/service/page_assets/{name}" for name, _ in PAGE_FILES.values()} <= names
+
+
+# -- a real Flow with a planted bank -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory) -> Path:
+    """The demo bank (40 questions with figures) plus a planted question with its own figure and a
+    stem that carries HTML."""
+    folder = tmp_path_factory.mktemp("page-bank")
+    path = write_demo_bank(folder, 40)
+    (folder / "figs" / "planted.png").write_bytes(png_bytes(4242, (96, 80)))
+    planted = [
+        {"id": PLANTED, "stem": PLANTED_STEM, "figures": ["figs/planted.png"], "subject": "数学", "grade": "八年级"},
+        {"id": XSS, "stem": XSS_STEM, "subject": "语文", "grade": "七年级"},
+    ]
+    with path.open("a", encoding="utf-8") as handle:
+        for record in planted:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def flow(tiny_model, bank, tmp_path_factory):
+    data = tmp_path_factory.mktemp("page-data")
+    settings = {
+        "model": tiny_model,
+        "data_dir": data,
+        "auth_token": TOKEN,
+        "figure_roots": bank.parent,
+        "max_limit": 50,  # below what the page's count field allows: its error comes from the service
+    }
+    with running_flow(**settings) as urls:
+        with QbankClient(urls["grpc"], token=TOKEN) as client:
+            summary = import_bank(client, read_bank(bank), batch_size=16, progress=False)
+            assert summary.imported == 42 and not summary.bad_rows
+        yield urls
+
+
+def get(url: str, token: str | None = None) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(url, headers={"Authorization": token} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def test_page_files_are_open_and_figures_need_the_token(flow, bank):
+    status, headers, body = get(flow["http"] + "/ui")
+    assert status == 200 and b"Question bank search" in body
+    assert "script-src 'self'" in headers["content-security-policy"] and headers["x-content-type-options"] == "nosniff"
+    assert get(flow["http"] + "/ui/app.js")[0] == 200
+    figure = str(bank.parent / "figs" / "planted.png")
+    url = flow["http"] + "/ui/figure?" + urllib.parse.urlencode({"ref": figure})
+    assert get(url)[0] == 401
+    status, headers, body = get(url, TOKEN)
+    assert status == 200 and body == png_bytes(4242, (96, 80)) and headers["content-type"] == "image/png"
+    escape = flow["http"] + "/ui/figure?" + urllib.parse.urlencode({"ref": f"{bank.parent}/figs/../../../etc/passwd"})
+    status, _, body = get(escape, TOKEN)
+    assert status == 403 and b"outside the figure folders" in body
+
+
+def test_questions_endpoint_returns_whole_questions_in_order(flow):
+    with QbankClient(flow["grpc"], token=TOKEN) as client:
+        docs, _ = client.post("/questions", parameters={"question_ids": [XSS, PLANTED, "no-such-question"]})
+        assert [d.id for d in docs] == [f"{XSS}:text:0", f"{PLANTED}:text:0", f"{PLANTED}:image:0"]
+        assert docs[0].text == XSS_STEM and docs[2].tags["figure"].endswith("figs/planted.png")
+        assert docs[2].tags["question_id"] == PLANTED and docs[2].modality == "image"
+        found = client.questions([PLANTED, "no-such-question"])
+        assert list(found) == [PLANTED] and [d.id for d in found[PLANTED]] == [d.id for d in docs[1:]]
+        with pytest.raises(Exception, match="question_ids"):
+            client.post("/questions", parameters={"question_ids": PLANTED})
+
+
+# -- in the browser ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.fail(
+            "Chromium and chromedriver are missing: scripts/test.sh installs them (apt chromium chromium-driver)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_script_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def wait_for(check, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def js(driver, script: str, *args):
+    return driver.execute_script(script, *args)
+
+
+def errors_in_console(driver) -> list[str]:
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def search(driver, text: str = "", mode: str = "", modality: str = "", subject: str = "", image: Path | None = None):
+    """Fill the form, submit, and wait for the search to finish; returns the cards' question ids."""
+    js(driver, "document.getElementById('clear-image').click(); document.getElementById('results').replaceChildren()")
+    for field, value in (("query-text", text), ("subject", subject)):
+        element = driver.find_element("id", field)
+        element.clear()
+        if value:
+            element.send_keys(value)
+    js(driver, "document.getElementById('mode').value = arguments[0]", mode)
+    js(driver, "document.getElementById('modality').value = arguments[0]", modality)
+    if image is not None:
+        driver.find_element("id", "query-image").send_keys(str(image))
+        wait_for(lambda: js(driver, "return !document.getElementById('image-preview').hidden"), "the image preview")
+    driver.find_element("id", "search-button").click()
+    wait_for(
+        lambda: js(driver, "return document.getElementById('message').textContent !== 'searching…'"),
+        "the search to finish",
+    )
+    message = js(
+        driver, "return document.getElementById('message').hidden ? '' : document.getElementById('message').textContent"
+    )
+    assert not message or message == "no questions found", message
+    return js(driver, "return [...document.querySelectorAll('#results > .card')].map(c => c.dataset.question)")
+
+
+def test_without_the_token_the_page_shows_the_refusal_then_works_with_it(flow, browser):
+    browser.get(flow["http"] + "/ui")
+    wait_for(lambda: browser.find_element("id", "token-panel").is_displayed(), "the token prompt")
+    message = wait_for(lambda: browser.find_element("id", "message").text, "the refusal")
+    assert "missing or wrong token" in message
+    browser.find_element("id", "token-input").send_keys("wrong")
+    browser.find_element("css selector", "#token-form button").click()
+    wait_for(lambda: "missing or wrong token" in browser.find_element("id", "message").text, "the second refusal")
+    field = browser.find_element("id", "token-input")
+    field.clear()
+    field.send_keys(TOKEN)
+    browser.find_element("css selector", "#token-form button").click()
+    stats = wait_for(
+        lambda: js(
+            browser,
+            "return document.getElementById('stats').dataset.loaded && document.getElementById('stats').textContent",
+        ),
+        "stats",
+    )
+    assert "full text on" in stats and "items" in stats
+    assert not browser.find_element("id", "token-panel").is_displayed()
+    # Only the refused requests (401) may have complained.
+    assert all("401" in line for line in errors_in_console(browser))
+
+
+def test_page_loads_with_the_stats_and_no_console_errors(flow, browser):
+    browser.get(flow["http"] + "/ui")  # the same tab: the token is still in sessionStorage
+    stats = wait_for(
+        lambda: js(
+            browser,
+            "return document.getElementById('stats').dataset.loaded && document.getElementById('stats').textContent",
+        ),
+        "stats",
+    )
+    assert stats.startswith("83 items"), stats  # 40 demo questions (stem + figure), planted (2), XSS stem (1)
+    assert errors_in_console(browser) == []
+
+
+def test_a_text_query_shows_the_planted_question_first_with_its_figure(flow, browser):
+    found = search(browser, "等腰梯形 对角线", mode="bm25")
+    assert found[0] == PLANTED
+    card = browser.find_element("css selector", "#results > .card")
+    assert PLANTED_STEM in card.text and "matched: stem" in card.text
+    marked = js(browser, "return [...arguments[0].querySelectorAll('mark')].map(m => m.textContent)", card)
+    assert "等腰梯形" in marked and "对角线" in marked
+    width = wait_for(
+        lambda: js(
+            browser,
+            "const i = arguments[0].querySelector('.figures img'); return i && i.complete && i.naturalWidth",
+            card,
+        ),
+        "the planted figure to load",
+    )
+    assert width == 96
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "search-page.png"))
+    assert errors_in_console(browser) == []
+
+
+def test_uploading_a_figure_finds_its_question(flow, browser, bank):
+    found = search(browser, image=bank.parent / "figs" / "planted.png", mode="dense", modality="image")
+    assert found[0] == PLANTED
+    assert "matched: figure" in browser.find_element("css selector", "#results > .card").text
+
+
+def test_a_filter_changes_the_results(flow, browser):
+    everything = search(browser, "如图", mode="bm25")
+    subjects = js(browser, "return [...document.querySelectorAll('#results > .card .meta')].map(m => m.textContent)")
+    assert len({s.split(" · ")[0] for s in subjects}) > 1, subjects  # several subjects unfiltered
+    only = search(browser, "如图", mode="bm25", subject="物理")
+    subjects = js(browser, "return [...document.querySelectorAll('#results > .card .meta')].map(m => m.textContent)")
+    assert only and only != everything and all(s.startswith("物理") for s in subjects), subjects
+
+
+def test_a_stem_with_html_shows_as_text(flow, browser):
+    found = search(browser, "恶意题干测试", mode="bm25")
+    assert found[0] == XSS
+    card = browser.find_element("css selector", "#results > .card")
+    assert "<script>window.__xss = 1</script>" in card.text and "onerror" in card.text
+    assert js(browser, "return window.__xss") is None
+    assert js(browser, "return document.querySelectorAll('#results script, #results img[src=\"x\"]').length") == 0
+
+
+def test_clicking_a_card_shows_the_whole_question_and_similar_ones(flow, browser):
+    search(browser, "等腰梯形 对角线", mode="bm25")
+    browser.find_element("css selector", "#results > .card").click()
+    wait_for(lambda: js(browser, "return document.getElementById('detail').dataset.question") == PLANTED, "the detail")
+    similar = wait_for(
+        lambda: js(browser, "return [...document.querySelectorAll('#similar > .card')].map(c => c.dataset.question)"),
+        "similar questions",
+    )
+    assert PLANTED not in similar and len(similar) == 5
+    detail = browser.find_element("id", "detail").text
+    assert PLANTED_STEM in detail and "八年级" in detail
+    wait_for(
+        lambda: js(
+            browser, "return [...document.querySelectorAll('#detail img')].every(i => i.complete && i.naturalWidth)"
+        ),
+        "the detail's figures",
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "search-page-detail.png"))
+
+
+def test_the_service_error_is_shown_as_the_service_gave_it(flow, browser):
+    js(browser, "document.getElementById('limit').value = 80")
+    browser.find_element("id", "query-text").clear()
+    browser.find_element("id", "query-text").send_keys("三角形")
+    browser.find_element("id", "search-button").click()
+    message = wait_for(
+        lambda: (
+            browser.find_element("id", "message").text if "limit" in browser.find_element("id", "message").text else ""
+        ),
+        "the error",
+    )
+    assert message == "/search: parameter 'limit' must be an integer in 1..50 (QBANK_MAX_LIMIT), got the number 80"
+    js(browser, "document.getElementById('limit').value = 10")
+
+
+def test_a_photo_of_a_question_finds_it(flow, browser, tmp_path):
+    from qbank_devtools.photos import photo_bytes
+
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(photo_bytes(PLANTED_STEM, "tilted", figure=png_bytes(4242, (96, 80))))
+    js(browser, "document.getElementById('photo').checked = true")
+    try:
+        found = search(browser, image=photo)
+    finally:
+        js(browser, "document.getElementById('photo').checked = false")
+    assert found[0] == PLANTED
+    read = browser.find_element("id", "read-text").text
+    assert read.startswith("read from the photo:") and "等腰梯形" in read
+
+
+@pytest.mark.parametrize("how", ["drop", "paste"])
+def test_an_image_can_be_dropped_or_pasted(flow, browser, how):
+    """A real DataTransfer holding a File, dispatched as the browser does for a drop or a paste."""
+    js(browser, "document.getElementById('clear-image').click(); document.getElementById('results').replaceChildren()")
+    script = """
+        const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "figure.png", {type: "image/png"}));
+        const target = arguments[1] === "drop" ? document.getElementById("drop-zone") : document;
+        const event = arguments[1] === "drop"
+            ? new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true})
+            : new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true, cancelable: true});
+        target.dispatchEvent(event);
+    """
+    js(browser, script, base64.b64encode(png_bytes(4242, (96, 80))).decode(), how)
+    wait_for(lambda: js(browser, "return !document.getElementById('image-preview').hidden"), "the image preview")
+    js(browser, "document.getElementById('mode').value = 'dense'; document.getElementById('modality').value = 'image'")
+    browser.find_element("id", "query-text").clear()
+    browser.find_element("id", "search-button").click()
+    first = wait_for(
+        lambda: js(browser, "const c = document.querySelector('#results > .card'); return c && c.dataset.question"),
+        "results",
+    )
+    assert first == PLANTED
