@@ -21,7 +21,6 @@ from qbank.domain.schema import (
     IMAGE,
     OCR_SEARCH_MODE,
     ItemError,
-    check_id,
     figure_chunks,
     id_problem,
     query_text,
@@ -31,6 +30,7 @@ from qbank.service.checked import CheckedExecutor
 from qbank.service.mapping import (
     MAX_REPORTED_ERRORS,
     check_ids,
+    check_selector_ids,
     delete_expression,
     merged_update,
     question_order,
@@ -200,11 +200,7 @@ class QbankMilvusIndexer(CheckedExecutor):
         """Every stored item of ``question_ids``: a question whole (its stem and all its figures), as
         the search page shows it. More than QBANK_MAX_RESULTS_PER_REQUEST items is refused, not cut."""
         question_ids = parameters.get("question_ids", [])
-        for value in question_ids:
-            try:
-                check_id(value, "question_id")
-            except ItemError as exc:
-                raise ParameterError(f"/questions: {exc}") from None
+        check_selector_ids("/questions", "question_id", question_ids)
         if not question_ids:
             return DocumentArray()
         most = self.request_limits.max_results

@@ -179,15 +179,20 @@ def merged_update(doc: Document, old: dict[str, Any]) -> Document:
     return new
 
 
+def check_selector_ids(endpoint: str, label: str, values: list[str]) -> None:
+    """Each of ``values`` is an id (ParameterError naming the endpoint, the value and the rule)."""
+    for value in values:
+        try:
+            check_id(value, label)
+        except ItemError as exc:
+            raise ParameterError(f"{endpoint}: {exc}") from None
+
+
 def delete_expression(ids: list[str], question_ids: list[str], filters: dict[str, Any] | None) -> str:
     """The Milvus expression of a /delete: items by id, by question, or by filter (any of them).
     Refuses an empty selector, so that no delete ever means "everything"."""
-    for label, values in (("id", ids), ("question_id", question_ids)):
-        for value in values:
-            try:
-                check_id(value, label)
-            except ItemError as exc:
-                raise ParameterError(f"/delete: {exc}") from None
+    check_selector_ids("/delete", "id", ids)
+    check_selector_ids("/delete", "question_id", question_ids)
     clauses = []
     if ids:
         clauses.append(ids_filter(ids))

@@ -255,6 +255,14 @@ function hitsOf(matches) {
   return [...hits.values()];
 }
 
+// A question's items split as the page shows them: its stem (the text item), its figures, its tags.
+function questionParts(items, fallback) {
+  const stem = items.find((i) => i.modality === "text");
+  const figures = items.filter((i) => i !== stem);
+  const tags = ((stem || items[0] || fallback || {}).tags) || {};
+  return { stem, figures, tags };
+}
+
 function meta(tags) {
   return ["subject", "grade", "type"].map((k) => tags[k]).filter(Boolean).join(" · ");
 }
@@ -264,9 +272,7 @@ function cardElement(hit, question, rank, highlight) {
   card.className = "card";
   card.tabIndex = 0;
   card.dataset.question = hit.id;
-  const stemItem = question.items.find((i) => i.modality === "text" || (i.text && !(i.tags && i.tags.figure)));
-  const figureItems = question.items.filter((i) => i !== stemItem);
-  const tags = (stemItem || question.items[0] || hit.best).tags || {};
+  const { stem: stemItem, figures: figureItems, tags } = questionParts(question.items, hit.best);
   const top = document.createElement("div");
   top.className = "top";
   const parts = [
@@ -338,7 +344,6 @@ async function search(event) {
     const list = $("results");
     list.replaceChildren(...hits.map((hit, i) => cardElement(hit, questions[i], i + 1, highlight)));
     showMessage(hits.length ? "" : "no questions found", true);
-    if (!hits.length) $("message").hidden = false;
   } catch (err) {
     showMessage(err.message);
   } finally {
@@ -354,9 +359,7 @@ async function showDetail(qid) {
   body.replaceChildren(document.createTextNode("loading…"));
   try {
     const [question] = await loadQuestions([qid]);
-    const stemItem = question.items.find((i) => i.modality === "text");
-    const figureItems = question.items.filter((i) => i !== stemItem);
-    const tags = (stemItem || question.items[0] || {}).tags || {};
+    const { stem: stemItem, figures: figureItems, tags } = questionParts(question.items);
     const title = document.createElement("h2");
     title.textContent = qid;
     const list = document.createElement("dl");
@@ -369,14 +372,14 @@ async function showDetail(qid) {
       dd.textContent = Array.isArray(value) ? value.join(", ") : String(value);
       list.append(dt, dd);
     }
-    const parts = [title, stemElement(stemItem ? stemItem.text || "" : "(no stem)", ""), figuresElement(figureItems), list];
+    const shown = [title, stemElement(stemItem ? stemItem.text || "" : "(no stem)", ""), figuresElement(figureItems), list];
     const heading = document.createElement("h3");
     heading.textContent = "Similar questions";
     const similar = document.createElement("ol");
     similar.className = "similar";
     similar.id = "similar";
-    parts.push(heading, similar);
-    body.replaceChildren(...parts);
+    shown.push(heading, similar);
+    body.replaceChildren(...shown);
     if (!stemItem || !stemItem.text) {
       similar.replaceChildren(Object.assign(document.createElement("li"), { className: "empty", textContent: "no stem to compare" }));
       return;
