@@ -67,3 +67,31 @@ def test_indexer_replicas_above_one_need_a_milvus_server():
     with patched_env({"QBANK_INDEXER_REPLICAS": "2", "QBANK_MILVUS_URI": ""}):
         with pytest.raises(SystemExit, match="error: QBANK_INDEXER_REPLICAS=2 needs a Milvus server"):
             serve_main([])
+
+
+def test_vector_index_parameters_are_json_objects_named_when_wrong():
+    settings = IndexerSettings.resolve(index_params='{"M": 8, "efConstruction": 64}', search_params='{"ef": 32}')
+    assert settings.index_build_params == {"M": 8, "efConstruction": 64}
+    assert settings.index_search_params == {"ef": 32}
+    assert IndexerSettings.resolve().index_search_params == {}
+    for value, problem in (
+        ("ef=64", "must be a JSON object such as"),
+        ("[64]", "must be a JSON object of names"),
+        ('{"ef": true}', "must be a JSON object of names"),
+        ('{"ef": {"x": 1}}', "must be a JSON object of names"),
+    ):
+        with patched_env({"QBANK_SEARCH_PARAMS": value}):
+            with pytest.raises(ConfigError, match=f"setting 'search_params' {problem}"):
+                IndexerSettings.resolve()
+    with pytest.raises(ConfigError, match="setting 'index_params' must be a JSON object"):
+        IndexerSettings.resolve(index_params="{M: 8}")
+
+
+def test_an_index_type_milvus_lite_cannot_build_is_refused_at_start():
+    """Lite 2.5.1 refused HNSW only at the first write ("local mode only support FLAT IVF_FLAT AUTOINDEX")."""
+    with pytest.raises(
+        ConfigError, match=r"setting 'index_type' is 'HNSW', which Milvus Lite .* server \(QBANK_MILVUS_URI\)"
+    ):
+        IndexerSettings.resolve(index_type="HNSW")
+    assert IndexerSettings.resolve(index_type="HNSW", milvus_uri="http://milvus:19530").vector_index == "HNSW"
+    assert IndexerSettings.resolve(index_type="IVF_FLAT").vector_index == "IVF_FLAT"

@@ -57,7 +57,68 @@ def test_the_store_reads_the_servers_version_and_leaves_out_what_it_lacks(store,
     assert "text_sparse" not in fields and "search_text" not in fields  # never a schema that does nothing
     described = store.describe()
     assert described["full_text"] is False and described["milvus_version"] == "v2.3.5-lite"
-    assert described["index_type"] == "AUTOINDEX"
+    assert described["index_type"] == "HNSW"
+
+
+def index_params(store: ItemStore) -> dict:
+    described = store.connection.call("describe_index", store.collection, "embedding")
+    params = described.get("params") or described
+    return {"index_type": described["index_type"], **{k: str(v) for k, v in params.items()}}
+
+
+def indexed(store: ItemStore) -> None:
+    """Flush and wait until the server has indexed every row (below ~1,000 rows a segment is not indexed)."""
+    store.connection.call("flush", store.collection)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        described = store.connection.call("describe_index", store.collection, "embedding")
+        if described["pending_index_rows"] == 0 and described["indexed_rows"] >= described["total_rows"]:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not indexed after 60 s: {described}")
+
+
+def test_a_server_collection_gets_hnsw_with_the_chosen_parameters_and_ef_follows_the_limit(store):
+    """HNSW M 16, efConstruction 200, searched at ef 32 (bench/server.py). Milvus refuses ef below
+    the number of results on newer servers ("ef should be larger than k"; the 2.3.5 standalone
+    widens it itself), so the store raises ef to each search's limit: 200 results from an index."""
+    store.check_vectors("test-model", 8, create=True)
+    assert index_params(store) | {"index_type": "HNSW", "M": "16", "efConstruction": "200"} == index_params(store)
+    data = rows(1500)
+    store.upsert(data)
+    indexed(store)
+    hits = store.search([data[0]["embedding"]], 200)[0]
+    assert len(hits) == 200 and hits[0]["id"] == "s0:text:0"
+    assert store._dense_params(200)["params"] == {"ef": 200} and store._dense_params(10)["params"] == {"ef": 32}
+
+
+def test_index_and_search_parameters_come_from_the_settings(milvus_standalone):
+    """QBANK_INDEX_TYPE/QBANK_INDEX_PARAMS/QBANK_SEARCH_PARAMS: IVF_FLAT with 4 lists searched with
+    all 4 is exact, so every query finds numpy's top 10."""
+    settings = IndexerSettings.resolve(
+        milvus_uri=milvus_standalone.uri,
+        collection=f"t_{uuid.uuid4().hex[:12]}",
+        index_type="IVF_FLAT",
+        index_params='{"nlist": 4}',
+        search_params='{"nprobe": 4}',
+    )
+    store = ItemStore(settings)
+    try:
+        rng = np.random.default_rng(3)
+        vectors = rng.standard_normal((2000, 16)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        store.check_vectors("test-model", 16, create=True)
+        store.upsert([item_row(f"v{i}:text:0", v.tolist(), question_id=f"v{i}") for i, v in enumerate(vectors)])
+        indexed(store)
+        assert index_params(store) | {"index_type": "IVF_FLAT", "nlist": "4"} == index_params(store)
+        queries = vectors[:20]
+        truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+        found = store.search(queries.tolist(), 10)
+        for hits, expected in zip(found, truth, strict=True):
+            assert [h["id"] for h in hits] == [f"v{i}:text:0" for i in expected]
+    finally:
+        store.connection.call("drop_collection", settings.collection)
+        store.close()
 
 
 def test_writes_are_read_back_at_once_filtered_updated_and_deleted(store):

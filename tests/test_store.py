@@ -126,11 +126,11 @@ def test_data_and_model_identity_survive_reopening(tmp_path):
         second.close()
 
 
-def test_default_index_is_exact_on_milvus_lite_and_autoindex_on_a_server(tmp_path):
+def test_default_index_is_exact_on_milvus_lite_and_hnsw_on_a_server(tmp_path):
     """Lite 2.5 never builds IVF/AUTOINDEX over inserted rows (recall@10 0.10 measured on random
     vectors), so a Lite collection gets FLAT: every query finds exactly numpy's top 10."""
-    assert IndexerSettings.resolve(milvus_uri="http://milvus:19530").vector_index == "AUTOINDEX"
-    assert IndexerSettings.resolve(milvus_uri="http://milvus:19530", index_type="HNSW").vector_index == "HNSW"
+    assert IndexerSettings.resolve(milvus_uri="http://milvus:19530").vector_index == "HNSW"
+    assert IndexerSettings.resolve(milvus_uri="http://milvus:19530", index_type="IVF_SQ8").vector_index == "IVF_SQ8"
     store = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
     try:
         data = rows(3000, dim=64, seed=5)

@@ -7,6 +7,7 @@ without editing it (12-factor style), and a laptop run needs neither.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ def check_flow_topology(env: dict[str, str]) -> None:
 
 TEXT_ANALYZERS = ("chinese", "standard", "english")
 CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
+LITE_INDEX_TYPES = ("FLAT", "IVF_FLAT", "AUTOINDEX")  # Milvus Lite 2.5.1: "local mode only support ..."
 
 
 class ConfigError(ValueError):
@@ -146,6 +148,23 @@ def _positive(name: str, value: int | float) -> None:
         raise ConfigError(f"setting {name!r} must be > 0, got {value!r}")
 
 
+def _json_params(name: str, raw: str) -> dict[str, int | float | str]:
+    """A parameters setting: a JSON object of names to numbers or strings ("" -> {})."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"setting {name!r} must be a JSON object such as '{{\"ef\": 64}}', got {raw!r} ({exc})"
+        ) from None
+    if not isinstance(value, dict) or not all(
+        isinstance(v, int | float | str) and not isinstance(v, bool) for v in value.values()
+    ):
+        raise ConfigError(f"setting {name!r} must be a JSON object of names to numbers or strings, got {raw!r}")
+    return value
+
+
 class ImageInputSettings(QbankSettings):
     """How an executor that reads images takes them: the same limits and fetch policy (the same
     QBANK_* variables) for the encoder and the OCR reader."""
@@ -228,10 +247,15 @@ class IndexerSettings(QbankSettings):
     data_dir: str = "data"
     collection: str = "qbank_items"
     model: str = DEFAULT_MODEL
-    # "" -> FLAT on a Milvus Lite file, AUTOINDEX on a server. Lite 2.5 never builds an IVF/AUTOINDEX
+    # "" -> FLAT on a Milvus Lite file, HNSW on a server. Lite 2.5 never builds an IVF/AUTOINDEX
     # index over inserted rows (they stay in growing segments behind an interim IVF index): measured
     # recall@10 0.10 on 100k random vectors whatever nprobe; FLAT is exact (bench/search.py).
     index_type: str = ""
+    # The vector index's build and search parameters, JSON objects ('{"M": 16, "efConstruction": 200}',
+    # '{"ef": 64}'); "" -> qbank.store.collection's defaults for the index type, chosen from
+    # bench/server.py. Build parameters count when a collection is created; search ones on every search.
+    index_params: str = ""
+    search_params: str = ""
     metric_type: str = "COSINE"
     # What a read sees on a Milvus server (Milvus Lite is always strong). Counts, /exists and gets:
     # "Strong", every acknowledged write (with Milvus' default, Bounded, a count right after an
@@ -282,6 +306,14 @@ class IndexerSettings(QbankSettings):
         _choice("consistency_level", self.consistency_level, CONSISTENCY_LEVELS)
         _choice("search_consistency_level", self.search_consistency_level, CONSISTENCY_LEVELS)
         _positive("rrf_k", self.rrf_k)
+        if self.index_type and not is_milvus_server_uri(self.uri) and self.index_type not in LITE_INDEX_TYPES:
+            raise ConfigError(
+                f"setting 'index_type' is {self.index_type!r}, which Milvus Lite ({self.uri}) cannot build: it "
+                f"takes {LITE_INDEX_TYPES} (FLAT, the default, is the one it searches exactly); other types "
+                "need a Milvus server (QBANK_MILVUS_URI)"
+            )
+        _json_params("index_params", self.index_params)
+        _json_params("search_params", self.search_params)
         if self.hybrid_weights:
             self.weights()
 
@@ -308,7 +340,17 @@ class IndexerSettings(QbankSettings):
     @property
     def vector_index(self) -> str:
         """The index type a new collection gets."""
-        return self.index_type or ("AUTOINDEX" if is_milvus_server_uri(self.uri) else "FLAT")
+        return self.index_type or ("HNSW" if is_milvus_server_uri(self.uri) else "FLAT")
+
+    @property
+    def index_build_params(self) -> dict[str, int | float | str]:
+        """The index_params setting as a dict ({} when unset)."""
+        return _json_params("index_params", self.index_params)
+
+    @property
+    def index_search_params(self) -> dict[str, int | float | str]:
+        """The search_params setting as a dict ({} when unset)."""
+        return _json_params("search_params", self.search_params)
 
     @property
     def uri(self) -> str:

@@ -29,6 +29,7 @@ from qbank.store.collection import (
     check_model,
     collection_schema,
     read_identity,
+    vector_search_params,
 )
 from qbank.store.connection import MilvusConnection
 from qbank.store.errors import FullTextUnavailableError, MilvusUnavailableError, StoreError
@@ -274,11 +275,15 @@ class ItemStore:
             limit=fetch,
             filter=expr,
             output_fields=OUTPUT_FIELDS,
-            search_params={"metric_type": self.settings.metric_type},
+            search_params=self._dense_params(fetch),
             **grouping,
             **self._search_consistency,
         )
         return self._grouped(results, group_by, limit)
+
+    def _dense_params(self, limit: int) -> dict[str, Any]:
+        index_type = self.identity.index_type if self.identity else self.settings.vector_index
+        return vector_search_params(self.settings, index_type, limit)
 
     def _require_full_text(self, mode: str) -> None:
         if not self.full_text and self.capabilities and not self.capabilities.full_text:
@@ -352,7 +357,7 @@ class ItemStore:
             AnnSearchRequest(
                 [list(map(float, v)) for v in vectors],
                 VECTOR_FIELD,
-                {"metric_type": self.settings.metric_type},
+                self._dense_params(limit),
                 limit,
                 expr=expr or None,
             ),
