@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the Milvus server below is stopped (killed benches left it
+    # running, holding the standalone's fixed etcd ports, and the next run could not start one).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from qbank.domain.schema import item_row
     from qbank.service.flow import free_ports, running_flow
     from qbank.store import ItemStore
-    from qbank_client import QbankClient
+    from qbank_client.api import GrpcTransport
     from qbank_devtools.tiny_clip import build_tiny_clip
 
     rng = np.random.default_rng(args.seed)
@@ -99,16 +103,20 @@ def main(argv: list[str] | None = None) -> int:
 
         with running_flow(REPO / "flow.yml", model=model, **where) as urls:
             direct_store = store if server else None
-            kept = QbankClient(urls["grpc"])
+            kept = GrpcTransport("127.0.0.1", int(urls["grpc"].rsplit(":", 1)[1]), tls=False)  # QbankClient's
             jina_client = Client(host=urls["grpc"])
 
             def flow_kept(q: np.ndarray):
-                return kept.post("/search", DocumentArray([Document(embedding=q)]), {"limit": 10})
+                response = kept.post("/search", DocumentArray([Document(embedding=q)]), {"limit": 10})
+                assert len(response.docs[0].matches) == 10  # read like QbankClient reads it
+                return response
 
             def flow_jina(q: np.ndarray):
-                return jina_client.post(
+                response = jina_client.post(
                     "/search", DocumentArray([Document(embedding=q)]), parameters={"limit": 10}, return_responses=True
                 )[0]
+                assert len(response.docs[0].matches) == 10
+                return response
 
             def direct(q: np.ndarray):
                 return direct_store.search([q.tolist()], 10, "", None)

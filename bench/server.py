@@ -22,6 +22,7 @@ gives between a stem and its rewordings. Queries are fresh draws from the same d
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import sys
 import tempfile
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "--consistency", default="Bounded", help="consistency level of the measured searches (Milvus' default)"
     )
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # stops the server on the way out
     args.indexes = [name for name in args.indexes.split(",") if name]
     rows = []
     for kind in args.data.split(","):
