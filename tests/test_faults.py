@@ -93,3 +93,19 @@ def test_milvus_down_at_start_and_restarted_later_the_flow_recovers(tiny_model, 
             assert eventually(lambda: count(urls["grpc"])) == 6
             result = client.search([docs[4].text], limit=1)
             assert result[0].matches[0].id == docs[4].id
+
+
+def test_milvus_lites_server_by_uri_is_known_as_lite_and_gets_flat(tmp_path):
+    """Lite's server binary answers no version call (UNIMPLEMENTED) and builds no HNSW ("local mode
+    only support FLAT IVF_FLAT AUTOINDEX"): reached by URI it is still Lite, and gets FLAT."""
+    from qbank.config import IndexerSettings
+    from qbank.store import ItemStore
+
+    with milvus_server(str(tmp_path / "milvus.db")) as milvus:
+        milvus.start()
+        store = ItemStore(IndexerSettings.resolve(milvus_uri=milvus.uri))
+        try:
+            store.check_vectors("test-model", 4, create=True)
+            assert store.capabilities.lite and store.describe()["index_type"] == "FLAT"
+        finally:
+            store.close()

@@ -339,7 +339,8 @@ class IndexerSettings(QbankSettings):
 
     @property
     def vector_index(self) -> str:
-        """The index type a new collection gets."""
+        """The index type a new collection gets, as far as the URI tells (the store also gives FLAT to
+        Milvus Lite's server binary reached by URI: qbank.store.collection.vector_index_type)."""
         return self.index_type or ("HNSW" if is_milvus_server_uri(self.uri) else "FLAT")
 
     @property

@@ -36,6 +36,7 @@ class Capabilities:
     full_text: bool
     inverted_index: bool
     group_by: bool
+    lite: bool = False  # Milvus Lite's engine (a file, or its server binary by URI): FLAT/IVF_FLAT/AUTOINDEX only
 
     @classmethod
     def of(cls, version: str) -> Capabilities:
@@ -48,7 +49,8 @@ class Capabilities:
     @classmethod
     def of_lite(cls) -> Capabilities:
         """Milvus Lite answers no version call (UNIMPLEMENTED): its package version says it."""
-        return cls.of(f"milvus-lite {metadata.version('milvus-lite')}")
+        found = cls.of(f"milvus-lite {metadata.version('milvus-lite')}")
+        return cls(found.version, found.full_text, found.inverted_index, found.group_by, lite=True)
 
     def missing(self, feature: str, since: tuple[int, int]) -> str:
         """The sentence a refused request gets."""

@@ -29,6 +29,7 @@ from qbank.store.collection import (
     check_model,
     collection_schema,
     read_identity,
+    vector_index_type,
     vector_search_params,
 )
 from qbank.store.connection import MilvusConnection
@@ -130,6 +131,8 @@ class ItemStore:
         except MilvusUnavailableError:
             raise
         except StoreError as exc:
+            if "UNIMPLEMENTED" in str(exc):  # Milvus Lite's own server binary, reached by URI
+                return Capabilities.of_lite()
             logger.warning("Milvus at %s did not say its version (%s): taken as current", self.where, exc)
             version = "unknown"
         return Capabilities.of(str(version))
@@ -282,8 +285,7 @@ class ItemStore:
         return self._grouped(results, group_by, limit)
 
     def _dense_params(self, limit: int) -> dict[str, Any]:
-        index_type = self.identity.index_type if self.identity else self.settings.vector_index
-        return vector_search_params(self.settings, index_type, limit)
+        return vector_search_params(self.settings, self.identity.index_type if self.identity else None, limit)
 
     def _require_full_text(self, mode: str) -> None:
         if not self.full_text and self.capabilities and not self.capabilities.full_text:
@@ -442,7 +444,8 @@ class ItemStore:
             "collection": self.collection,
             "model": self.model,
             "dim": self.dim,
-            "index_type": (self.identity and self.identity.index_type) or self.settings.vector_index,
+            "index_type": (self.identity and self.identity.index_type)
+            or vector_index_type(self.settings, self.capabilities or Capabilities.of("unknown")),
             "metric_type": self.settings.metric_type,
             "full_text": self.full_text,
             "text_analyzer": self.analyzer,
