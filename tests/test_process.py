@@ -251,6 +251,48 @@ def test_malformed_http_and_websocket_input_gets_its_reason_and_never_wedges_shu
         served.kill()
 
 
+def test_malformed_grpc_messages_are_refused_by_name_and_never_wedge_shutdown(env):
+    """A message that is not a jina DataRequest (here invalid UTF-8 in a string field), on the unary
+    and on the streaming data RPC. jina 3.34 parsed it inside its request stream, where the failure
+    left a task waiting forever: the gateway then spun at 100 % CPU when told to stop, and only the
+    forced close (or SIGKILL) ended it."""
+    import grpc
+    from jina.types.request.data import DataRequest
+
+    def message(text: str) -> bytes:
+        request = DataRequest()
+        request.header.exec_endpoint = "/index"
+        request.data.docs = DocumentArray([stem(text)])
+        return request.proto.SerializeToString()
+
+    bad = message("PLACEHOLDER-XYZ").replace(b"PLACEHOLDER-XYZ", b"\xff\xfe\xfdPLACEHOLDE")
+    served = Served(env).wait_up()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{env['QBANK_GRPC_PORT']}") as channel:
+            for _ in range(5):
+                with pytest.raises(grpc.RpcError) as error:
+                    channel.unary_unary("/jina.JinaSingleDataRequestRPC/process_single_data")(bad, timeout=30)
+                assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "not a valid jina request" in error.value.details()
+            stream = channel.stream_stream("/jina.JinaRPC/Call")
+            with pytest.raises(grpc.RpcError) as error:
+                list(stream(iter([message("grpc-good"), bad, message("never-read")]), timeout=30))
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "message 2 of the stream" in error.value.details()
+        client = QbankClient(served.url)
+        assert client.existing(["grpc-good:text:0", "never-read:text:0"]) == {"grpc-good:text:0"}
+        client.index(DocumentArray([stem("after-bad-grpc")]))
+        assert client.count() == 2
+
+        os.kill(served.process.pid, signal.SIGTERM)
+        assert served.wait_exit(within=40) == 0
+        assert served.elapsed < 12, f"shutdown took {served.elapsed:.1f} s: it was forced, not clean"
+        assert "did not stop in time" not in "".join(served.lines)
+        assert wait_for(lambda: not served.group_alive())
+    finally:
+        served.kill()
+
+
 def test_a_signal_during_the_start_leaves_no_process_behind(env):
     served = Served(env)  # its output is not read: the pipe holds the start's few lines
     try:

@@ -84,6 +84,90 @@ def _refusing_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     )
 
 
+# jina's data RPCs, whose requests arrive as lazily parsed DataRequests (jina's Client, clip_client,
+# QbankClient); the other RPCs (health, dry run, endpoint discovery) carry no client data.
+DATA_REQUEST_METHODS = frozenset({"/jina.JinaRPC/Call", "/jina.JinaSingleDataRequestRPC/process_single_data"})
+
+
+def malformed_request(request: Any) -> str | None:
+    """Why ``request`` (a jina DataRequest, parsed lazily) is not a valid one, None when it is: parses
+    it whole now, which jina's gateway does anyway before routing it."""
+    from google.protobuf.message import DecodeError
+    from jina.types.request.data import DataRequest
+
+    if not isinstance(request, DataRequest):
+        return None
+    try:
+        request.proto_with_data  # noqa: B018 - the parse is the point
+    except (DecodeError, ValueError) as exc:
+        return (
+            f"the message is not a valid jina request ({exc}): a string field that is not UTF-8, or a "
+            "truncated or corrupt message"
+        )
+    return None
+
+
+class MalformedMessageInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses a gRPC data message that does not parse with INVALID_ARGUMENT, before it reaches jina.
+
+    jina 3.34 parses it inside its request stream, and the failure there leaves one of the stream's
+    tasks waiting forever: when told to stop, the gateway then spun at 100 % CPU in
+    ``wait_floating_requests_end`` and never exited (killed test runs left such gateways behind).
+    A stream is answered up to the bad message, then ended with the error; nothing after it is read."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method not in DATA_REQUEST_METHODS:
+            return handler
+        if handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(
+                _checked_stream(handler),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if not handler.request_streaming and not handler.response_streaming:
+            return grpc.unary_unary_rpc_method_handler(
+                _checked_unary(handler),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _checked_unary(handler: grpc.RpcMethodHandler):
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        problem = malformed_request(request)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        return await handler.unary_unary(request, context)
+
+    return call
+
+
+def _checked_stream(handler: grpc.RpcMethodHandler):
+    async def call(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        problems: list[str] = []
+
+        async def checked() -> Any:
+            number = 0
+            async for request in requests:
+                number += 1
+                problem = malformed_request(request)
+                if problem:  # end the stream jina reads, cleanly, and refuse after its answers
+                    problems.append(f"message {number} of the stream: {problem}")
+                    return
+                yield request
+
+        async for response in handler.stream_stream(checked(), context):
+            yield response
+        if problems:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{problems[0]}; the messages before it were answered"
+            )
+
+    return call
+
+
 class TokenMiddleware:
     """ASGI middleware for the HTTP and WebSocket apps: 401, or a refused handshake, without the token."""
 
@@ -297,9 +381,10 @@ class _TokenHolder:
 class TokenGRPCGateway(_TokenHolder, GRPCGateway):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        if self._qbank_token:
-            tracing = self.grpc_tracing_server_interceptors or []
-            self.grpc_tracing_server_interceptors = [TokenInterceptor(self._qbank_token), *tracing]
+        guards: list[grpc.aio.ServerInterceptor] = [MalformedMessageInterceptor()]
+        if self._qbank_token:  # first: a call without the token is refused before its message is parsed
+            guards.insert(0, TokenInterceptor(self._qbank_token))
+        self.grpc_tracing_server_interceptors = [*guards, *(self.grpc_tracing_server_interceptors or [])]
 
 
 class TokenHTTPGateway(_TokenHolder, HTTPGateway):
