@@ -416,8 +416,9 @@ GUARDED = {"grpc": TokenGRPCGateway, "http": TokenHTTPGateway, "websocket": Toke
 
 
 class QbankGateway(CompositeGateway):
-    """jina's composite gateway (one server per protocol): malformed HTTP input answered 400, and each
-    server guarded when a token is set."""
+    """jina's composite gateway (one server per protocol): malformed input refused with its reason on
+    each protocol (HTTP 400, WebSocket close 1007, gRPC INVALID_ARGUMENT), and each server guarded when
+    a token is set."""
 
     def __init__(self, **kwargs: Any):
         settings = GatewaySettings.resolve()
