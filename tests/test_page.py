@@ -288,6 +288,30 @@ def test_a_text_query_shows_the_planted_question_first_with_its_figure(flow, bro
     assert errors_in_console(browser) == []
 
 
+def test_the_tab_keeps_at_most_200_figures_and_releases_the_oldest(flow, browser):
+    """Each figure is a blob: URL holding its bytes; past FIGURE_CACHE_SIZE the oldest is revoked."""
+    search(browser, "等腰梯形 对角线", mode="bm25")
+    shown = wait_for(
+        lambda: js(
+            browser, "const i = document.querySelector('#results .figures img'); return i && i.complete && i.src"
+        ),
+        "a figure",
+    )
+    assert shown.startswith("blob:")
+    readable = (  # a fresh image from the URL (fetch may not: CSP connect-src 'self'); WebDriver awaits it
+        "return new Promise(done => { const i = new Image(); i.onload = () => done(true);"
+        " i.onerror = () => done(false); i.src = arguments[0]; })"
+    )
+    assert js(browser, readable, shown) is True
+    # 200 more figures (paths outside the roots: each one a refused fetch) push every earlier one out.
+    js(browser, "return Promise.allSettled([...Array(200).keys()].map(n => figureSource(`/nowhere/${n}.png`)))")
+    assert js(browser, "return state.figures.size") == 200
+    assert js(browser, readable, shown) is False  # revoked: its bytes are released
+    drawn = js(browser, "const i = document.querySelector('#results .figures img'); return i.naturalWidth")
+    assert drawn == 96  # what is on the screen stays
+    browser.get_log("browser")  # the 200 refused fetches' console lines are this test's, not the next one's
+
+
 def test_uploading_a_figure_finds_its_question(flow, browser, bank):
     found = search(browser, image=bank.parent / "figs" / "planted.png", mode="dense", modality="image")
     assert found[0] == PLANTED

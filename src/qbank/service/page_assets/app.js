@@ -181,6 +181,10 @@ function stemElement(stem, query) {
 }
 
 // -- figures ------------------------------------------------------------------------------------
+// Figures fetched with the token are shown from blob: URLs, which hold their bytes until revoked:
+// the tab keeps the newest FIGURE_CACHE_SIZE and releases the oldest (an image already drawn stays).
+const FIGURE_CACHE_SIZE = 200;
+
 async function figureSource(ref) {
   if (/^https?:\/\//i.test(ref)) return ref; // the bank's own host serves it
   if (!state.figures.has(ref)) {
@@ -193,6 +197,11 @@ async function figureSource(ref) {
       }
       return URL.createObjectURL(await response.blob());
     })());
+    while (state.figures.size > FIGURE_CACHE_SIZE) {
+      const [oldest, source] = state.figures.entries().next().value;
+      state.figures.delete(oldest);
+      source.then((url) => URL.revokeObjectURL(url), () => { /* nothing was made */ });
+    }
   }
   return state.figures.get(ref);
 }
