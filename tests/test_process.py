@@ -59,6 +59,15 @@ class Served:
         self.elapsed = time.monotonic() - started
         return code
 
+    def stops_cleanly(self, signum: int) -> None:
+        """``signum`` to the main process: exit 0 within 12 s (the forced close comes at 15 s) and no
+        process left in the group."""
+        os.kill(self.process.pid, signum)
+        assert self.wait_exit(within=40) == 0
+        assert self.elapsed < 12, f"shutdown took {self.elapsed:.1f} s: it was forced, not clean"
+        assert "did not stop in time" not in "".join(self.lines)
+        assert wait_for(lambda: not self.group_alive())
+
     def group_alive(self) -> bool:
         try:
             os.killpg(self.process.pid, 0)
@@ -242,11 +251,7 @@ def test_malformed_http_and_websocket_input_gets_its_reason_and_never_wedges_shu
         client.index(DocumentArray([stem("after-garbage")]))
         assert client.count() == 2  # deep-30 and this one
 
-        os.kill(served.process.pid, signal.SIGINT)
-        assert served.wait_exit(within=40) == 0
-        assert served.elapsed < 12, f"shutdown took {served.elapsed:.1f} s: it was forced, not clean"
-        assert "did not stop in time" not in "".join(served.lines)
-        assert wait_for(lambda: not served.group_alive())
+        served.stops_cleanly(signal.SIGINT)
     finally:
         served.kill()
 
@@ -284,11 +289,7 @@ def test_malformed_grpc_messages_are_refused_by_name_and_never_wedge_shutdown(en
         client.index(DocumentArray([stem("after-bad-grpc")]))
         assert client.count() == 2
 
-        os.kill(served.process.pid, signal.SIGTERM)
-        assert served.wait_exit(within=40) == 0
-        assert served.elapsed < 12, f"shutdown took {served.elapsed:.1f} s: it was forced, not clean"
-        assert "did not stop in time" not in "".join(served.lines)
-        assert wait_for(lambda: not served.group_alive())
+        served.stops_cleanly(signal.SIGTERM)
     finally:
         served.kill()
 
