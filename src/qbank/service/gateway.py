@@ -22,11 +22,13 @@ import re
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from jina.serve.runtimes.gateway.composite import CompositeGateway
 from jina.serve.runtimes.gateway.grpc import GRPCGateway
 from jina.serve.runtimes.gateway.http import HTTPGateway
 from jina.serve.runtimes.gateway.websocket import WebSocketGateway
 from jina.serve.runtimes.servers.composite import CompositeBaseServer
+from jina.types.request.data import DataRequest
 
 from qbank.config import GatewaySettings
 from qbank.service.page import PAGE_FILES, add_page_routes
@@ -72,15 +74,22 @@ def _refusing_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
                 break
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSED)
 
-    kinds = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }
-    make = kinds[(handler.request_streaming, handler.response_streaming)]
+    return _in_place_of(handler, refuse)
+
+
+_HANDLER_KINDS = {  # (request streaming, response streaming) -> grpc's factory for such a handler
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _in_place_of(handler: grpc.RpcMethodHandler, behaviour: Any) -> grpc.RpcMethodHandler:
+    """A handler of ``handler``'s kind and (de)serialisers that runs ``behaviour`` instead."""
+    make = _HANDLER_KINDS[(handler.request_streaming, handler.response_streaming)]
     return make(
-        refuse, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        behaviour, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
     )
 
 
@@ -92,9 +101,6 @@ DATA_REQUEST_METHODS = frozenset({"/jina.JinaRPC/Call", "/jina.JinaSingleDataReq
 def malformed_request(request: Any) -> str | None:
     """Why ``request`` (a jina DataRequest, parsed lazily) is not a valid one, None when it is: parses
     it whole now, which jina's gateway does anyway before routing it."""
-    from google.protobuf.message import DecodeError
-    from jina.types.request.data import DataRequest
-
     if not isinstance(request, DataRequest):
         return None
     try:
@@ -120,17 +126,9 @@ class MalformedMessageInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler_call_details.method not in DATA_REQUEST_METHODS:
             return handler
         if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(
-                _checked_stream(handler),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return _in_place_of(handler, _checked_stream(handler))
         if not handler.request_streaming and not handler.response_streaming:
-            return grpc.unary_unary_rpc_method_handler(
-                _checked_unary(handler),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return _in_place_of(handler, _checked_unary(handler))
         return handler
 
 

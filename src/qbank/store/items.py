@@ -122,6 +122,11 @@ class ItemStore:
             self.dim,
         )
 
+    @property
+    def known_capabilities(self) -> Capabilities:
+        """What this Milvus can do as read at connect; before any connect, taken as current."""
+        return self.capabilities or Capabilities.of("unknown")
+
     def _read_capabilities(self, client: Any) -> Capabilities:
         """The features of the Milvus behind ``client``, by its version (qbank.store.capabilities)."""
         if self.lite is not None:
@@ -153,7 +158,7 @@ class ItemStore:
             if self.identity is None:
                 if not create:
                     return False
-                capabilities = self.capabilities or Capabilities.of("unknown")
+                capabilities = self.known_capabilities
                 if not capabilities.full_text:
                     logger.warning(
                         "Milvus %s at %s has no full-text search (it needs Milvus >= 2.5): collection %s "
@@ -445,7 +450,7 @@ class ItemStore:
             "model": self.model,
             "dim": self.dim,
             "index_type": (self.identity and self.identity.index_type)
-            or vector_index_type(self.settings, self.capabilities or Capabilities.of("unknown")),
+            or vector_index_type(self.settings, self.known_capabilities),
             "metric_type": self.settings.metric_type,
             "full_text": self.full_text,
             "text_analyzer": self.analyzer,
