@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import http.server
 import json
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -307,3 +311,79 @@ def test_ten_questions_means_ten_even_when_one_question_has_most_of_the_nearest_
         0
     ].matches
     assert [h.question_id for h in group_by_question(matches, 3)] == ["crowded"]
+
+
+class Trickle(http.server.BaseHTTPRequestHandler):
+    """Sends a PNG's header, then one byte a second (a per-read timeout never fires)."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.end_headers()
+        try:
+            for _ in range(120):
+                self.wfile.write(b"\x89")
+                self.wfile.flush()
+                time.sleep(1)
+        except OSError:  # the client gave up: what the test wants
+            pass
+
+
+def test_import_names_and_skips_hostile_figures_within_seconds_and_imports_the_rest(flow, tmp_path):
+    """A real `qbank import` with figures that are /dev/zero, a FIFO, a 2 GB sparse file and a URL
+    that trickles a byte a second, in one batch with good questions: each hostile row is named and
+    skipped (the URL within its 10 s deadline), the good rows of the same batch are imported, and the
+    client stays small (/dev/zero once grew it to 3 GB; the FIFO and the URL hung it past 60 s)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (tmp_path / "figs").mkdir()
+    os.mkfifo(tmp_path / "figs" / "fifo.png")
+    with (tmp_path / "figs" / "sparse.png").open("wb") as sparse:
+        sparse.truncate(2 * 1024**3)
+    hostile = {
+        "hostile-zero": "/dev/zero",
+        "hostile-fifo": "figs/fifo.png",
+        "hostile-sparse": "figs/sparse.png",
+        "hostile-trickle": f"http://127.0.0.1:{server.server_port}/slow.png",
+    }
+    lines = []
+    for n in range(6):
+        (tmp_path / "figs" / f"good-{n}.png").write_bytes(png_bytes(7000 + n))
+        lines.append({"id": f"good-{n}", "stem": f"第{n}题：求图中阴影部分的面积", "figures": [f"figs/good-{n}.png"]})
+        if n < len(hostile):
+            qid, figure = list(hostile.items())[n]
+            lines.append({"id": qid, "stem": "有问题的图", "figures": [figure]})
+    bank = tmp_path / "bank.jsonl"
+    bank.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+    command = [sys.executable, "-m", "qbank_client.cli", "--url", flow["grpc"], "--json", "import", str(bank)]
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [*command, "--batch-size", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    peak_rss = 0
+    while process.poll() is None and time.monotonic() - started < 60:
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            peak_rss = max(peak_rss, int(status.split("VmRSS:")[1].split()[0]) * 1024)
+        time.sleep(0.1)
+    elapsed = time.monotonic() - started
+    if process.poll() is None:
+        process.kill()
+    out, err = process.communicate()
+    server.shutdown()
+    assert elapsed < 30, f"import took {elapsed:.0f} s: {err[-2000:]}"
+    summary = json.loads(out)
+    assert summary["imported"] == 6 and summary["questions"] == 6, summary
+    bad = "\n".join(summary["bad_rows"])
+    assert "bank.jsonl:2:" in bad and "/dev/zero" in bad and "not a regular file" in bad
+    assert "fifo.png" in bad and "sparse.png" in bad and "over the limit of 20971520" in bad
+    assert "slow.png" in bad and "timed out" in bad
+    assert peak_rss < 1024**3, f"the client grew to {peak_rss / 1024**2:.0f} MB"
+    client = QbankClient(flow["grpc"])
+    good = {f"good-{n}:{kind}:0" for n in range(6) for kind in ("text", "image")}
+    assert client.existing(sorted(good)) == good
+    assert not client.existing([f"{qid}:text:0" for qid in hostile])

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -54,8 +56,8 @@ def test_figure_file_serves_images_under_a_root_only(tmp_path):
         str(tmp_path / "secret.png"): (403, "QBANK_FIGURE_ROOTS"),
         str(root / "link.png"): (403, "outside"),  # a link out of the root is followed, then refused
         "figs/sub/a.png": (400, "absolute path"),
-        str(root / "missing.png"): (404, "no figure file"),
-        str(root / "sub"): (404, "not a file"),
+        str(root / "missing.png"): (404, "no file at"),
+        str(root / "sub"): (404, "is a folder"),
         str(root / "notes.txt"): (415, "not a PNG"),
         str(root / "vector.svg"): (415, "not a PNG"),
         "": (400, "'ref'"),
@@ -72,6 +74,49 @@ def test_figure_file_serves_images_under_a_root_only(tmp_path):
     assert refused.value.status == 404
     assert image_type(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"
     assert image_type(b"\xff\xd8\xff\xe0") == "image/jpeg"
+
+
+def test_a_figure_swapped_for_a_link_while_it_is_served_never_leaks_the_file_outside(tmp_path):
+    """A writer inside the root flips a figure between an image and a link to a file outside, as
+    fast as it can, while the route serves it 400 times: the route checked the path, then opened it
+    again, and served the outside file in up to 39 of 200 tries. Now it reads what it checked."""
+    root, outside = tmp_path / "figs", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    secret = png_bytes(99)
+    (outside / "secret.png").write_bytes(secret)
+    image, link, target = root / "real.png", root / "link.tmp", root / "fig.png"
+    image.write_bytes(png_bytes(1))
+    link.symlink_to(outside / "secret.png")
+    stop = threading.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            staged = root / "staged.png"
+            staged.write_bytes(png_bytes(1))
+            os.replace(staged, target)  # the image...
+            link_copy = root / "link-copy.tmp"
+            link_copy.unlink(missing_ok=True)
+            link_copy.symlink_to(outside / "secret.png")
+            os.replace(link_copy, target)  # ...then a link out of the root, atomically
+
+    flipper = threading.Thread(target=flip, daemon=True)
+    flipper.start()
+    served, refused = 0, 0
+    try:
+        for _ in range(400):
+            try:
+                data, _ = figure_file(str(target), [root.resolve()], 1 << 20)
+            except FigureRefused as refusal:
+                assert refusal.status in (403, 404), refusal
+                refused += 1
+                continue
+            assert data != secret, "a file outside the root was served"
+            served += 1
+    finally:
+        stop.set()
+        flipper.join()
+    assert served and refused  # both states were seen: the race was really run
 
 
 def test_the_page_ships_in_the_package(tmp_path):
@@ -151,6 +196,23 @@ def test_page_files_are_open_and_figures_need_the_token(flow, bank):
     escape = flow["http"] + "/ui/figure?" + urllib.parse.urlencode({"ref": f"{bank.parent}/figs/../../../etc/passwd"})
     status, _, body = get(escape, TOKEN)
     assert status == 403 and b"outside the figure folders" in body
+
+
+def test_a_fifo_in_a_figure_root_is_refused_at_once_and_never_stalls_the_gateway(flow, bank):
+    """The route read the file inside the event loop all three protocols share: a FIFO there held
+    gRPC /count and GET /ui until something wrote to it. Now it is refused from the opened file."""
+    fifo = bank.parent / "figs" / "pipe.png"
+    os.mkfifo(fifo)
+    try:
+        url = flow["http"] + "/ui/figure?" + urllib.parse.urlencode({"ref": str(fifo)})
+        started = time.monotonic()
+        status, _, body = get(url, TOKEN)
+        assert status == 404 and b"not a regular file" in body
+        assert time.monotonic() - started < 5
+        with QbankClient(flow["grpc"], token=TOKEN) as client:
+            assert client.count() > 0
+    finally:
+        fifo.unlink()
 
 
 def test_questions_endpoint_returns_whole_questions_in_order(flow):

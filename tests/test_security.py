@@ -17,7 +17,7 @@ from conftest import patched_env, png_bytes, running_flow
 from docarray import Document, DocumentArray
 from test_flow import question_items
 
-from qbank.media import images
+from qbank.media import fetch
 from qbank.media.images import FetchPolicy, ImageInputError, ImageLimits, read_uri
 from qbank_client import QbankClient
 
@@ -111,7 +111,7 @@ def test_with_private_allowed_fetches_are_still_capped(web):
 
 def test_every_redirect_hop_is_checked(web, monkeypatch):
     """A public URL that redirects inwards is refused at the hop (here 127.0.0.1 plays 'public')."""
-    monkeypatch.setattr(images, "_public", lambda address: address == "127.0.0.1")
+    monkeypatch.setattr(fetch, "_public", lambda address: address == "127.0.0.1")
     assert read_uri(f"http://{web}/fig.png", LIMITS, FetchPolicy()) == PNG
     with pytest.raises(ImageInputError, match="non-public address 127.0.0.2"):
         read_uri(f"http://{web}/hop", LIMITS, FetchPolicy())

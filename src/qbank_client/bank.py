@@ -9,7 +9,6 @@ file and line number and never half-imported: a question goes whole or not at al
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,11 @@ from typing import Any
 from docarray import Document
 
 from qbank.domain.schema import IMAGE, SCALAR_FIELDS, TAG_ALIASES, TEXT, check_scalar, id_problem, item_id
+from qbank.media.fetch import CLIENT_POLICY, FetchError, fetch_http, read_regular_file
 
 KNOWN_KEYS = {"id", "stem", "figures", "subject", "grade", "type", "knowledge_points"}
-MAX_FIGURE_BYTES = 20 * 1024 * 1024
+MAX_FIGURE_BYTES = 20 * 1024 * 1024  # the server's QBANK_MAX_IMAGE_BYTES default
+FIGURE_TIMEOUT = 10.0  # seconds for one figure's whole download
 
 
 @dataclass
@@ -89,21 +90,24 @@ def parse_question(record: Any, source: str, base: Path) -> Question:
     return Question(qid, stem.strip(), resolved, tags, source)
 
 
-def read_image_ref(ref: str, timeout: float = 10.0) -> bytes:
-    """Bytes of an image given as a local path or an http(s) URL, within the size limit."""
-    if ref.startswith(("http://", "https://")):
-        with urllib.request.urlopen(ref, timeout=timeout) as response:
-            blob = response.read(MAX_FIGURE_BYTES + 1)
-    else:
-        blob = Path(ref).read_bytes()
+def read_image_ref(ref: str, timeout: float = FIGURE_TIMEOUT) -> bytes:
+    """Bytes of an image given as a local path or an http(s) URL: a regular file whose size is known
+    before it is read, or a download finished within ``timeout`` seconds in all; at most
+    MAX_FIGURE_BYTES either way. (A figure path of /dev/zero grew the client to 3 GB, a FIFO or an
+    URL sending a byte a second hung the import with every good row of its batch.)"""
+    try:
+        if ref.startswith(("http://", "https://")):
+            blob = fetch_http(ref, MAX_FIGURE_BYTES, timeout, CLIENT_POLICY)
+        else:
+            blob = read_regular_file(ref, MAX_FIGURE_BYTES)
+    except FetchError as exc:
+        raise ValueError(str(exc)) from None
     if not blob:
         raise ValueError(f"figure {ref} is empty")
-    if len(blob) > MAX_FIGURE_BYTES:
-        raise ValueError(f"figure {ref} is over {MAX_FIGURE_BYTES} bytes")
     return blob
 
 
-def load_figures(question: Question, timeout: float = 10.0) -> None:
+def load_figures(question: Question, timeout: float = FIGURE_TIMEOUT) -> None:
     """Read figure bytes on the client, so the server never needs access to the user's files."""
     question.figure_bytes = [read_image_ref(ref, timeout) for ref in question.figures]
 

@@ -18,9 +18,10 @@ import were the other choice: a second copy of every figure to keep in step with
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
+
+from qbank.media.fetch import FetchError, read_regular_file
 
 ASSETS = Path(__file__).resolve().parent / "page_assets"
 PAGE_FILES = {  # route -> (file, media type)
@@ -61,32 +62,23 @@ def image_type(head: bytes) -> str | None:
 
 
 def figure_file(ref: str, roots: list[Path], max_bytes: int) -> tuple[bytes, str]:
-    """The bytes and media type of the stored figure ``ref`` (an absolute path), when it may be shown."""
+    """The bytes and media type of the stored figure ``ref`` (an absolute path), when it may be shown.
+    The file is opened once and checked from the opened descriptor (:func:`read_regular_file`): a
+    path checked then opened again was served from outside the roots when swapped for a link in
+    between, and a FIFO there blocked the read."""
     if not roots:
         raise FigureRefused(404, "figure files are not served: no QBANK_FIGURE_ROOTS set on the gateway")
     if not ref or "\x00" in ref or len(ref) > 4096:
         raise FigureRefused(400, "parameter 'ref' must be a path of at most 4096 characters")
     if ref.startswith("file://"):
         ref = ref[len("file://") :]
-    path = Path(ref)
-    if not path.is_absolute():
+    if not Path(ref).is_absolute():
         raise FigureRefused(400, f"parameter 'ref' must be an absolute path, got {ref[:200]!r}")
-    real = Path(os.path.realpath(path))  # '..' and links resolved before the root check
-    if not any(real.is_relative_to(root) for root in roots):
-        raise FigureRefused(403, f"{ref[:200]!r} is outside the figure folders (QBANK_FIGURE_ROOTS)")
     try:
-        size = real.stat().st_size
-        if not real.is_file():
-            raise FigureRefused(404, f"{ref[:200]!r} is not a file")
-        if size > max_bytes:
-            raise FigureRefused(
-                413, f"{ref[:200]!r} is {size} bytes, over the limit of {max_bytes} (QBANK_MAX_FIGURE_BYTES)"
-            )
-        data = real.read_bytes()
-    except FileNotFoundError:
-        raise FigureRefused(404, f"no figure file at {ref[:200]!r}") from None
-    except PermissionError:
-        raise FigureRefused(403, f"the gateway may not read {ref[:200]!r}") from None
+        data = read_regular_file(ref, max_bytes, tuple(roots), "QBANK_MAX_FIGURE_BYTES")
+    except FetchError as exc:
+        message = str(exc).replace("the allowed folders", "the figure folders (QBANK_FIGURE_ROOTS)")
+        raise FigureRefused(exc.status, message) from None
     kind = image_type(data[:16])
     if kind is None:
         raise FigureRefused(415, f"{ref[:200]!r} is not a PNG, JPEG, GIF, WebP or BMP image")
@@ -96,13 +88,15 @@ def figure_file(ref: str, roots: list[Path], max_bytes: int) -> tuple[bytes, str
 def add_page_routes(app: Any, roots: list[Path], max_figure_bytes: int) -> None:
     """The page's files and the figure route, on jina's FastAPI app of the HTTP gateway."""
     from fastapi.responses import JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
 
     def page_file(route: str):
         name, media_type = PAGE_FILES[route]
+        content = (ASSETS / name).read_bytes()  # read once here: no file I/O on the event loop
 
         async def serve():  # no annotations: FastAPI reads them as response models
             headers = {**SAFE_HEADERS, "Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"}
-            return Response((ASSETS / name).read_bytes(), media_type=media_type, headers=headers)
+            return Response(content, media_type=media_type, headers=headers)
 
         return serve
 
@@ -111,7 +105,8 @@ def add_page_routes(app: Any, roots: list[Path], max_figure_bytes: int) -> None:
 
     async def figure(ref: str = ""):
         try:
-            data, kind = figure_file(ref, roots, max_figure_bytes)
+            # in a worker thread: the loop serves all three protocols, so a slow disk stalls none of them
+            data, kind = await run_in_threadpool(figure_file, ref, roots, max_figure_bytes)
         except FigureRefused as refused:
             return JSONResponse({"detail": str(refused)}, status_code=refused.status, headers=SAFE_HEADERS)
         headers = {

@@ -16,7 +16,7 @@ from typing import Any
 
 from qbank.config import IndexerSettings, is_milvus_server_uri
 from qbank.store.errors import MilvusUnavailableError, StoreError
-from qbank.store.lite import LiteProcess, check_writable, free_bytes
+from qbank.store.lite import LiteProcess, check_disk_room, check_writable, free_bytes
 
 logger = logging.getLogger("qbank.store")
 
@@ -62,6 +62,7 @@ class MilvusConnection:
         self._on_connect = on_connect
         self._client: Any = None
         self._lock = threading.RLock()  # invoke may forget a client while client() holds the lock
+        self._write_lock = threading.Lock()  # Lite: a disk check and its write, one write at a time
 
     def client(self) -> Any:
         """The client; when there is none, connect (restarting Milvus Lite if it died) first."""
@@ -121,11 +122,22 @@ class MilvusConnection:
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return self.invoke(self.client(), method, *args, **kwargs)
 
-    def write(self, method: str, outcome: str, *args: Any, **kwargs: Any) -> Any:
-        """A writing Milvus call. When it fails on Milvus Lite, Lite is restarted before the error is
-        returned: Lite applies a write in memory before the file (measured on a full 3 MB tmpfs: the
-        failed batch was counted until a reload), so only a reload makes what requests see match
-        what is on disk again (``outcome`` says so in the error)."""
+    def write(self, method: str, outcome: str, *args: Any, disk_bytes: int = 0, **kwargs: Any) -> Any:
+        """A writing Milvus call, of about ``disk_bytes`` on disk (qbank.store.lite.disk_needed).
+
+        On Milvus Lite the write is first checked against the free space and the floor
+        (QBANK_MIN_FREE_DISK_BYTES), under one lock so two writes cannot both take the last room:
+        Lite acknowledges a write it cannot store. When a write fails there, Lite is restarted before
+        the error is returned: Lite applies a write in memory before the file (measured on a full
+        3 MB tmpfs: the failed batch was counted until a reload), so only a reload makes what
+        requests see match what is on disk again (``outcome`` says so in the error)."""
+        if self.lite is None:
+            return self._write(method, outcome, args, kwargs)
+        with self._write_lock:
+            check_disk_room(self.lite.db_file, disk_bytes, self.settings.min_free_disk_bytes, outcome)
+            return self._write(method, outcome, args, kwargs)
+
+    def _write(self, method: str, outcome: str, args: tuple, kwargs: dict) -> Any:
         client = self.client()
         try:
             return self.invoke(client, method, *args, **kwargs)
@@ -144,7 +156,7 @@ class MilvusConnection:
         if self.lite is None:
             return ""
         free = free_bytes(self.lite.db_file)
-        if free is not None and free < LOW_DISK_BYTES:
+        if free is not None and free < max(LOW_DISK_BYTES, self.settings.min_free_disk_bytes):
             return (
                 f"the disk holding {self.lite.db_file.parent} is full ({free} bytes free): free space "
                 "(or move QBANK_DATA_DIR) and send the request again. "

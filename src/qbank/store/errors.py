@@ -9,6 +9,11 @@ class ModelMismatchError(StoreError):
     """Vectors of another model or dimension were sent to a collection built for a different one."""
 
 
+class DiskFullError(StoreError):
+    """The disk of a Milvus Lite file cannot take a write and keep its free-space floor; nothing of
+    the write was sent to Milvus."""
+
+
 class MilvusUnavailableError(StoreError):
     """Milvus cannot be reached now; the request failed fast and a later one reconnects."""
 

@@ -33,7 +33,8 @@ from qbank.store.collection import (
     vector_search_params,
 )
 from qbank.store.connection import MilvusConnection
-from qbank.store.errors import FullTextUnavailableError, MilvusUnavailableError, StoreError
+from qbank.store.errors import DiskFullError, FullTextUnavailableError, MilvusUnavailableError, StoreError
+from qbank.store.lite import disk_needed
 
 logger = logging.getLogger("qbank.store")
 
@@ -196,11 +197,16 @@ class ItemStore:
         # fails, the delete stays, on disk too (measured: a refused upsert of an existing id lost
         # that item). So on Lite the stored versions are read first and put back after a failure.
         previous = self._stored_versions([row["id"] for row in rows]) if self.lite is not None else []
+        stored_rows = self._with_search_form(rows)
         try:
             result = self.connection.write(
-                "upsert", "nothing of this request was stored", self.collection, self._with_search_form(rows)
+                "upsert",
+                "nothing of this request was stored",
+                self.collection,
+                stored_rows,
+                disk_bytes=disk_needed(stored_rows) if self.lite is not None else 0,
             )
-        except MilvusUnavailableError:
+        except (MilvusUnavailableError, DiskFullError):
             raise
         except StoreError as exc:
             if previous:
