@@ -7,6 +7,7 @@ Flow with clip_client and qbank_client on gRPC, HTTP and WebSocket.
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import time
 import urllib.request
@@ -186,10 +187,13 @@ def test_health_probes_stay_open_and_everything_else_is_closed(guarded):
         with pytest.raises(urllib.error.HTTPError) as error:
             urllib.request.urlopen(http_base + path, timeout=5)
         assert error.value.code == 401
+    with urllib.request.urlopen(http_base + "/dry_run", timeout=30) as response:  # `jina ping` over HTTP
+        assert response.status == 200 and json.loads(response.read())["code"] == 0
     from jina import Client as JinaClient
 
-    host, port = guarded["grpc"].removeprefix("grpc://").split(":")
-    assert JinaClient(host=host, port=int(port), protocol="grpc").is_flow_ready(timeout=5)
+    for protocol in ("grpc", "http", "websocket"):  # jina ping / is_flow_ready on every protocol, no token
+        host, port = guarded[protocol].split("://")[1].split(":")
+        assert JinaClient(host=host, port=int(port), protocol=protocol).is_flow_ready(timeout=5), protocol
 
 
 def test_served_flow_refuses_loopback_urls_and_files_by_default(guarded, web, tmp_path):

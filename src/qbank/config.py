@@ -389,12 +389,32 @@ class GatewaySettings(QbankSettings):
     # path the importer read; outside every root (or with none set) the page shows no file.
     figure_roots: str = ""
     max_figure_bytes: int = 20 * 1024 * 1024  # a figure file the page route will send
+    # One request's message on any protocol (gRPC message, HTTP body, WebSocket frame), refused at
+    # the gateway before any executor sees it: a 200 MB message was carried through the gateway,
+    # reader and encoder (about 1.6 GB each) before the per-image limit refused it. 0 -> derived
+    # from the per-item limit: 3 x QBANK_MAX_IMAGE_BYTES (two of the largest images, base64 included).
+    max_request_bytes: int = 0
+    max_image_bytes: int = 20 * 1024 * 1024  # the executors' setting of the same name
 
     def check(self) -> None:
         _positive("max_figure_bytes", self.max_figure_bytes)
+        _positive("max_image_bytes", self.max_image_bytes)
+        if self.max_request_bytes < 0:
+            raise ConfigError(f"setting 'max_request_bytes' must be >= 0, got {self.max_request_bytes}")
+        least = self.max_image_bytes * 4 // 3 + 64 * 1024  # one largest image as base64 in JSON
+        if self.max_request_bytes and self.max_request_bytes < least:
+            raise ConfigError(
+                f"setting 'max_request_bytes' is {self.max_request_bytes}: a request must hold one image of "
+                f"QBANK_MAX_IMAGE_BYTES ({self.max_image_bytes}) sent as base64, so at least {least}"
+            )
         for root in self.figure_root_paths():
             if not root.is_dir():
                 raise ConfigError(f"setting 'figure_roots': {str(root)!r} is not a folder (QBANK_FIGURE_ROOTS)")
+
+    @property
+    def request_byte_limit(self) -> int:
+        """The largest message a request may be, in bytes (max_request_bytes, or its derived default)."""
+        return self.max_request_bytes or 3 * self.max_image_bytes
 
     def figure_root_paths(self) -> list[Path]:
         """The roots, absolute and with links resolved (what a figure's real path must lie under)."""

@@ -28,7 +28,7 @@ from jina.serve.runtimes.gateway.grpc import GRPCGateway
 from jina.serve.runtimes.gateway.http import HTTPGateway
 from jina.serve.runtimes.gateway.websocket import WebSocketGateway
 from jina.serve.runtimes.servers.composite import CompositeBaseServer
-from jina.types.request.data import DataRequest
+from jina.types.request.data import DataRequest, SingleDocumentRequest
 
 from qbank.config import GatewaySettings
 from qbank.service.page import PAGE_FILES, add_page_routes
@@ -36,7 +36,9 @@ from qbank.service.page import PAGE_FILES, add_page_routes
 REFUSED = "missing or wrong token: send 'Authorization: <token>' (gRPC metadata 'authorization')"
 # Readiness probes: gRPC health, and jina's dry run (what `jina ping gateway` and is_flow_ready use).
 OPEN_GRPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.", "/jina.JinaGatewayDryRunRPC/")
-OPEN_HTTP_PATHS = {"/", *PAGE_FILES}  # jina's health check; the search page's files (they hold no data)
+# jina's health check and dry run (`jina ping` over HTTP and WebSocket); the page's files (no data)
+OPEN_HTTP_PATHS = {"/", "/dry_run", *PAGE_FILES}
+OPEN_WEBSOCKET_PATHS = {"/dry_run"}
 
 
 def token_matches(presented: str | bytes | None, token: str) -> bool:
@@ -95,13 +97,19 @@ def _in_place_of(handler: grpc.RpcMethodHandler, behaviour: Any) -> grpc.RpcMeth
 
 # jina's data RPCs, whose requests arrive as lazily parsed DataRequests (jina's Client, clip_client,
 # QbankClient); the other RPCs (health, dry run, endpoint discovery) carry no client data.
-DATA_REQUEST_METHODS = frozenset({"/jina.JinaRPC/Call", "/jina.JinaSingleDataRequestRPC/process_single_data"})
+DATA_REQUEST_METHODS = frozenset(
+    {
+        "/jina.JinaRPC/Call",
+        "/jina.JinaSingleDataRequestRPC/process_single_data",
+        "/jina.JinaSingleDocumentRequestRPC/stream_doc",
+    }
+)
 
 
 def malformed_request(request: Any) -> str | None:
-    """Why ``request`` (a jina DataRequest, parsed lazily) is not a valid one, None when it is: parses
-    it whole now, which jina's gateway does anyway before routing it."""
-    if not isinstance(request, DataRequest):
+    """Why ``request`` (a jina DataRequest or SingleDocumentRequest, parsed lazily) is not a valid
+    one, None when it is: parses it whole now, which jina's gateway does anyway before routing it."""
+    if not isinstance(request, (DataRequest, SingleDocumentRequest)):
         return None
     try:
         request.proto_with_data  # noqa: B018 - the parse is the point
@@ -129,6 +137,8 @@ class MalformedMessageInterceptor(grpc.aio.ServerInterceptor):
             return _in_place_of(handler, _checked_stream(handler))
         if not handler.request_streaming and not handler.response_streaming:
             return _in_place_of(handler, _checked_unary(handler))
+        if not handler.request_streaming:  # stream_doc: one document in, a stream of answers out
+            return _in_place_of(handler, _checked_unary_stream(handler))
         return handler
 
 
@@ -138,6 +148,17 @@ def _checked_unary(handler: grpc.RpcMethodHandler):
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         return await handler.unary_unary(request, context)
+
+    return call
+
+
+def _checked_unary_stream(handler: grpc.RpcMethodHandler):
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        problem = malformed_request(request)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        async for response in handler.unary_stream(request, context):
+            yield response
 
     return call
 
@@ -192,6 +213,8 @@ class TokenMiddleware:
     def _allowed(self, scope: dict) -> bool:
         if scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") in OPEN_HTTP_PATHS:
             return True
+        if scope["type"] == "websocket" and scope.get("path") in OPEN_WEBSOCKET_PATHS:
+            return True
         headers = dict(scope.get("headers") or [])
         return token_matches(headers.get(b"authorization"), self._token)
 
@@ -226,36 +249,109 @@ def json_depth(body: bytes) -> int:
     return deepest
 
 
-async def _read_body(receive: Any) -> tuple[bytes, list[dict]]:
-    messages, chunks = [], []
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # how JSON writes one
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(value: Any, path: str = "") -> str | None:
+    """Where a parsed JSON value holds a lone UTF-16 surrogate ("\\ud800" written alone), as
+    ``data[0].text``; None when it holds none. json joins valid pairs, so any one left is lone."""
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        return f"{path or 'the request'} (U+{ord(found.group()):04X})" if found else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and _SURROGATE.search(key):
+                return f"a key in {path or 'the request'}"
+            where = lone_surrogate(item, f"{path}.{key}" if path else str(key))
+            if where:
+                return where
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            where = lone_surrogate(item, f"{path}[{index}]")
+            if where:
+                return where
+    return None
+
+
+def surrogate_problem(text: str | bytes, parsed: Any = None) -> str | None:
+    """Why a JSON request cannot be stored (a lone surrogate, which no protocol's UTF-8 can carry:
+    jina answered a bare 500 over HTTP and dropped the WebSocket), or None. Parsed only when the
+    raw text holds such an escape."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if not _SURROGATE_ESCAPE.search(raw):
+        return None
+    if parsed is None:
+        try:
+            parsed = json.loads(raw)
+        except (ValueError, RecursionError):
+            return None  # not JSON: jina's own parse answers it
+    where = lone_surrogate(parsed)
+    if where is None:
+        return None
+    return f"field {where} holds a lone surrogate, which is not a character: send the character itself or a valid pair"
+
+
+class RequestTooLarge(Exception):
+    """An HTTP body over the request limit; read no further."""
+
+
+async def _read_body(receive: Any, limit: int) -> tuple[bytes, list[dict]]:
+    messages, chunks, size = [], [], 0
     while True:
         message = await receive()
         messages.append(message)
         if message["type"] != "http.request":
             break
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge()
+        chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks), messages
 
 
+def too_large(size: int | str, limit: int) -> str:
+    return (
+        f"the request is {size} bytes, over the limit of {limit} (QBANK_MAX_REQUEST_BYTES; by default "
+        "3 x QBANK_MAX_IMAGE_BYTES): send fewer or smaller items per request"
+    )
+
+
 class MalformedRequestMiddleware:
-    """Answers 400 with the reason for a request jina's HTTP gateway cannot turn into Documents.
+    """Answers 400 with the reason for a request jina's HTTP gateway cannot turn into Documents, and
+    413 for a body over the request limit (QBANK_MAX_REQUEST_BYTES), read no further.
 
     Tags nested 40 deep exceed protobuf's nesting limit inside jina's gateway: it answered a bare
     500, and the failed conversion left the gateway unable to shut down (SIGINT ignored). Bodies
-    nested deeper than MAX_JSON_DEPTH are refused before jina reads them; any other conversion
-    failure still becomes a 400 with protobuf's reason.
+    nested deeper than MAX_JSON_DEPTH, and strings holding a lone surrogate (also a bare 500), are
+    refused before jina reads them; any other conversion failure still becomes a 400 with
+    protobuf's reason.
     """
 
-    def __init__(self, app: Any):
+    def __init__(self, app: Any, max_bytes: int):
         self.app = app
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
-        body, messages = await _read_body(receive)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"").decode("latin-1")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_json(send, 413, too_large(declared, self.max_bytes))
+            return
+        try:
+            body, messages = await _read_body(receive, self.max_bytes)
+        except RequestTooLarge:
+            await _send_json(send, 413, too_large(f"over {self.max_bytes}", self.max_bytes))
+            return
+        problem = surrogate_problem(body)
+        if problem:
+            await _send_json(send, 400, problem)
+            return
         depth = json_depth(body)
         if depth > MAX_JSON_DEPTH:
             await _send_json(
@@ -298,6 +394,9 @@ async def _send_json(send: Any, status: int, detail: str) -> None:
 WS_INVALID_PAYLOAD = 1007  # RFC 6455: the frame's data is not what this endpoint accepts
 
 
+WS_TOO_BIG = 1009  # RFC 6455: the message is too big to process
+
+
 def frame_problem(message: dict, binary: bool) -> str | None:
     """Why one WebSocket frame cannot be a jina request, or None. Short: a close reason holds 123 bytes."""
     if binary:
@@ -325,6 +424,9 @@ def frame_problem(message: dict, binary: bool) -> str | None:
     depth = json_depth(text.encode("utf-8", "surrogatepass"))
     if depth > MAX_JSON_DEPTH:
         return f"request nests {depth} levels deep, over the limit of {MAX_JSON_DEPTH}"
+    problem = surrogate_problem(text, request)
+    if problem:
+        return problem.split(", which")[0] + " (not a character)"
     data = request.get("data")
     if data is not None and not isinstance(data, (list, dict)):
         return "'data' must be a list of documents"
@@ -344,8 +446,9 @@ class MalformedFrameMiddleware:
     bad frame never reaches jina: the app sees a disconnect and ends its stream cleanly.
     """
 
-    def __init__(self, app: Any):
+    def __init__(self, app: Any, max_bytes: int):
         self.app = app
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
@@ -358,6 +461,11 @@ class MalformedFrameMiddleware:
             message = await receive()
             if message["type"] != "websocket.receive":
                 return message
+            size = len(message.get("bytes") or message.get("text") or "")
+            if size > self.max_bytes:
+                reason = f"frame of {size} bytes is over QBANK_MAX_REQUEST_BYTES ({self.max_bytes})"
+                await send({"type": "websocket.close", "code": WS_TOO_BIG, "reason": reason})
+                return {"type": "websocket.disconnect", "code": WS_TOO_BIG}
             problem = frame_problem(message, binary)
             if problem is None:
                 return message
@@ -379,6 +487,9 @@ class _TokenHolder:
 class TokenGRPCGateway(_TokenHolder, GRPCGateway):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
+        # gRPC refuses a longer message from its length prefix, before reading it (RESOURCE_EXHAUSTED)
+        limit = self._qbank_settings.request_byte_limit
+        self.grpc_server_options = {**(self.grpc_server_options or {}), "grpc.max_receive_message_length": limit}
         guards: list[grpc.aio.ServerInterceptor] = [MalformedMessageInterceptor()]
         if self._qbank_token:  # first: a call without the token is refused before its message is parsed
             guards.insert(0, TokenInterceptor(self._qbank_token))
@@ -391,7 +502,7 @@ class TokenHTTPGateway(_TokenHolder, HTTPGateway):
         app = super().app  # jina builds a fresh FastAPI app on each access
         settings = self._qbank_settings
         add_page_routes(app, settings.figure_root_paths(), settings.max_figure_bytes)
-        app.add_middleware(MalformedRequestMiddleware)
+        app.add_middleware(MalformedRequestMiddleware, max_bytes=settings.request_byte_limit)
         if self._qbank_token:
             app.add_middleware(TokenMiddleware, token=self._qbank_token)
         return app
@@ -404,10 +515,18 @@ class TokenWebSocketGateway(_TokenHolder, WebSocketGateway):
 
     @app.setter
     def app(self, value) -> None:  # jina assigns the app in setup_server, before uvicorn gets it
-        value.add_middleware(MalformedFrameMiddleware)
+        value.add_middleware(MalformedFrameMiddleware, max_bytes=self._qbank_settings.request_byte_limit)
         if self._qbank_token:
             value.add_middleware(TokenMiddleware, token=self._qbank_token)
         self._app = value
+
+
+    async def setup_server(self) -> None:
+        await super().setup_server()
+        # jina fixes uvicorn's frame limit at 1 GiB; a connection reads it when it opens. Frames up to
+        # twice the request limit reach the check above, which names the setting; longer ones are
+        # refused by the WebSocket library while their header is read (close 1009 too).
+        self.server.config.ws_max_size = 2 * self._qbank_settings.request_byte_limit
 
 
 GUARDED = {"grpc": TokenGRPCGateway, "http": TokenHTTPGateway, "websocket": TokenWebSocketGateway}
