@@ -162,6 +162,53 @@ def test_a_killed_executor_stops_the_service_with_exit_1_and_no_orphans(env):
         served.kill()
 
 
+def test_searches_in_flight_when_the_reader_is_killed_get_an_error_naming_it(env):
+    """kill -9 of the reader under four searching threads: the calls in flight used to fail with
+    "ValueError: the buffer is already decompressed" (grpc copies the gateway's empty error message
+    into its exception, and jina's lazy request of b"" could not be copied); now they get the
+    gateway's UNAVAILABLE naming the reader, and the service exits 1 naming it."""
+    import threading
+
+    from qbank_client.api import error_message
+
+    served = Served(env).wait_up()
+    try:
+        QbankClient(served.url).index(DocumentArray([stem(f"q{i}") for i in range(10)]))
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def search() -> None:
+            client = QbankClient(served.url)
+            while not stop.is_set():
+                try:
+                    client.text_to_image("三角形", 5)
+                except Exception as exc:  # what a caller sees, whatever its type
+                    errors.append(f"{type(exc).__name__}: {error_message(exc)}")
+                    if "Connection refused" in errors[-1]:
+                        return
+
+        threads = [threading.Thread(target=search) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(2)
+        readers = [
+            pid
+            for pid in served.descendants()
+            if served.loaded(pid, "opencv") and not served.loaded(pid, "libtorch_cpu")
+        ]
+        assert len(readers) == 1, served.descendants()
+        os.kill(readers[0], signal.SIGKILL)
+        assert served.wait_exit(within=40) == 1
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        assert errors and not [e for e in errors if "already decompressed" in e], sorted(set(errors))
+        assert any("deployment reader" in e for e in errors), sorted(set(errors))
+        assert "reader/rep-0" in "".join(served.lines) and "exited with code -9" in "".join(served.lines)
+    finally:
+        served.kill()
+
+
 def test_a_killed_milvus_lite_process_is_restarted_and_nothing_is_lost(env):
     served = Served(env).wait_up()
     try:

@@ -115,6 +115,19 @@ def error_message(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _response_from_bytes(data: bytes) -> Any:
+    """A gateway response, lazily parsed (jina's deserializer); an empty request for an empty message
+    (grpc reads None as a failed parse). The gateway
+    ends a call that failed mid-way (an executor killed under it) with its error status and an empty
+    message, and grpc copies that message into the exception it raises: jina's lazy DataRequest of
+    b"" could not be copied, so the caller got "ValueError: the buffer is already decompressed"
+    instead of the gateway's error."""
+    from jina.proto.serializer import DataRequestProto
+    from jina.types.request.data import DataRequest
+
+    return DataRequestProto.FromString(data) if data else DataRequest()
+
+
 class GrpcTransport:
     """One long-lived gRPC channel to the gateway, one unary call per request (jina's own wire format,
     the method jina's Client uses for single requests).
@@ -140,7 +153,7 @@ class GrpcTransport:
         self._call = self._channel.unary_unary(
             self.METHOD,
             request_serializer=DataRequestProto.SerializeToString,
-            response_deserializer=DataRequestProto.FromString,
+            response_deserializer=_response_from_bytes,
         )
         self._metadata = metadata
 

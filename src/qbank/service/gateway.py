@@ -520,7 +520,6 @@ class TokenWebSocketGateway(_TokenHolder, WebSocketGateway):
             value.add_middleware(TokenMiddleware, token=self._qbank_token)
         self._app = value
 
-
     async def setup_server(self) -> None:
         await super().setup_server()
         # jina fixes uvicorn's frame limit at 1 GiB; a connection reads it when it opens. Frames up to
