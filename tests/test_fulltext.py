@@ -110,8 +110,9 @@ def test_filters_apply_in_every_mode(store):
 
 
 def earlier_collection(tmp_path, schema_version: int, rows: list[dict] | None = None) -> None:
-    """The item collection as earlier versions made it, by hand: schema 1 (no full text) or schema 2
-    (BM25 over `text` itself, analysed by the chinese analyzer), with ``rows`` in it."""
+    """The item collection as earlier versions made it, by hand: schema 1 (no full text), schema 2
+    (BM25 over `text` itself, analysed by the chinese analyzer) or schema 3 (BM25 over `search_text`,
+    the folded raw text), with ``rows`` in it."""
     from pymilvus import DataType, Function, FunctionType, MilvusClient
 
     from qbank.domain.schema import ID_MAX_LENGTH, SCALAR_FIELDS, TEXT_MAX_BYTES, URI_MAX_LENGTH
@@ -126,7 +127,10 @@ def earlier_collection(tmp_path, schema_version: int, rows: list[dict] | None = 
     for name, length in SCALAR_FIELDS.items():
         schema.add_field(name, DataType.VARCHAR, max_length=length)
     analysed = {"enable_analyzer": True, "analyzer_params": {"type": "chinese"}} if full_text else {}
-    schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES, **analysed)
+    bm25_input = "search_text" if schema_version >= 3 else "text"
+    schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES, **({} if schema_version >= 3 else analysed))
+    if schema_version >= 3:
+        schema.add_field("search_text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES, **analysed)
     if full_text:
         schema.add_field("text_sparse", DataType.SPARSE_FLOAT_VECTOR)
     schema.add_field("image_uri", DataType.VARCHAR, max_length=URI_MAX_LENGTH)
@@ -135,7 +139,7 @@ def earlier_collection(tmp_path, schema_version: int, rows: list[dict] | None = 
     index = MilvusClient.prepare_index_params()
     index.add_index("embedding", index_type="AUTOINDEX", metric_type="COSINE")
     if full_text:
-        schema.add_function(Function("text_bm25", FunctionType.BM25, ["text"], ["text_sparse"]))
+        schema.add_function(Function("text_bm25", FunctionType.BM25, [bm25_input], ["text_sparse"]))
         index.add_index("text_sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
     client.create_collection("qbank_items", schema=schema, index_params=index)
     if rows:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from qbank.domain.schema import DUPLICATE_MEASURES, TEXT
+from qbank.domain.reading import reading_form
 from qbank.domain.text import normalise
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ BY = DUPLICATE_MEASURES
 
 
 def bigrams(text: str) -> set[str]:
-    clean = normalise(text)
+    clean = normalise(reading_form(text))  # LaTeX and HTML as they read
     return {clean[i : i + 2] for i in range(len(clean) - 1)} or ({clean} if clean else set())
 
 

@@ -10,6 +10,9 @@ token filters (lowercase, ASCII folding, length, stop words...) but no character
 folding cannot be left to them: the store keeps this form of each stem in a field of its own
 (``search_text``, which its BM25 function reads) and searches with the same form of the query.
 
+Stored stems are first read as text (:func:`qbank.domain.reading.reading_form`: LaTeX, HTML), so
+``$x^{2}$`` matches a photo's ``x2`` and ``$\\left\\{a_{n}\\right\\}$`` a typed ``{a_n}``.
+
 The rules, in order: NFKC (full/half width, superscripts), lower case, then within runs of ASCII
 letters, digits and ``|``/``∥`` that hold a digit or consist only of look-alike characters, the
 look-alikes become digits (``l``, ``i``, ``|`` -> 1; ``o`` -> 0; ``∥`` -> 11), and letters and
@@ -22,6 +25,8 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
+
+from qbank.domain.reading import reading_form
 
 LOOKALIKES = str.maketrans({"l": "1", "i": "1", "|": "1", "∥": "11", "o": "0"})
 _RUN = re.compile(r"[0-9a-z|∥]+")
@@ -41,11 +46,13 @@ def folded(text: str) -> str:
     return _RUN.sub(_fold_run, unicodedata.normalize("NFKC", text).lower())
 
 
-def search_form(text: str, max_bytes: int) -> str:
-    """The form BM25 indexes and searches (``folded``), cut to ``max_bytes`` of UTF-8 at a character
-    boundary: folding can lengthen a text (``∥`` -> ``11``, spaces between runs), and a cut tail
-    only loses matching on words the display copy also keeps."""
-    form = folded(text)
+def search_form(text: str, max_bytes: int, reading: bool = True) -> str:
+    """The form BM25 indexes and searches: ``folded`` of the text's reading form (LaTeX and HTML
+    read as text, :mod:`qbank.domain.reading`; ``reading=False`` for collections of schema 3, which
+    stored the folded raw text), cut to ``max_bytes`` of UTF-8 at a character boundary: folding can
+    lengthen a text (``∥`` -> ``11``, spaces between runs), and a cut tail only loses matching on
+    words the display copy also keeps."""
+    form = folded(reading_form(text) if reading else text)
     encoded = form.encode("utf-8")
     if len(encoded) <= max_bytes:
         return form
@@ -59,8 +66,9 @@ def normalise(text: str) -> str:
 
 
 def match_form(text: str) -> str:
-    """``folded`` without punctuation, symbols or spaces: what the in-order comparison reads."""
-    return normalise(folded(text))
+    """``folded`` reading form without punctuation, symbols or spaces: what the in-order comparison
+    (and near-duplicate grouping) reads."""
+    return normalise(folded(reading_form(text)))
 
 
 def sequence_similarity(a: str, b: str) -> float:

@@ -14,6 +14,7 @@ from docarray import Document, DocumentArray
 from jina import requests
 
 from qbank.config import EncoderSettings
+from qbank.domain.reading import reading_form
 from qbank.domain.schema import (
     IMAGE,
     OCR_SEARCH_MODE,
@@ -103,7 +104,7 @@ class QbankClipEncoder(CheckedExecutor):
                 elif storing and not doc.text.strip():
                     errors.append(f"item {doc.id!r}: text is blank (only whitespace): nothing to store")
                 else:
-                    texts.append((doc, doc.text))
+                    texts.append((doc, reading_form(doc.text)))  # CLIP reads the text, not its LaTeX
             elif (doc.mime_type or "").startswith("image/"):
                 errors.append(f"item {doc.id!r}: image: image is empty (0 bytes)")
             elif not (

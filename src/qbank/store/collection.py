@@ -22,7 +22,9 @@ from qbank.store.errors import ModelMismatchError, StoreError
 # Schema 3 feeds that function `search_text`, the stem in qbank.domain.text's matching form
 # (look-alikes folded, letter/digit runs split), written by the store beside the display `text`;
 # queries are searched in the same form. Schema 2 collections keep BM25 over the raw text.
-SCHEMA_VERSION = 3
+# Schema 4 builds that form on the stem's reading form (qbank.domain.reading: LaTeX and HTML read as
+# text); a schema 3 collection keeps the folded raw text, for its stored rows and its queries alike.
+SCHEMA_VERSION = 4
 SPARSE_FIELD = "text_sparse"
 SEARCH_TEXT_FIELD = "search_text"
 VECTOR_FIELD = "embedding"
@@ -92,6 +94,7 @@ class Identity:
     analyzer: str | None
     index_type: str | None  # of the vector field, as Milvus reports it
     search_form: bool = False  # BM25 reads the matching form of the text (schema 3), not the raw text
+    schema: int = SCHEMA_VERSION  # as recorded at creation (collections before schema 3 recorded none)
 
 
 def read_identity(invoke: Callable[..., Any], collection: str) -> Identity | None:
@@ -115,6 +118,7 @@ def read_identity(invoke: Callable[..., Any], collection: str) -> Identity | Non
         analyzer=recorded.get("text_analyzer"),
         index_type=index_type,
         search_form=any(f["name"] == SEARCH_TEXT_FIELD for f in info["fields"]),
+        schema=int(recorded.get("schema") or 1),
     )
 
 

@@ -108,6 +108,11 @@ class ItemStore:
         return bool(self.identity and self.identity.search_form)
 
     @property
+    def reads_reading_form(self) -> bool:
+        """The matching form is built on the reading form (schema 4: LaTeX and HTML read as text)."""
+        return bool(self.identity and self.identity.schema >= 4)
+
+    @property
     def analyzer(self) -> str | None:
         return self.identity.analyzer if self.identity else None
 
@@ -218,13 +223,14 @@ class ItemStore:
         """``rows`` with the matching form of their text, which BM25 reads (schema 3)."""
         if not self.reads_search_form:
             return rows
-        return [{**row, SEARCH_TEXT_FIELD: search_form(row.get("text") or "", TEXT_MAX_BYTES)} for row in rows]
+        reading = self.reads_reading_form
+        return [{**row, SEARCH_TEXT_FIELD: search_form(row.get("text") or "", TEXT_MAX_BYTES, reading)} for row in rows]
 
     def _bm25_queries(self, texts: Sequence[str]) -> list[str]:
         """The queries' words in the form the collection's BM25 reads: the matching form on schema 3,
         as given on a schema 2 collection (whose stored tokens are the raw text's)."""
         if self.reads_search_form:
-            return [search_form(text, TEXT_MAX_BYTES) for text in texts]
+            return [search_form(text, TEXT_MAX_BYTES, self.reads_reading_form) for text in texts]
         return list(texts)
 
     def _stored_versions(self, ids: list[str]) -> list[dict[str, Any]]:
@@ -461,6 +467,8 @@ class ItemStore:
             "full_text": self.full_text,
             "text_analyzer": self.analyzer,
             "text_search_form": self.reads_search_form,
+            "text_reading_form": self.reads_reading_form,
+            "schema": self.identity.schema if self.identity else None,
             "count": self.count(),
             "uri": self.where,
             "milvus_version": self.capabilities.version if self.capabilities else None,

@@ -1,0 +1,112 @@
+"""The reading form of stored questions (LaTeX and HTML read as text), and search through it: a
+typed {a_n} finds $\\left\\{a_{n}\\right\\}$, an OCR reading finds a typeset fraction among stems
+that differ in one number, malformed markup is stored as given and never fails; a schema 3
+collection keeps the form it was built with."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import running_flow
+from docarray import Document, DocumentArray
+from test_fulltext import earlier_collection
+
+from qbank.config import IndexerSettings
+from qbank.domain.reading import html_text, reading_form
+from qbank.domain.schema import item_row
+from qbank.domain.text import folded, match_form, sequence_similarity
+from qbank.store import ItemStore
+from qbank_client import QbankClient
+
+READINGS = {
+    r"已知复数$\frac{2+i}{1-2 i}$的共轭": "已知复数 (2+i)/(1-2 i) 的共轭",
+    r"等比数列$\left\{a_{n}\right\}$的公比为$q$": "等比数列 {a_n} 的公比为 q",
+    r"$x^{2}-3x+2=0$": "x^2-3x+2=0",
+    r"\(\dfrac{\sqrt{3}}{2}\)": "(√(3))/2",
+    r"$\angle A\perp\parallel\leq\geq\in\cap\cup\because\therefore\triangle ABC$": "∠A⊥∥≤≥∈∩∪∵∴△ABC",
+    r"$\alpha+\beta$ 与 $\mathrm{i}$": "α+β 与 i",
+    "增长了20%，求$\\frac{1}{2}$": "增长了20%，求 1/2",  # a per cent sign, not a LaTeX comment
+    "$$\\overline{AB}$$": "AB",
+    "<p>如图，x<sup>2</sup>&gt;0 <img src='figs/a.png'>，求</p><p>$\\frac{a}{b}$</p>": "如图，x2>0 ，求\na/b",
+    "若a<b，则a+1<b+1": "若a<b，则a+1<b+1",  # a bare "<" is not HTML
+    "坏的 $\\frac{1": "坏的 1",  # unclosed: read as far as it goes
+    "plain  stem   kept as is ": "plain  stem   kept as is ",  # no markup: unchanged (embeddings too)
+}
+
+
+@pytest.mark.parametrize("stored, reads", READINGS.items())
+def test_stored_markup_reads_as_the_page_shows_it(stored, reads):
+    assert reading_form(stored) == reads
+
+
+def test_html_inline_images_are_collected_in_order():
+    assert html_text('<p>如图<img src="figs/a.png"/>和<IMG SRC=b.png></p>')[1] == ["figs/a.png", "b.png"]
+    assert html_text("若a<b，则")[1] == []
+
+
+def test_ocr_readings_meet_the_typeset_stem_in_the_matching_form():
+    """What a photo of the typeset page reads as, against the stored LaTeX source."""
+    assert match_form(r"已知复数$\frac{2+i}{1-2 i}$的共轭") == match_form("已知复数(2+i)/(1-2i)的共轭")
+    assert match_form(r"等比数列$\left\{a_{n}\right\}$中，$a_{3}=8$") == match_form("等比数列{an}中，a3=8")
+    assert match_form(r"$x^{2}-5x+6=0$") == match_form("x2-5x+6=0")
+    assert sequence_similarity(r"数列$\left\{a_{n}\right\}$", "数列{an}") == 1.0
+
+
+TWINS = {  # the same stem with one number changed: only the right one matches the reading in order
+    "g5": r"等比数列$\left\{a_{n}\right\}$的公比为$q$，且$a_{1}=2$，$a_{3}=8$，求$a_{5}$的值",
+    "g6": r"等比数列$\left\{a_{n}\right\}$的公比为$q$，且$a_{1}=3$，$a_{3}=12$，求$a_{6}$的值",
+    "g7": r"等比数列$\left\{a_{n}\right\}$的公比为$q$，且$a_{1}=5$，$a_{3}=20$，求$a_{7}$的值",
+    "f1": r"已知复数$z=\frac{2+i}{1-2 i}$，求$|z|$与$z^{2}$",
+    "f2": r"已知复数$z=\frac{3+i}{1-3 i}$，求$|z|$与$z^{3}$",
+    "bad": "未闭合的公式 $\\frac{1}{2 与 <p>未闭合的标签",
+}
+TYPED = {"g5": "等比数列 {a_n} 的公比为 q，且 a1=2，a3=8，求 a5 的值", "f2": "已知复数z=(3+i)/(1-3i)，求|z|与z3"}
+
+
+def rows(dim: int = 8) -> list[dict]:
+    rng = np.random.default_rng(5)
+    return [
+        item_row(f"{qid}:text:0", (rng.normal(size=dim)).tolist(), question_id=qid, text=text)
+        for qid, text in TWINS.items()
+    ]
+
+
+def test_bm25_reads_the_reading_form_on_schema_4_and_the_stem_is_stored_as_given(tmp_path):
+    store = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
+    try:
+        store.check_vectors("test-model", 8, create=True)
+        store.upsert(rows())
+        described = store.describe()
+        assert described["schema"] == 4 and described["text_reading_form"] is True
+        for qid, typed in TYPED.items():
+            assert store.search_text([typed], 3)[0][0]["id"] == f"{qid}:text:0", typed
+        assert store.get(["g5:text:0"])[0]["text"] == TWINS["g5"]  # display copy as given
+        stored = store.get(["bad:text:0"])[0]
+        assert stored["text"] == TWINS["bad"]
+        assert store.search_text(["未闭合的标签"], 1)[0][0]["id"] == "bad:text:0"
+    finally:
+        store.close()
+
+
+def test_a_schema_3_collection_keeps_the_folded_raw_text_it_was_built_with(tmp_path):
+    earlier_collection(tmp_path, schema_version=3)
+    old = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
+    try:
+        assert old.describe()["schema"] == 3 and old.describe()["text_reading_form"] is False
+        old.check_vectors("test-model", 8, create=False)
+        old.upsert(rows())
+        stored = old.connection.call("query", "qbank_items", filter='id == "g5:text:0"', output_fields=["search_text"])
+        assert stored[0]["search_text"] == folded(TWINS["g5"])  # what its other rows hold: re-index to change
+    finally:
+        old.close()
+
+
+def test_through_the_flow_a_typed_subscript_and_a_read_fraction_find_their_latex_stems(tiny_model, tmp_path):
+    with running_flow(model=tiny_model, data_dir=tmp_path / "data") as urls:
+        client = QbankClient(urls["grpc"])
+        docs = DocumentArray(Document(id=f"{q}:text:0", text=t, tags={"question_id": q}) for q, t in TWINS.items())
+        client.index(docs)
+        for qid, typed in TYPED.items():
+            hits = client.similar_questions(typed, limit=3, mode="bm25")
+            assert hits[0].question_id == qid, (typed, [h.question_id for h in hits])
+        assert client.questions(["bad"])["bad"][0].text == TWINS["bad"]
