@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from qbank.domain.schema import DUPLICATE_MEASURES, TEXT
 from qbank.domain.reading import reading_form
+from qbank.domain.schema import DUPLICATE_MEASURES, TEXT
 from qbank.domain.text import normalise
 
 if TYPE_CHECKING:
