@@ -5,9 +5,13 @@ collection keeps the form it was built with."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
-from conftest import running_flow
+from conftest import png_bytes, running_flow
 from docarray import Document, DocumentArray
 from test_fulltext import earlier_collection
 
@@ -16,7 +20,8 @@ from qbank.domain.reading import html_text, reading_form
 from qbank.domain.schema import item_row
 from qbank.domain.text import folded, match_form, sequence_similarity
 from qbank.store import ItemStore
-from qbank_client import QbankClient
+from qbank_client import QbankClient, read_bank
+from qbank_client.importer import import_bank
 
 READINGS = {
     r"已知复数$\frac{2+i}{1-2 i}$的共轭": "已知复数 (2+i)/(1-2 i) 的共轭",
@@ -101,12 +106,72 @@ def test_a_schema_3_collection_keeps_the_folded_raw_text_it_was_built_with(tmp_p
         old.close()
 
 
-def test_through_the_flow_a_typed_subscript_and_a_read_fraction_find_their_latex_stems(tiny_model, tmp_path):
-    with running_flow(model=tiny_model, data_dir=tmp_path / "data") as urls:
-        client = QbankClient(urls["grpc"])
-        docs = DocumentArray(Document(id=f"{q}:text:0", text=t, tags={"question_id": q}) for q, t in TWINS.items())
-        client.index(docs)
-        for qid, typed in TYPED.items():
-            hits = client.similar_questions(typed, limit=3, mode="bm25")
-            assert hits[0].question_id == qid, (typed, [h.question_id for h in hits])
-        assert client.questions(["bad"])["bad"][0].text == TWINS["bad"]
+@pytest.fixture(scope="module")
+def flow(tiny_model, tmp_path_factory):
+    with running_flow(model=tiny_model, data_dir=tmp_path_factory.mktemp("reading-data")) as urls:
+        yield urls
+
+
+def test_through_the_flow_a_typed_subscript_and_a_read_fraction_find_their_latex_stems(flow):
+    client = QbankClient(flow["grpc"])
+    docs = DocumentArray(Document(id=f"{q}:text:0", text=t, tags={"question_id": q}) for q, t in TWINS.items())
+    client.index(docs)
+    for qid, typed in TYPED.items():
+        hits = client.similar_questions(typed, limit=3, mode="bm25")
+        assert hits[0].question_id == qid, (typed, [h.question_id for h in hits])
+    assert client.questions(["bad"])["bad"][0].text == TWINS["bad"]
+
+
+CSV_BANK = """,Question,A,B,C,D,Answer
+0,已知复数$z=\\frac{2+i}{1-2 i}$，则$|z|$等于,1,$\\sqrt{2}$,2,$\\frac{1}{2}$,A
+1,下列哪一种元素属于稀有气体,氦,氮,氧,氯,A
+2,"未闭合的公式 $\\frac{1}{2 与 <p>未闭合的标签",甲,乙,丙,丁,B
+"""
+
+
+def test_a_csv_bank_imports_with_a_field_mapping_and_its_options_are_searched_and_kept(flow, tmp_path):
+    """CMMLU's layout (an unnamed row-number column, Question, A-D, Answer) through a real `qbank
+    import` with --map: ids from file and line, options in the stem's text and in its tags, the
+    answer kept, malformed markup stored as given."""
+    bank = tmp_path / "bank" / "physics.csv"
+    bank.parent.mkdir()
+    bank.write_text(CSV_BANK, encoding="utf-8")
+    command = [sys.executable, "-m", "qbank_client.cli", "--url", flow["grpc"], "--json", "import", str(bank.parent)]
+    command += ["--map", "stem=Question", "--map", "options=A,B,C,D", "--map", "answer=Answer"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["imported"] == 3 and summary["bad_rows"] == []
+    client = QbankClient(flow["grpc"])
+    stored = client.questions(["physics-2", "physics-3", "physics-4"])
+    first = stored["physics-2"][0]
+    assert first.text.startswith("已知复数$z=\\frac{2+i}{1-2 i}$") and "\nB. $\\sqrt{2}$" in first.text
+    assert first.tags["options"] == {"A": "1", "B": "$\\sqrt{2}$", "C": "2", "D": "$\\frac{1}{2}$"}
+    assert first.tags["answer"] == "A" and "" not in first.tags
+    assert stored["physics-4"][0].text.startswith("未闭合的公式 $\\frac{1}{2 与 <p>未闭合的标签")
+    hits = client.similar_questions("氦 氮 氧 氯", limit=1, mode="bm25")  # found by its options
+    assert hits[0].question_id == "physics-3"
+    assert (
+        "--map 'stem'"
+        in subprocess.run([*command[:-6], "--map", "stem"], capture_output=True, text=True, timeout=60).stderr
+    )
+
+
+def test_an_html_stems_inline_images_become_its_searchable_figures_and_json_arrays_import(flow, tmp_path):
+    (tmp_path / "figs").mkdir()
+    (tmp_path / "figs" / "tri.png").write_bytes(png_bytes(4711, (64, 48)))
+    records = [
+        {"id": "html-1", "stem": '<p>如图，<img src="figs/tri.png">中x<sup>2</sup>&gt;1，求面积</p>', "answer": "6"},
+        {"id": "html-2", "stem": "<div>普通的<b>HTML</b>题干</div>", "options": ["甲", "乙"]},
+    ]
+    bank = tmp_path / "bank.json"
+    bank.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    client = QbankClient(flow["grpc"])
+    summary = import_bank(client, read_bank(bank), batch_size=8, progress=False)
+    assert summary.imported == 2 and not summary.bad_rows
+    items = client.questions(["html-1"])["html-1"]
+    assert [d.id for d in items] == ["html-1:text:0", "html-1:image:0"]
+    assert items[1].tags["figure"] == str((tmp_path / "figs" / "tri.png").resolve())
+    found = client.image_to_text(png_bytes(4711, (64, 48)), limit=1)["figures"]
+    assert found and found[0].question_id == "html-1"
+    assert client.similar_questions("求面积", limit=1, mode="bm25")[0].question_id == "html-1"

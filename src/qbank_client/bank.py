@@ -1,13 +1,22 @@
-"""Reading a question bank: JSONL (one question per line) or a folder of them, with line numbers.
+"""Reading a question bank as banks store it: JSONL (one question per line), JSON arrays and CSV,
+a file or a folder of them, with line numbers.
 
-A line is ``{"id": ..., "stem": ..., "figures": [path or URL, ...], "subject": ..., "grade": ...,
-"type": ..., "knowledge_points": [...], <anything else>}``; anything else is kept as metadata.
-Relative figure paths are read against the JSONL file's folder. A bad line is reported with its
-file and line number and never half-imported: a question goes whole or not at all.
+A question is ``{"id": ..., "stem": ..., "figures": [path or URL, ...], "options": [...] or
+{"A": ...}, "answer": ..., "analysis": ..., "subject": ..., "grade": ..., "type": ...,
+"knowledge_points": [...], <anything else>}``; anything else is kept as metadata. A stem may be
+plain text, Markdown or HTML with inline LaTeX: it is stored as given (the page typesets it), its
+inline ``<img src>`` become the question's figures, and search reads it as text
+(:mod:`qbank.domain.reading`). The stem item's text is the stem followed by its options (what a
+printed page shows, and what a photo of it reads); options, answer and analysis are also kept in
+its tags to be shown apart. A :class:`FieldMap` names the columns a bank uses (CSV: ``--map
+stem=Question --map options=A,B,C,D --map answer=Answer``). Relative figure paths are read
+against the bank file's folder. A bad row is reported with its file and line number and never
+half-imported: a question goes whole or not at all.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,10 +25,51 @@ from typing import Any
 
 from docarray import Document
 
+from qbank.domain.reading import html_text
 from qbank.domain.schema import IMAGE, SCALAR_FIELDS, TAG_ALIASES, TEXT, check_scalar, id_problem, item_id
 from qbank.media.fetch import CLIENT_POLICY, FetchError, fetch_http, read_regular_file
 
-KNOWN_KEYS = {"id", "stem", "figures", "subject", "grade", "type", "knowledge_points"}
+KNOWN_KEYS = {"id", "stem", "figures", "options", "answer", "analysis", "subject", "grade", "type", "knowledge_points"}
+BANK_SUFFIXES = (".jsonl", ".json", ".csv")
+OPTION_LABELS = "ABCDEFGHIJ"
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """Which of a bank's fields (columns) hold each part of a question: ``{"stem": ["Question"],
+    "options": ["A", "B", "C", "D"], "answer": ["Answer"]}``; a part not named is read from the field
+    of its own name. Several fields of one part are joined (options: one option each)."""
+
+    fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, specs: list[str]) -> FieldMap:
+        """From ``part=field[,field...]`` strings (``qbank import --map``); ValueError names a bad one."""
+        fields: dict[str, tuple[str, ...]] = {}
+        for spec in specs:
+            part, sep, names = spec.partition("=")
+            columns = tuple(name for name in names.split(",") if name != "") if sep else ()
+            if not sep or part.strip() not in KNOWN_KEYS or not columns:
+                raise ValueError(
+                    f"--map {spec!r}: want part=field[,field...] with part one of {', '.join(sorted(KNOWN_KEYS))}"
+                )
+            fields[part.strip()] = columns
+        return cls(fields)
+
+    def apply(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The record with each mapped part read from its fields (the fields themselves dropped)."""
+        if not self.fields:
+            return record
+        mapped = {k: v for k, v in record.items() if not any(k in cols for cols in self.fields.values())}
+        for part, columns in self.fields.items():
+            values = [record.get(column) for column in columns if record.get(column) not in (None, "")]
+            if part == "options":
+                mapped[part] = values
+            elif values:
+                mapped[part] = values[0] if len(values) == 1 else "\n".join(map(str, values))
+        return mapped
+
+
 MAX_FIGURE_BYTES = 20 * 1024 * 1024  # the server's QBANK_MAX_IMAGE_BYTES default
 FIGURE_TIMEOUT = 10.0  # seconds for one figure's whole download
 
@@ -82,12 +132,39 @@ def parse_question(record: Any, source: str, base: Path) -> Question:
     points = record.get("knowledge_points") or []
     if not isinstance(points, list):
         raise ValueError("field 'knowledge_points' must be a list")
+    options = parse_options(record.get("options"))
+    for name in ("answer", "analysis"):
+        if record.get(name) is not None and not isinstance(record.get(name), (str, int, float)):
+            raise ValueError(f"field {name!r} must be text")
+    inline = [src for src in html_text(stem)[1] if src not in figures]  # an HTML stem's <img> are its figures
+    figures = figures + inline
     tags: dict[str, Any] = {k: v for k, v in record.items() if k not in KNOWN_KEYS}
     tags.update(question_id=qid, knowledge_points=points)
+    if options:
+        tags["options"] = options
+    for name in ("answer", "analysis"):
+        if record.get(name) not in (None, ""):
+            tags[name] = str(record[name])
     for name in ("subject", "grade", "type"):
         tags[name] = check_scalar(qid, TAG_ALIASES.get(name, name), record.get(name), label=name)
-    resolved = [f if "://" in f else str((base / f).resolve()) for f in figures]
-    return Question(qid, stem.strip(), resolved, tags, source)
+    resolved = [f if "://" in f or f.startswith("data:") else str((base / f).resolve()) for f in figures]
+    text = stem.strip()
+    if options:
+        text += "\n" + "\n".join(f"{label}. {option}" for label, option in options.items())
+    return Question(qid, text, resolved, tags, source)
+
+
+def parse_options(value: Any) -> dict[str, str]:
+    """Options as {label: text} in order, from a list (labelled A, B, ...), an object, or nothing."""
+    if value in (None, "", [], {}):
+        return {}
+    if isinstance(value, list):
+        if len(value) > len(OPTION_LABELS) or not all(isinstance(v, (str, int, float)) for v in value):
+            raise ValueError(f"field 'options' must be a list of at most {len(OPTION_LABELS)} texts")
+        return {label: str(v).strip() for label, v in zip(OPTION_LABELS, value, strict=False)}
+    if isinstance(value, dict) and all(isinstance(v, (str, int, float)) for v in value.values()):
+        return {str(k): str(v).strip() for k, v in value.items()}
+    raise ValueError("field 'options' must be a list of texts or an object of label -> text")
 
 
 def read_image_ref(ref: str, timeout: float = FIGURE_TIMEOUT) -> bytes:
@@ -114,28 +191,76 @@ def load_figures(question: Question, timeout: float = FIGURE_TIMEOUT) -> None:
 
 def bank_files(path: Path) -> list[Path]:
     if path.is_dir():
-        return sorted(p for p in path.rglob("*.jsonl") if p.is_file())
+        return sorted(p for p in path.rglob("*") if p.suffix in BANK_SUFFIXES and p.is_file())
     if path.is_file():
         return [path]
     raise FileNotFoundError(f"no such file or folder: {path}")
 
 
-def read_bank(path: str | Path) -> Iterator[Question | BadRow]:
-    """Questions and bad rows of a JSONL file or of every ``*.jsonl`` under a folder, in order."""
-    for file in bank_files(Path(path)):
-        with file.open("rb") as handle:
-            for number, raw in enumerate(handle, 1):
-                source = f"{file}:{number}"
-                if not raw.strip():
-                    continue
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    yield BadRow(source, f"not valid UTF-8 ({exc.reason} at byte {exc.start})")
-                    continue
-                try:
-                    yield parse_question(json.loads(line), source, file.parent)
-                except json.JSONDecodeError as exc:
-                    yield BadRow(source, f"not valid JSON: {exc.msg} at column {exc.colno}")
-                except ValueError as exc:
-                    yield BadRow(source, str(exc))
+def _records(file: Path) -> Iterator[tuple[int, Any, str | None]]:
+    """(line number, record, None) or (line number, None, why it cannot be read) of one bank file."""
+    if file.suffix == ".csv":
+        try:
+            with file.open(encoding="utf-8-sig", newline="") as handle:
+                reader = csv.DictReader(handle)
+                for row in reader:
+                    yield reader.line_num, {k: v for k, v in row.items() if k is not None}, None
+        except UnicodeDecodeError as exc:
+            yield 0, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+        except csv.Error as exc:
+            yield 0, None, f"not valid CSV: {exc}"
+        return
+    if file.suffix == ".json":
+        try:
+            records = json.loads(file.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            yield 1, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            return
+        except json.JSONDecodeError as exc:
+            yield exc.lineno, None, f"not valid JSON: {exc.msg} at column {exc.colno}"
+            return
+        if not isinstance(records, list):
+            yield 1, None, "a .json bank must hold a list of questions"
+            return
+        for index, record in enumerate(records, 1):
+            yield index, record, None  # the n-th question of the list
+        return
+    with file.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            try:
+                yield number, json.loads(raw.decode("utf-8")), None
+            except UnicodeDecodeError as exc:
+                yield number, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            except json.JSONDecodeError as exc:
+                yield number, None, f"not valid JSON: {exc.msg} at column {exc.colno}"
+
+
+def default_id(root: Path, file: Path, number: int) -> str:
+    """The id of a question its bank gives none: its file (relative to the bank) and line number."""
+    relative = file.relative_to(root) if file.is_relative_to(root) else Path(file.name)
+    return "-".join(relative.with_suffix("").parts) + f"-{number}"
+
+
+def read_bank(path: str | Path, fields: FieldMap | None = None) -> Iterator[Question | BadRow]:
+    """Questions and bad rows of a bank file (.jsonl, .json array, .csv) or of every such file under
+    a folder, in order; ``fields`` names the bank's own columns. A question without an id (a CSV
+    without an id column, like CMMLU's) gets its file and line number (:func:`default_id`)."""
+    root = Path(path)
+    base = root if root.is_dir() else root.parent
+    for file in bank_files(root):
+        for number, record, problem in _records(file):
+            source = f"{file}:{number}"
+            if problem is not None:
+                yield BadRow(source, problem)
+                continue
+            try:
+                if isinstance(record, dict):
+                    record = (fields or FieldMap()).apply(record)
+                    record.pop("", None)  # an unnamed column (CMMLU's row number) is no tag
+                    if record.get("id") in (None, "") and file.suffix == ".csv":
+                        record["id"] = default_id(base, file, number)
+                yield parse_question(record, source, file.parent)
+            except ValueError as exc:
+                yield BadRow(source, str(exc))

@@ -43,12 +43,13 @@ def _print(args: argparse.Namespace, payload: Any, text: str) -> None:
 
 
 def cmd_import(args: argparse.Namespace, client: QbankClient) -> int:
-    from qbank_client.bank import BadRow, read_bank
+    from qbank_client.bank import BadRow, FieldMap, read_bank
     from qbank_client.importer import import_bank
 
     try:
-        rows = list(read_bank(args.path))
-    except FileNotFoundError as exc:
+        fields = FieldMap.parse(args.map or [])
+        rows = list(read_bank(args.path, fields))
+    except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     bad = [str(r) for r in rows if isinstance(r, BadRow)]
@@ -186,8 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("import", help="import questions from a JSONL file or a folder of *.jsonl (resumable)")
-    p.add_argument("path", help="JSONL file, or folder searched for *.jsonl")
+    p = sub.add_parser("import", help="import questions from a bank file (.jsonl, .json, .csv) or a folder (resumable)")
+    p.add_argument("path", help="a .jsonl, .json (a list) or .csv bank, or a folder searched for them")
+    p.add_argument(
+        "--map",
+        action="append",
+        metavar="PART=FIELD[,FIELD...]",
+        help="which of the bank's fields hold a part of the question (repeatable), e.g. for CMMLU's CSV: "
+        "--map stem=Question --map options=A,B,C,D --map answer=Answer",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="questions per request (default %(default)s)")
     p.add_argument("--concurrency", type=int, default=2, help="requests in flight (default %(default)s)")
     p.add_argument("--strict", action="store_true", help="any bad row fails the run (exit 1) before anything is sent")
