@@ -238,7 +238,7 @@ def test_server_reads_uris_from_allowed_files_and_http(flow, uri_root, tmp_path)
         np.testing.assert_allclose(vectors[name], vectors["from-blob"], atol=1e-5)
     assert all(d.modality == "image" for d in encoded)
     refused = {
-        "gone": (str(uri_root / "missing.png"), "cannot read"),
+        "gone": (str(uri_root / "missing.png"), "no file at"),
         "dotdot": (str(uri_root / ".." / tmp_path.name / "outside.png"), "outside the allowed folders"),
         "symlink": (str(uri_root / "link.png"), "outside the allowed folders"),
         "passwd": ("file:///etc/passwd", "outside the allowed folders"),

@@ -174,13 +174,15 @@ def test_onnx_export_in_lower_precision_stays_in_the_same_space(tiny_model, tmp_
     onnx_encoder = ClipEncoder.load(str(tiny_model), engine="onnx", device="cpu", onnx_path=str(folder))
     assert onnx_encoder.engine.precision == precision and onnx_encoder.name == torch_encoder.name
     # Each lower-precision vector stays next to its fp32 twin and nearer to it than to any other input's.
-    # (int8 on this 32-wide tiny model: cosine >= 0.985; the degenerate old tiny model hid any error.)
+    # (int8 on this 32-wide tiny model: cosine >= 0.985 on a CPU with VNNI; 0.963 at worst, with the
+    # export's 7-bit weights, on one without AVX-512, where 8-bit weights gave 0.70. The degenerate
+    # old tiny model hid any error.)
     for reference, lower in (
         (torch_encoder.encode_texts(TEXTS), onnx_encoder.encode_texts(TEXTS)),
         (torch_encoder.encode_images(images(4)), onnx_encoder.encode_images(images(4))),
     ):
         similarity = lower @ reference.T
-        assert np.diag(similarity).min() > (0.97 if precision == "int8" else 0.99)
+        assert np.diag(similarity).min() > (0.95 if precision == "int8" else 0.99)
         assert (similarity.argmax(axis=1) == np.arange(len(reference))).all()
 
     from qbank.cli.fetch import exported_model
