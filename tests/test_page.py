@@ -33,7 +33,16 @@ TOKEN = "page-s3cret"
 PLANTED = "planted-tri"
 PLANTED_STEM = "如图，在等腰梯形ABCD中，对角线AC与BD相交于点O，求证三角形AOB全等于三角形DOC"
 XSS = "planted-xss"
-XSS_STEM = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">恶意题干测试'
+XSS_STEM = '<script>window.__xss = 1</script><img alt=x onerror="window.__xss = 2">恶意题干测试'
+MATH = "planted-math"
+MATH_RECORD = {
+    "id": MATH,
+    "stem": "已知$\\frac{1}{2}+x=1$，求$x$的值。另有$\\href{javascript:window.__xss=3}{点我}$与<script>window.__xss=4</script>",
+    "options": ["$\\frac{1}{2}$", "1", "2", "3"],
+    "answer": "A",
+    "analysis": "移项得$x=1-\\frac{1}{2}$",
+    "subject": "数学",
+}
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -150,6 +159,7 @@ def bank(tmp_path_factory) -> Path:
     planted = [
         {"id": PLANTED, "stem": PLANTED_STEM, "figures": ["figs/planted.png"], "subject": "数学", "grade": "八年级"},
         {"id": XSS, "stem": XSS_STEM, "subject": "语文", "grade": "七年级"},
+        MATH_RECORD,
     ]
     with path.open("a", encoding="utf-8") as handle:
         for record in planted:
@@ -170,7 +180,7 @@ def flow(tiny_model, bank, tmp_path_factory):
     with running_flow(**settings) as urls:
         with QbankClient(urls["grpc"], token=TOKEN) as client:
             summary = import_bank(client, read_bank(bank), batch_size=16, progress=False)
-            assert summary.imported == 42 and not summary.bad_rows
+            assert summary.imported == 43 and not summary.bad_rows
         yield urls
 
 
@@ -325,7 +335,7 @@ def test_page_loads_with_the_stats_and_no_console_errors(flow, browser):
         ),
         "stats",
     )
-    assert stats.startswith("83 items"), stats  # 40 demo questions (stem + figure), planted (2), XSS stem (1)
+    assert stats.startswith("84 items"), stats  # 40 demo questions (stem + figure), planted (2), XSS and math stems (2)
     assert errors_in_console(browser) == []
 
 
@@ -396,6 +406,29 @@ def test_a_stem_with_html_shows_as_text(flow, browser):
     assert "<script>window.__xss = 1</script>" in card.text and "onerror" in card.text
     assert js(browser, "return window.__xss") is None
     assert js(browser, "return document.querySelectorAll('#results script, #results img[src=\"x\"]').length") == 0
+
+
+def test_stored_latex_is_typeset_options_listed_and_answer_folded_with_trust_off(flow, browser):
+    """KaTeX from the package (no CDN) typesets the stored $\\frac{1}{2}$ as a fraction in the stem,
+    the options and the analysis; \\href{javascript:...} and a <script> in the stem stay inert."""
+    found = search(browser, "求x的值 另有 点我", mode="bm25")
+    assert found[0] == MATH
+    card = f"#results > .card[data-question='{MATH}']"
+    assert js(browser, f'return document.querySelectorAll("{card} .stem .katex .mfrac").length') >= 1
+    options = js(browser, f'return [...document.querySelectorAll("{card} .options li")].map(li => li.dataset.label)')
+    assert options == ["A", "B", "C", "D"]
+    assert js(browser, f"return document.querySelector(\"{card} .options li\").querySelector('.katex .mfrac') !== null")
+    assert "<script>window.__xss=4</script>" in browser.find_element("css selector", card).text
+    assert js(browser, "return document.querySelectorAll('a[href^=\"javascript\"], #results script').length") == 0
+    assert js(browser, "return window.__xss") is None
+    browser.find_element("css selector", card).click()
+    wait_for(lambda: js(browser, "return document.getElementById('detail').dataset.question") == MATH, "the detail")
+    wait_for(lambda: js(browser, "return document.querySelector('#detail details.analysis') !== null"), "the analysis")
+    assert js(browser, "return document.querySelector('#detail details.answer').open") is False  # folded
+    assert js(browser, "return document.querySelector('#detail details.answer p').textContent") == "A"
+    assert js(browser, "return document.querySelector('#detail details.analysis .katex .mfrac') !== null")
+    assert not [e for e in errors_in_console(browser) if "Content Security Policy" in e or "katex" in e.lower()]
+    assert js(browser, "return window.__xss") is None
 
 
 def test_clicking_a_card_shows_the_whole_question_and_similar_ones(flow, browser):

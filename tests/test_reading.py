@@ -146,7 +146,12 @@ def test_a_csv_bank_imports_with_a_field_mapping_and_its_options_are_searched_an
     stored = client.questions(["physics-2", "physics-3", "physics-4"])
     first = stored["physics-2"][0]
     assert first.text.startswith("已知复数$z=\\frac{2+i}{1-2 i}$") and "\nB. $\\sqrt{2}$" in first.text
-    assert first.tags["options"] == {"A": "1", "B": "$\\sqrt{2}$", "C": "2", "D": "$\\frac{1}{2}$"}
+    assert first.tags["options"] == [
+        {"label": "A", "text": "1"},
+        {"label": "B", "text": "$\\sqrt{2}$"},
+        {"label": "C", "text": "2"},
+        {"label": "D", "text": "$\\frac{1}{2}$"},
+    ]
     assert first.tags["answer"] == "A" and "" not in first.tags
     assert stored["physics-4"][0].text.startswith("未闭合的公式 $\\frac{1}{2 与 <p>未闭合的标签")
     hits = client.similar_questions("氦 氮 氧 氯", limit=1, mode="bm25")  # found by its options

@@ -140,8 +140,8 @@ def parse_question(record: Any, source: str, base: Path) -> Question:
     figures = figures + inline
     tags: dict[str, Any] = {k: v for k, v in record.items() if k not in KNOWN_KEYS}
     tags.update(question_id=qid, knowledge_points=points)
-    if options:
-        tags["options"] = options
+    if options:  # a list, so its order survives (tags travel as a protobuf Struct, whose keys do not keep one)
+        tags["options"] = [{"label": label, "text": option} for label, option in options.items()]
     for name in ("answer", "analysis"):
         if record.get(name) not in (None, ""):
             tags[name] = str(record[name])

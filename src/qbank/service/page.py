@@ -24,16 +24,32 @@ from typing import Any
 from qbank.media.fetch import FetchError, read_regular_file
 
 ASSETS = Path(__file__).resolve().parent / "page_assets"
-PAGE_FILES = {  # route -> (file, media type)
-    "/ui": ("index.html", "text/html; charset=utf-8"),
-    "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
-    "/ui/style.css": ("style.css", "text/css; charset=utf-8"),
+MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".woff2": "font/woff2",
 }
+
+
+def page_files() -> dict[str, tuple[str, str]]:
+    """route -> (file under page_assets, media type): the page, its script and style, and KaTeX
+    (page_assets/katex: npm's katex 0.19.1, its script, style, auto-render and woff2 fonts)."""
+    files = {"/ui": ("index.html", MEDIA_TYPES[".html"])}
+    for path in sorted(ASSETS.rglob("*")):
+        if path.is_file() and path.suffix in MEDIA_TYPES and path.name != "index.html":
+            relative = path.relative_to(ASSETS).as_posix()
+            files[f"/ui/{relative}"] = (relative, MEDIA_TYPES[path.suffix])
+    return files
+
+
+PAGE_FILES = page_files()
 FIGURE_ROUTE = "/ui/figure"
-# The page runs its own script only, talks to its own origin, and shows images from here, from
-# blob: URLs it made of figure bytes, and from the bank's http(s) figure URLs.
+# The page runs its own script only (and KaTeX's, served from here), talks to its own origin, loads
+# KaTeX's fonts from here, and shows images from here, from blob: URLs it made of figure bytes, and
+# from the bank's http(s) figure URLs. KaTeX sets its styles through the DOM, not inline markup.
 PAGE_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; font-src 'self'; connect-src 'self'; "
     "img-src 'self' blob: data: https: http:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 SAFE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}

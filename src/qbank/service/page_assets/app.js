@@ -1,5 +1,8 @@
 // The search page: talks to this gateway's POST /post (jina's HTTP API) like any HTTP client.
 // Text from the bank is untrusted: it is only ever put into the page as textContent, never as HTML.
+// Math in it ($…$, $$…$$, \(…\), \[…\]) is then typeset by KaTeX (served from /ui/katex), which
+// reads those text nodes and replaces them with its own output: trust off (no \href, \url,
+// \includegraphics or HTML extensions), errors shown as text, expansion and sizes bounded.
 "use strict";
 
 const TOKEN_KEY = "qbank-token";
@@ -155,12 +158,81 @@ function matchedRanges(stem, query) {
   return marks;
 }
 
+const MATH_DELIMITERS = [
+  { left: "$$", right: "$$", display: true },
+  { left: "\\[", right: "\\]", display: true },
+  { left: "\\(", right: "\\)", display: false },
+  { left: "$", right: "$", display: false },
+];
+const KATEX_OPTIONS = {
+  delimiters: MATH_DELIMITERS, throwOnError: false, trust: false, strict: "ignore", maxExpand: 200, maxSize: 20,
+};
+
+function hasMath(text) {
+  return /\$|\\\(|\\\[/.test(text);
+}
+
+// Typeset the math in an element's text nodes (KaTeX's auto-render); text without math is left alone.
+function typeset(element) {
+  if (typeof window.renderMathInElement === "function" && hasMath(element.textContent)) {
+    window.renderMathInElement(element, KATEX_OPTIONS);
+  }
+  return element;
+}
+
+// A stem item's text is the stem followed by its options ("A. …" lines, as a page prints them); with
+// the options in its tags, the page shows the stem alone and the options as a list.
+function splitOptions(text, tags) {
+  const options = tags && Array.isArray(tags.options)
+    ? tags.options.filter((o) => o && typeof o === "object").map((o) => [String(o.label), String(o.text)])
+    : [];
+  const suffix = options.map(([label, option]) => `\n${label}. ${option}`).join("");
+  if (options.length && text.endsWith(suffix)) return { stem: text.slice(0, text.length - suffix.length), options };
+  return { stem: text, options: [] };
+}
+
+function optionsElement(options) {
+  const list = document.createElement("ol");
+  list.className = "options";
+  for (const [label, option] of options) {
+    const item = document.createElement("li");
+    item.dataset.label = label;
+    item.textContent = `${label}. ${option}`;
+    list.appendChild(typeset(item));
+  }
+  return list;
+}
+
+function foldedElement(title, text) {
+  const details = document.createElement("details");
+  details.className = title.toLowerCase();
+  const summary = document.createElement("summary");
+  summary.textContent = title;
+  const body = document.createElement("p");
+  body.textContent = text;
+  details.append(summary, typeset(body));
+  return details;
+}
+
+// The stem, its options as a list, and (in the detail view) its answer and analysis, folded.
+function questionTextElements(text, tags, query, full) {
+  const { stem, options } = splitOptions(text, tags);
+  const shown = [stemElement(stem, query)];
+  if (options.length) shown.push(optionsElement(options));
+  if (full) {
+    for (const [key, title] of [["answer", "Answer"], ["analysis", "Analysis"]]) {
+      if (tags && tags[key] !== undefined && tags[key] !== "") shown.push(foldedElement(title, String(tags[key])));
+    }
+  }
+  return shown;
+}
+
 function stemElement(stem, query) {
   const element = document.createElement("p");
   element.className = "stem";
-  if (!query) {
+  if (!query || hasMath(stem)) {  // marks would split math spans: typeset instead of highlighting
     element.textContent = stem;
-    return element;
+    return typeset(element);
   }
   const marks = matchedRanges(stem, query);
   let i = 0;
@@ -298,7 +370,8 @@ function cardElement(hit, question, rank, highlight) {
     top.appendChild(span);
   }
   card.appendChild(top);
-  card.appendChild(stemElement(stemItem ? stemItem.text || "" : "(no stem: a figure-only question)", highlight));
+  if (stemItem) card.append(...questionTextElements(stemItem.text || "", tags, highlight, false));
+  else card.appendChild(stemElement("(no stem: a figure-only question)", ""));
   if (figureItems.length) card.appendChild(figuresElement(figureItems));
   card.addEventListener("click", () => showDetail(hit.id));
   card.addEventListener("keydown", (event) => { if (event.key === "Enter") showDetail(hit.id); });
@@ -373,7 +446,7 @@ async function showDetail(qid) {
     title.textContent = qid;
     const list = document.createElement("dl");
     for (const [key, value] of Object.entries(tags)) {
-      if (["question_id", "modality", "figure", "figure_text"].includes(key)) continue;
+      if (["question_id", "modality", "figure", "figure_text", "options", "answer", "analysis"].includes(key)) continue;
       if (value === null || value === "" || (Array.isArray(value) && !value.length)) continue;
       const dt = document.createElement("dt");
       dt.textContent = key;
@@ -381,7 +454,8 @@ async function showDetail(qid) {
       dd.textContent = Array.isArray(value) ? value.join(", ") : String(value);
       list.append(dt, dd);
     }
-    const shown = [title, stemElement(stemItem ? stemItem.text || "" : "(no stem)", ""), figuresElement(figureItems), list];
+    const text = stemItem ? questionTextElements(stemItem.text || "", tags, "", true) : [stemElement("(no stem)", "")];
+    const shown = [title, ...text, figuresElement(figureItems), list];
     const heading = document.createElement("h3");
     heading.textContent = "Similar questions";
     const similar = document.createElement("ol");
