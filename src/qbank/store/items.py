@@ -127,6 +127,14 @@ class ItemStore:
             self.model,
             self.dim,
         )
+        if self.full_text and not self.reads_reading_form:
+            logger.warning(
+                "collection %s is schema %s: its BM25 reads the stems' raw text (LaTeX and HTML as written), "
+                "not their reading form (schema 4). To search through the reading form, import the bank into "
+                "a new collection (QBANK_COLLECTION=<new name>, then qbank import) and switch to it",
+                self.collection,
+                self.identity.schema,
+            )
 
     @property
     def known_capabilities(self) -> Capabilities:
