@@ -324,7 +324,7 @@ class Trickle(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "image/png")
         self.end_headers()
         try:
-            for _ in range(120):
+            for _ in range(300):
                 self.wfile.write(b"\x89")
                 self.wfile.flush()
                 time.sleep(1)
@@ -365,7 +365,7 @@ def test_import_names_and_skips_hostile_figures_within_seconds_and_imports_the_r
         [*command, "--batch-size", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     peak_rss = 0
-    while process.poll() is None and time.monotonic() - started < 60:
+    while process.poll() is None and time.monotonic() - started < 120:
         with contextlib.suppress(OSError):
             status = Path(f"/proc/{process.pid}/status").read_text()
             peak_rss = max(peak_rss, int(status.split("VmRSS:")[1].split()[0]) * 1024)
@@ -375,7 +375,9 @@ def test_import_names_and_skips_hostile_figures_within_seconds_and_imports_the_r
         process.kill()
     out, err = process.communicate()
     server.shutdown()
-    assert elapsed < 30, f"import took {elapsed:.0f} s: {err[-2000:]}"
+    # the trickling URL's 10 s deadline, plus the client's start and the good rows' import on a loaded
+    # machine; before, the import hung for as long as the server kept trickling (here 300 s)
+    assert elapsed < 60, f"import took {elapsed:.0f} s: {err[-2000:]}"
     summary = json.loads(out)
     assert summary["imported"] == 6 and summary["questions"] == 6, summary
     bad = "\n".join(summary["bad_rows"])
