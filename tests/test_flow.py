@@ -261,7 +261,8 @@ def test_clip_client_selects_bm25_and_hybrid_with_parameters(flow, protocol):
     found = client.search(["三角形"], limit=3, parameters={"mode": "bm25", **only_subject})
     best = found[0].matches[0]
     assert best.id == f"ft-{protocol}-0" and len(found[0].matches) == 1  # only one stem has the word
-    assert best.scores["bm25"].value > 0 and best.scores["score"].value == best.scores["bm25"].value
+    # Typed words: BM25's candidates ordered by how much of the query they hold in order.
+    assert best.scores["bm25"].value > 0 and best.scores["score"].value == best.scores["text_coverage"].value == 1.0
     fused = client.search(["电阻"], limit=3, parameters={"mode": "hybrid", "rrf_k": 60, **only_subject})
     assert fused[0].matches[0].id == f"ft-{protocol}-1"
     assert all(m.tags["subject"] == subject for m in fused[0].matches)

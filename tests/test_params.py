@@ -59,6 +59,7 @@ ACCEPTS = {
     "modality": set(),
     "mode": set(),
     "group_by": set(),  # only "question_id": none of the samples
+    "search_in": set(),  # "stem" or "analysis": none of the samples
     "by": set(),
     "weights": set(),
     "ids": {"list of strings", "empty list"},

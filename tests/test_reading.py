@@ -1,10 +1,12 @@
 """The reading form of stored questions (LaTeX and HTML read as text), and search through it: a
 typed {a_n} finds $\\left\\{a_{n}\\right\\}$, an OCR reading finds a typeset fraction among stems
-that differ in one number, malformed markup is stored as given and never fails; a schema 3
-collection keeps the form it was built with."""
+that differ in one number, a typed log2a finds $\\log_{2}a$, typed words find the stem that holds
+them in order, malformed markup is stored as given and never fails; collections of schemas 3 and 4
+keep the form they were built with."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -18,9 +20,11 @@ from test_fulltext import earlier_collection
 from qbank.config import IndexerSettings
 from qbank.domain.reading import html_text, reading_form
 from qbank.domain.schema import item_row
-from qbank.domain.text import folded, match_form, sequence_similarity
+from qbank.domain.text import folded, match_form, search_form, sequence_similarity, text_coverage
 from qbank.store import ItemStore
+from qbank.store.errors import FullTextUnavailableError
 from qbank_client import QbankClient, read_bank
+from qbank_client.api import ServerError
 from qbank_client.importer import import_bank
 
 READINGS = {
@@ -76,13 +80,13 @@ def rows(dim: int = 8) -> list[dict]:
     ]
 
 
-def test_bm25_reads_the_reading_form_on_schema_4_and_the_stem_is_stored_as_given(tmp_path):
+def test_bm25_reads_the_reading_form_on_schema_5_and_the_stem_is_stored_as_given(tmp_path):
     store = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
     try:
         store.check_vectors("test-model", 8, create=True)
         store.upsert(rows())
         described = store.describe()
-        assert described["schema"] == 4 and described["text_reading_form"] is True
+        assert described["schema"] == 5 and described["text_reading_form"] is True
         for qid, typed in TYPED.items():
             assert store.search_text([typed], 3)[0][0]["id"] == f"{qid}:text:0", typed
         assert store.get(["g5:text:0"])[0]["text"] == TWINS["g5"]  # display copy as given
@@ -104,6 +108,53 @@ def test_a_schema_3_collection_keeps_the_folded_raw_text_it_was_built_with(tmp_p
         assert stored[0]["search_text"] == folded(TWINS["g5"])  # what its other rows hold: re-index to change
     finally:
         old.close()
+
+
+def test_powers_and_subscripts_meet_what_is_typed_and_read_in_bm25s_form():
+    """Schema 5 joins the reading form's ^ and _ to what they mark: a typed or photographed log2a
+    meets the stored $\\log_{2}a$ token for token (schema 4 stored log / 2 / a and missed it)."""
+    stored, typed = r"使$\log_{2}a>\log_{3}27$成立的$a_{n}$", "使log2a>log327成立的an"
+
+    def letters(schema: int, text: str) -> str:  # what BM25's tokens are cut from, spaces aside
+        return search_form(text, 4096, schema).replace(" ", "")
+
+    assert letters(5, typed) == letters(5, stored) == "使10g2a>10g327成立的an"
+    assert letters(4, typed) != letters(4, stored)
+    assert folded("填空x=____a") == "填空x=____a"  # a fill-in blank is no subscript
+
+
+def test_a_schema_4_collection_keeps_the_script_markers_it_was_built_with(tmp_path):
+    earlier_collection(tmp_path, schema_version=4)
+    old = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
+    try:
+        assert old.describe()["schema"] == 4 and old.describe()["text_reading_form"] is True
+        old.check_vectors("test-model", 8, create=False)
+        old.upsert(rows())
+        stored = old.connection.call("query", "qbank_items", filter='id == "g5:text:0"', output_fields=["search_text"])
+        assert stored[0]["search_text"] == folded(reading_form(TWINS["g5"]), scripts=False)
+        assert "_" in stored[0]["search_text"]
+    finally:
+        old.close()
+
+
+def test_a_collection_before_schema_5_says_its_analyses_are_not_searchable(tmp_path):
+    earlier_collection(tmp_path, schema_version=4)
+    old = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
+    try:
+        old.check_vectors("test-model", 8, create=False)
+        old.upsert(rows())
+        assert old.search_text(["公比"], 3)[0]  # its stems still are
+        with pytest.raises(FullTextUnavailableError, match="schema 4.*QBANK_COLLECTION"):
+            old.search_text(["公比"], 3, part="analysis")
+    finally:
+        old.close()
+
+
+def test_typed_coverage_is_the_share_of_the_query_held_in_order():
+    assert text_coverage("男生89人，女生45人", "某班男生89人，女生45人，共多少人") == (1.0, 1.0)
+    coverage, _ = text_coverage("男生89人，女生45人", "某班女生89人，男生45人")  # same words, other order
+    assert coverage < 0.9
+    assert text_coverage("", "x") == (0.0, 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +231,81 @@ def test_an_html_stems_inline_images_become_its_searchable_figures_and_json_arra
     found = client.image_to_text(png_bytes(4711, (64, 48)), limit=1)["figures"]
     assert found and found[0].question_id == "html-1"
     assert client.similar_questions("求面积", limit=1, mode="bm25")[0].question_id == "html-1"
+
+
+def test_through_the_flow_typed_words_find_the_stem_that_holds_them_in_order(flow):
+    """BM25 alone ranks the short stem with the same words in another order first (length
+    normalisation); /search mode bm25 orders its candidates by in-order coverage of the query."""
+    client = QbankClient(flow["grpc"])
+    stems = {
+        "long": "某校组织春游，某班男生89人，女生45人，每辆车限坐40人，学校准备租用大客车和小客车若干辆，"
+        "问至少需要租多少辆车才能一次把全班同学送到目的地？",
+        "swap": "某班女生89人，男生45人，求男女生人数比。",
+    }
+    client.index(
+        DocumentArray(
+            Document(id=f"{q}:text:0", text=t, tags={"question_id": q, "subject": "typed-order"})
+            for q, t in stems.items()
+        )
+    )
+    typed = "男生89人，女生45人"
+    hits = client.similar_questions(typed, limit=2, mode="bm25", subject="typed-order")
+    assert [h.question_id for h in hits] == ["long", "swap"]
+    found = client.post(
+        "/search", DocumentArray([Document(text=typed)]), {"mode": "bm25", "filter": {"subject": "typed-order"}}
+    )[0]
+    best = found[0].matches[0]
+    assert best.scores["text_coverage"].value == best.scores["score"].value == 1.0
+    assert found[0].matches[1].scores["bm25"].value > best.scores["bm25"].value  # BM25's own order differed
+
+
+def test_the_analysis_is_searched_only_when_asked(flow, tmp_path):
+    """An analysis is stored with its question and searched by its words only with search_in
+    'analysis' (the CLI's --in-analysis); other modes refuse the parameter, naming it."""
+    records = [
+        {
+            "id": "an-1",
+            "stem": r"已知$a_{1}=2$，$q=2$，求$a_{5}$",
+            "options": ["16", "32"],
+            "answer": "B",
+            "analysis": r"由等比数列的通项公式$a_{n}=a_{1}q^{n-1}$，得$a_{5}=32$",
+            "subject": "解析检索",
+        },
+        {"id": "an-2", "stem": "等比数列的通项公式是什么", "analysis": "见课本", "subject": "解析检索"},
+    ]
+    bank = tmp_path / "analysed.json"
+    bank.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    client = QbankClient(flow["grpc"])
+    assert import_bank(client, read_bank(bank), batch_size=8, progress=False).imported == 2
+    words = "等比数列的通项公式"
+    in_stems = client.similar_questions(words, limit=5, mode="bm25", subject="解析检索")
+    assert [h.question_id for h in in_stems] == ["an-2"]  # the analysis is not searched by default
+    in_analyses = client.similar_questions(words, limit=5, mode="bm25", search_in="analysis", subject="解析检索")
+    assert [h.question_id for h in in_analyses][0] == "an-1"
+    assert client.questions(["an-1"])["an-1"][0].tags["analysis"] == records[0]["analysis"]
+    command = [sys.executable, "-m", "qbank_client.cli", "--url", flow["grpc"], "--json", "similar", words]
+    done = subprocess.run(
+        [*command, "--in-analysis", "--subject", "解析检索"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and json.loads(done.stdout)[0]["question_id"] == "an-1", done.stderr[-2000:]
+    with pytest.raises(ServerError, match="search_in"):
+        client.similar_questions(words, mode="dense", search_in="analysis")
+    with pytest.raises(ServerError, match="search_in"):
+        client.similar_questions(words, mode="bm25", search_in="answers")
+
+
+def test_a_photo_of_a_typeset_fraction_finds_its_stem_among_twins_that_differ_in_numbers(flow):
+    """The stem typeset by KaTeX in headless Chromium (as printed), photographed tilted and as a
+    JPEG, read by the real OCR model through the Flow: its own stem first, not its twin."""
+    from qbank_devtools.photos import distort
+    from qbank_devtools.typeset import Typesetter
+
+    client = QbankClient(flow["grpc"])
+    client.index(DocumentArray(Document(id=f"{q}:text:0", text=t, tags={"question_id": q}) for q, t in TWINS.items()))
+    with Typesetter() as typesetter:
+        pages = {qid: typesetter.page([TWINS[qid]]) for qid in ("f1", "f2", "g6")}
+    for number, (qid, page) in enumerate(pages.items()):
+        buffer = io.BytesIO()
+        distort(page, ("tilted", "jpeg40", "rotated")[number], seed=number).save(buffer, format="JPEG", quality=90)
+        answer = client.photo_search(buffer.getvalue(), limit=3)
+        assert answer["questions"][0].question_id == qid, (qid, answer["text"])

@@ -323,11 +323,13 @@ class QbankClient:
         mode: str | None = None,
         weights: tuple[float, float] | None = None,
         rrf_k: int | None = None,
+        search_in: str | None = None,
         **filters: Any,
     ) -> list[QuestionHit]:
         """Text -> text recall. ``mode``: dense (CLIP), bm25 (full text) or hybrid (both, fused by RRF
-        with ``rrf_k``, or by ``weights`` = (dense, bm25)); None: the server's default."""
-        options = {"mode": mode, "rrf_k": rrf_k, "weights": list(weights) if weights else None}
+        with ``rrf_k``, or by ``weights`` = (dense, bm25)); None: the server's default. ``search_in``
+        "analysis" (with mode bm25): the words are looked for in the questions' analyses, not the stems."""
+        options = {"mode": mode, "rrf_k": rrf_k, "weights": list(weights) if weights else None, "search_in": search_in}
         return self._search(Document(text=text), TEXT, limit, filters, **options)
 
     def photo_search(

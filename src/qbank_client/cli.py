@@ -124,10 +124,17 @@ def _weights(raw: str | None) -> tuple[float, float] | None:
 
 
 def cmd_similar(args: argparse.Namespace, client: QbankClient) -> int:
+    mode = "bm25" if args.in_analysis and not args.mode else args.mode
     hits = client.similar_questions(
-        args.query, args.limit, mode=args.mode, weights=_weights(args.weights), rrf_k=args.rrf_k, **_filters(args)
+        args.query,
+        args.limit,
+        mode=mode,
+        weights=_weights(args.weights),
+        rrf_k=args.rrf_k,
+        search_in="analysis" if args.in_analysis else None,
+        **_filters(args),
     )
-    mode = f" ({args.mode})" if args.mode else ""
+    mode = f" ({mode}{', in the analyses' if args.in_analysis else ''})" if mode else ""
     _print(args, [h.to_dict() for h in hits], format_table(f"questions similar to {args.query!r}{mode}", hits))
     return 0
 
@@ -227,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=SEARCH_MODES, help="dense (CLIP), bm25 (full text) or both")
     p.add_argument("--weights", help="hybrid: 'dense,bm25' weights instead of RRF, e.g. 0.7,0.3")
     p.add_argument("--rrf-k", type=int, default=None, help="hybrid: RRF constant (server default 60)")
+    p.add_argument(
+        "--in-analysis",
+        action="store_true",
+        help="search the questions' analyses (worked solutions) by their words instead of the stems (bm25)",
+    )
 
     lookup(
         "photo",

@@ -14,6 +14,11 @@ from typing import Any
 TEXT = "text"
 IMAGE = "image"
 MODALITIES = (TEXT, IMAGE)
+# What a bm25 search reads (/search parameter search_in): the stems (with their options), or the
+# questions' analyses, which are searched only when a request asks.
+STEM = "stem"
+ANALYSIS = "analysis"
+SEARCH_PARTS = (STEM, ANALYSIS)
 
 # Scalar fields stored as their own Milvus columns; filters may use exactly these.
 SCALAR_FIELDS: dict[str, int] = {

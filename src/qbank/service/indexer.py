@@ -18,8 +18,10 @@ from qbank.config import IndexerSettings
 from qbank.domain.duplicates import find_near_duplicates
 from qbank.domain.filters import build_filter
 from qbank.domain.schema import (
+    ANALYSIS,
     IMAGE,
     OCR_SEARCH_MODE,
+    STEM,
     ItemError,
     figure_chunks,
     id_problem,
@@ -29,10 +31,13 @@ from qbank.model.clip import model_identity
 from qbank.service.checked import CheckedExecutor
 from qbank.service.mapping import (
     MAX_REPORTED_ERRORS,
+    TYPED_RERANK_POOL,
+    analysis_text,
     check_ids,
     check_selector_ids,
     delete_expression,
     merged_update,
+    order_by_coverage,
     question_order,
     rerank_by_text,
     row_to_item,
@@ -89,10 +94,24 @@ class QbankMilvusIndexer(CheckedExecutor):
         group_by = parameters.get("group_by")  # "question_id": limit counts questions
         if not docs:
             return docs
+        part = parameters.get("search_in", STEM)
+        if part != STEM and (parameters.get("ocr") or parameters.get("mode", self.settings.search_mode) != "bm25"):
+            raise ParameterError(
+                f"parameter 'search_in' {part!r} searches the analyses by their words: it needs mode 'bm25' "
+                "(and no 'ocr'); the stems are what dense, hybrid and photo searches read"
+            )
         if not parameters.get("ocr"):
             texts = [d.text for d in docs]
             mode = parameters.get("mode", self.settings.search_mode)
-            self._search(docs, texts, mode, limit, expr, rrf_k, weights, group_by)
+            if mode != "bm25":
+                self._search(docs, texts, mode, limit, expr, rrf_k, weights, group_by)
+                return docs
+            # Typed words: BM25's candidates, ordered by how much of the query they hold in order.
+            pool = max(limit, TYPED_RERANK_POOL)
+            self._search(docs, texts, mode, pool, expr, rrf_k, weights, group_by, part)
+            compared = analysis_text if part == ANALYSIS else (lambda m: m.text or "")
+            for doc, text in zip(docs, texts, strict=True):
+                doc.matches = order_by_coverage(doc.matches, text, compared)[:limit]
             return docs
         # Photo search: queries with text (read by the OCR executor, or their own) search the stems
         # with it; photos with none fall back to their CLIP vector (and say so in tags.ocr_note).
@@ -122,6 +141,7 @@ class QbankMilvusIndexer(CheckedExecutor):
         rrf_k: int,
         weights: tuple[float, float] | None,
         group_by: str | None = None,
+        part: str = STEM,
     ) -> None:
         """Set each doc's ``.matches``: ``texts`` are the queries' words for bm25 and hybrid; with
         ``group_by``, ``limit`` groups (questions), each its best item."""
@@ -142,7 +162,7 @@ class QbankMilvusIndexer(CheckedExecutor):
         if mode == "dense":
             results, score_name = self.store.search(vectors, limit, expr, group_by), "similarity"
         elif mode == "bm25":
-            results, score_name = self.store.search_text(texts, limit, expr, group_by), "bm25"
+            results, score_name = self.store.search_text(texts, limit, expr, group_by, part), "bm25"
         else:
             results = self.store.search_hybrid(
                 vectors, texts, limit, expr, rrf_k=rrf_k, weights=weights, group_by=group_by

@@ -194,7 +194,7 @@ def endpoint_parameters(endpoint: str, limits: Limits) -> dict[str, Check] | Non
 def _parameter_table(limits: Limits) -> dict[str, dict[str, Check]]:
     """Every endpoint's checks under ``limits``: built once per executor's limits, not per request."""
     from qbank.domain.fusion import SEARCH_MODES
-    from qbank.domain.schema import DUPLICATE_MEASURES, MODALITIES
+    from qbank.domain.schema import DUPLICATE_MEASURES, MODALITIES, SEARCH_PARTS
 
     ids = string_list(limits.max_ids, "QBANK_MAX_IDS_PER_REQUEST")
     table: dict[str, dict[str, Check]] = {
@@ -211,6 +211,7 @@ def _parameter_table(limits: Limits) -> dict[str, dict[str, Check]]:
             "weights": weights,
             "ocr": boolean,  # image queries: search stems with the text read from them (the OCR executor)
             "group_by": choice("question_id"),  # limit counts questions, each its best item
+            "search_in": choice(*SEARCH_PARTS),  # bm25 over the stems (default) or the analyses
         },
         "/delete": {"ids": ids, "question_ids": ids, "filter": filter_object, "allow_many": boolean},
         "/exists": {"ids": ids},

@@ -17,11 +17,14 @@ from typing import Any
 from qbank.config import IndexerSettings
 from qbank.domain.filters import ids_filter
 from qbank.domain.fusion import weighted_fusion
-from qbank.domain.schema import TEXT_MAX_BYTES
+from qbank.domain.schema import ANALYSIS, STEM, TEXT, TEXT_MAX_BYTES
 from qbank.domain.text import search_form
 from qbank.store.capabilities import FULL_TEXT_SINCE, Capabilities
 from qbank.store.collection import (
+    ANALYSIS_SPARSE_FIELD,
+    ANALYSIS_TEXT_FIELD,
     OUTPUT_FIELDS,
+    SCHEMA_VERSION,
     SEARCH_TEXT_FIELD,
     SPARSE_FIELD,
     VECTOR_FIELD,
@@ -113,6 +116,11 @@ class ItemStore:
         return bool(self.identity and self.identity.schema >= 4)
 
     @property
+    def search_schema(self) -> int:
+        """The schema whose matching form this collection's BM25 field holds (qbank.domain.text.search_form)."""
+        return self.identity.schema if self.identity else SCHEMA_VERSION
+
+    @property
     def analyzer(self) -> str | None:
         return self.identity.analyzer if self.identity else None
 
@@ -127,13 +135,17 @@ class ItemStore:
             self.model,
             self.dim,
         )
-        if self.full_text and not self.reads_reading_form:
+        if self.full_text and self.reads_search_form and self.search_schema < SCHEMA_VERSION:
             logger.warning(
-                "collection %s is schema %s: its BM25 reads the stems' raw text (LaTeX and HTML as written), "
-                "not their reading form (schema 4). To search through the reading form, import the bank into "
-                "a new collection (QBANK_COLLECTION=<new name>, then qbank import) and switch to it",
+                "collection %s is schema %s: its BM25 reads %s, not the reading form of schema %s (LaTeX and "
+                "HTML read as text, powers and subscripts as a page reads them). To search that way, import the "
+                "bank into a new collection (QBANK_COLLECTION=<new name>, then qbank import) and switch to it",
                 self.collection,
                 self.identity.schema,
+                "the stems' raw text (LaTeX and HTML as written)"
+                if not self.reads_reading_form
+                else "their reading form with ^ and _ kept",
+                SCHEMA_VERSION,
             )
 
     @property
@@ -231,14 +243,21 @@ class ItemStore:
         """``rows`` with the matching form of their text, which BM25 reads (schema 3)."""
         if not self.reads_search_form:
             return rows
-        reading = self.reads_reading_form
-        return [{**row, SEARCH_TEXT_FIELD: search_form(row.get("text") or "", TEXT_MAX_BYTES, reading)} for row in rows]
+        schema = self.search_schema
+        formed = [
+            {**row, SEARCH_TEXT_FIELD: search_form(row.get("text") or "", TEXT_MAX_BYTES, schema)} for row in rows
+        ]
+        if self.identity and self.identity.analysis:  # a question's analysis, on its stem's row only
+            for row in formed:
+                analysis = (row.get("metadata") or {}).get("analysis") if row.get("modality") == TEXT else None
+                row[ANALYSIS_TEXT_FIELD] = search_form(str(analysis or ""), TEXT_MAX_BYTES, schema)
+        return formed
 
     def _bm25_queries(self, texts: Sequence[str]) -> list[str]:
         """The queries' words in the form the collection's BM25 reads: the matching form on schema 3,
         as given on a schema 2 collection (whose stored tokens are the raw text's)."""
         if self.reads_search_form:
-            return [search_form(text, TEXT_MAX_BYTES, self.reads_reading_form) for text in texts]
+            return [search_form(text, TEXT_MAX_BYTES, self.search_schema) for text in texts]
         return list(texts)
 
     def _stored_versions(self, ids: list[str]) -> list[dict[str, Any]]:
@@ -325,19 +344,25 @@ class ItemStore:
             )
 
     def search_text(
-        self, texts: Sequence[str], limit: int, expr: str = "", group_by: str | None = None
+        self, texts: Sequence[str], limit: int, expr: str = "", group_by: str | None = None, part: str = STEM
     ) -> list[list[dict[str, Any]]]:
-        """BM25 over the analysed stems; ``distance`` is the BM25 score (higher is better, unbounded).
-        ``group_by`` as in :meth:`search`."""
+        """BM25 over the analysed stems (``part`` "analysis": over the questions' analyses instead);
+        ``distance`` is the BM25 score (higher is better, unbounded). ``group_by`` as in :meth:`search`."""
         if not self._ready():
             return [[] for _ in texts]
         self._require_full_text("bm25")
+        if part == ANALYSIS and not (self.identity and self.identity.analysis):
+            raise FullTextUnavailableError(
+                f"search_in 'analysis': collection {self.collection!r} is schema {self.search_schema}, whose "
+                f"analyses are not searchable (schema {SCHEMA_VERSION} searches them): import the bank into a "
+                "new collection (QBANK_COLLECTION=<new name>, then qbank import) to search its analyses"
+            )
         fetch, grouping = self._group_plan(limit, group_by, self.groups_in_milvus())
         results = self.connection.call(
             "search",
             self.collection,
             data=self._bm25_queries(texts),
-            anns_field=SPARSE_FIELD,
+            anns_field=ANALYSIS_SPARSE_FIELD if part == ANALYSIS else SPARSE_FIELD,
             limit=fetch,
             filter=expr,
             output_fields=OUTPUT_FIELDS,
