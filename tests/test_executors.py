@@ -76,6 +76,29 @@ def test_the_reader_checks_size_and_ocr_before_reading_and_passes_unknown_endpoi
         reader.close()
 
 
+def test_the_readers_bounds_refuse_a_request_naming_their_setting_before_any_ocr():
+    from qbank.service.ocr import OcrLimitError, QbankOcrReader
+    from qbank_devtools.photos import photo_bytes
+
+    reader = QbankOcrReader(ocr_max_images=2, ocr_max_request_pixels=1_000_000, ocr_timeout=0.001)
+    try:
+        photos = DocumentArray(Document(id=f"p{i}", blob=photo_bytes(f"第{i}题 求面积")) for i in range(3))
+        with pytest.raises(OcrLimitError, match="3 images to read, over the limit of 2 .QBANK_OCR_MAX_IMAGES"):
+            call(reader, "/search", photos, ocr=True)
+        big = photo_bytes("一道很长的题目" * 30)  # 1000 px wide, 2 pages of it: over 1 Mpx together
+        pages = DocumentArray(Document(id=f"b{i}", blob=big) for i in range(2))
+        with pytest.raises(
+            OcrLimitError, match="over the 1,000,000 one request may have read .QBANK_OCR_MAX_REQUEST_PIXELS"
+        ):
+            call(reader, "/index", pages)
+        assert not any("figure_text" in d.tags for d in pages)  # refused before any OCR
+        with pytest.raises(OcrLimitError, match="QBANK_OCR_TIMEOUT.*1 of 2 left"):
+            call(reader, "/search", photos[:2], ocr=True)  # the first photo is read, then time is up
+        assert call(reader, "/search", DocumentArray([Document(text="文字查询")]), ocr=True) is None  # nothing to read
+    finally:
+        reader.close()
+
+
 def test_the_figure_crop_of_a_large_photo_is_bounded():
     """A photo search passes the figure on as a crop of at most FIGURE_CROP_SIDE pixels a side,
     whatever the photo's size; the region stays in the photo's own pixels."""

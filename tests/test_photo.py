@@ -5,6 +5,8 @@ number."""
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import pytest
 from clip_client import Client
@@ -181,3 +183,33 @@ def test_the_cli_prints_what_it_read_and_the_question(flow, tmp_path, capsys):
     found = json.loads(capsys.readouterr().out)
     assert found["questions"][0]["question_id"] == "photo-dup-6-8" and "6和8" in found["text"]
     assert cli(["--url", flow["grpc"], "photo", str(tmp_path / "missing.jpg")]) == 2
+
+
+def test_a_count_and_a_text_search_answer_within_a_second_while_a_large_photo_request_is_read(flow):
+    """The reader's handlers never hold jina's one-request lock: requests with nothing to read pass
+    at once while 12 dense photos are being read (before: /count waited the whole read)."""
+    pages = [photo_bytes(TEMPLATE.format(a=i, b=i + 1) * 4, "clean", seed=i) for i in range(12)]
+    finished: dict[str, float] = {}
+
+    def read_photos() -> None:
+        started = time.monotonic()
+        QbankClient(flow["grpc"]).post(
+            "/search", DocumentArray(Document(blob=page) for page in pages), {"ocr": True, "limit": 3}
+        )
+        finished["took"] = time.monotonic() - started
+
+    client = QbankClient(flow["grpc"])
+    client.count()  # connected before the clock starts
+    reading = threading.Thread(target=read_photos)
+    reading.start()
+    time.sleep(0.5)  # the photos are in the reader
+    waits = []
+    while reading.is_alive():
+        started = time.monotonic()
+        client.count()
+        client.similar_questions("三角形的周长", limit=1, mode="bm25")
+        waits.append(time.monotonic() - started)
+        time.sleep(0.1)
+    reading.join()
+    assert finished["took"] > 2.0 and len(waits) >= 5, (finished, waits)
+    assert max(waits) < 1.0, waits

@@ -230,11 +230,22 @@ class OcrSettings(ImageInputSettings):
     # Match the figure found in a photo (outside its text lines) against the bank's figures with
     # CLIP, beside the stems found by the text: one image encode per photo with a figure.
     ocr_figure_search: bool = True
+    # Requests read at once by one replica, each by an OCR engine of its own (+15 MB each after the
+    # first, measured): requests that read nothing never wait for them (README, "Photo search").
+    ocr_concurrency: int = 2
+    # Bounds on one request's OCR work, each refused naming its setting before any OCR runs:
+    ocr_max_images: int = 16  # photos one /search request may have read
+    ocr_max_request_pixels: int = 120_000_000  # pixels of all the images one request has read (photos or figures)
+    ocr_timeout: float = 60.0  # seconds of OCR one request may take (checked before each image)
 
     def check(self) -> None:
         super().check()
         _positive("ocr_det_side", self.ocr_det_side)
         _positive("ocr_max_chars", self.ocr_max_chars)
+        _positive("ocr_concurrency", self.ocr_concurrency)
+        _positive("ocr_max_images", self.ocr_max_images)
+        _positive("ocr_max_request_pixels", self.ocr_max_request_pixels)
+        _positive("ocr_timeout", self.ocr_timeout)
         if not 0.0 <= self.ocr_min_score <= 1.0:
             raise ConfigError(f"setting 'ocr_min_score' must be in [0, 1], got {self.ocr_min_score}")
 

@@ -52,6 +52,23 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
     return image.convert("RGB")
 
 
+def declared_pixels(doc: Any) -> int | None:
+    """The pixels a Document's image holds, from its tensor's shape or its blob's header (nothing is
+    decoded); None for an image behind a URI (known once read) or bytes that are no image (the
+    decode that follows names the problem)."""
+    if doc.tensor is not None and not doc.blob:
+        shape = np.shape(doc.tensor)
+        return int(shape[0] * shape[1]) if len(shape) >= 2 else None
+    if not doc.blob:
+        return None
+    try:
+        with Image.open(io.BytesIO(doc.blob)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, ValueError):
+        return None
+    return width * height
+
+
 def image_from_array(array: np.ndarray, limits: ImageLimits | None = None) -> Image.Image:
     """An HxWx{1,3,4} or HxW array (uint8, ints in 0..255, or floats in [0, 1]) as sent in ``.tensor``,
     held to the same pixel limit as encoded images (a 49-megapixel tensor was once encoded while the

@@ -9,12 +9,25 @@ indexer matches it against the bank's figures); a photo with no readable text ge
 ``tags["ocr_note"]`` and is searched by its CLIP vector alone.
 Every other request passes through untouched (handling every endpoint, rather than letting the
 gateway skip this executor, keeps clip_client working over HTTP; see the indexer's passthrough).
+
+Isolation: jina runs an executor's plain (sync) handlers one request at a time under one lock, so
+one photo request held up every request behind it (a /count waited 64-106 s behind 20 photos).
+Here every handler is async: a request with nothing to read returns at once, without the lock, and
+the reading itself runs off the event loop in a pool of QBANK_OCR_CONCURRENCY threads, each with an
+OCR engine of its own (several photo requests in flight per replica, served first come first
+served). Each request's OCR work is bounded (QBANK_OCR_MAX_IMAGES, QBANK_OCR_MAX_REQUEST_PIXELS,
+QBANK_OCR_TIMEOUT), refused naming the setting before any OCR runs where the images say their size.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
-from typing import Any
+import queue
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from docarray import Document, DocumentArray
 from jina import requests
@@ -29,7 +42,7 @@ from qbank.domain.schema import (
     content_modality,
     item_errors_message,
 )
-from qbank.media.images import ImageInputError, document_image, image_policy
+from qbank.media.images import ImageInputError, declared_pixels, document_image, image_policy
 from qbank.media.regions import figure_region
 from qbank.model.ocr import OcrReader, OcrResult
 from qbank.service.checked import CheckedExecutor
@@ -43,8 +56,15 @@ FIGURE_CROP_SIDE = 448
 MAX_REPORTED_ERRORS = 20
 
 
+T = TypeVar("T")
+
+
 class OcrError(ValueError):
     """One or more photos of a request could not be read; the message names each."""
+
+
+class OcrLimitError(ValueError):
+    """A request asks for more OCR work than a QBANK_OCR_* bound allows; the message names it."""
 
 
 def ocr_device(device: str) -> bool:
@@ -72,16 +92,72 @@ class QbankOcrReader(CheckedExecutor):
         self.limits, self.fetch_policy = image_policy(s)
         self.request_limits = Limits(max_docs=s.max_docs_per_request)
         cuda = ocr_device(s.device)
-        self.reader = OcrReader(s.ocr_det_side, s.ocr_use_cls, s.ocr_min_score, s.ocr_threads, cuda)
-        self.logger.info(f"OCR reader ready: detector side {s.ocr_det_side}, {'cuda' if cuda else 'cpu'}")
+        self.readers: queue.SimpleQueue[OcrReader] = queue.SimpleQueue()
+        for _ in range(s.ocr_concurrency):  # one engine per thread: no engine is ever shared
+            self.readers.put(OcrReader(s.ocr_det_side, s.ocr_use_cls, s.ocr_min_score, s.ocr_threads, cuda))
+        self.pool = ThreadPoolExecutor(max_workers=s.ocr_concurrency, thread_name_prefix="ocr")
+        self.logger.info(
+            f"OCR reader ready: detector side {s.ocr_det_side}, {'cuda' if cuda else 'cpu'}, "
+            f"{s.ocr_concurrency} requests read at once"
+        )
 
     __init__.__signature__ = OcrSettings.executor_signature()
 
-    def _read(self, doc: Any) -> tuple[Any, OcrResult]:
-        """A Document's image (its blob, tensor or uri, under the image limits) and what was read in
-        it; ImageInputError when the image cannot be had."""
-        image = document_image(doc, self.limits, self.fetch_policy)
-        return image, self.reader.read(image)
+    async def _off_loop(self, work: Callable[[OcrReader], T]) -> T:
+        """``work(reader)`` in the pool, with an engine no other thread holds meanwhile."""
+
+        def run() -> T:
+            reader = self.readers.get()
+            try:
+                return work(reader)
+            finally:
+                self.readers.put(reader)
+
+        return await asyncio.get_running_loop().run_in_executor(self.pool, run)
+
+    def _check_bounds(self, images: list[Any], endpoint: str) -> None:
+        """Refuse, before reading anything, a request over its image count or pixel budget (as far
+        as its images declare their size: tensors and blobs; URIs are held to it as they are read)."""
+        s = self.settings
+        if endpoint == "/search" and len(images) > s.ocr_max_images:
+            raise OcrLimitError(
+                f"this photo search has {len(images)} images to read, over the limit of {s.ocr_max_images} "
+                "(QBANK_OCR_MAX_IMAGES): send the photos in smaller requests"
+            )
+        declared = sum(declared_pixels(doc) or 0 for doc in images)
+        if declared > s.ocr_max_request_pixels:
+            raise OcrLimitError(self._pixels_message(declared, endpoint))
+
+    def _pixels_message(self, pixels: int, endpoint: str) -> str:
+        what = "photos" if endpoint == "/search" else "figures"
+        return (
+            f"the {what} of this request hold {pixels:,} pixels, over the {self.settings.ocr_max_request_pixels:,} "
+            f"one request may have read (QBANK_OCR_MAX_REQUEST_PIXELS): send fewer or smaller images per request"
+        )
+
+    def _read_each(
+        self, reader: OcrReader, images: list[Any], endpoint: str, read: Callable[[Any, Any, OcrResult], None]
+    ) -> list[str]:
+        """Read each image in turn under the request's pixel budget and deadline, calling ``read(doc,
+        image, result)``; returns the errors of images that could not be had."""
+        s = self.settings
+        started, pixels, errors = time.monotonic(), 0, []
+        for doc in images:
+            if time.monotonic() - started > s.ocr_timeout:
+                raise OcrLimitError(
+                    f"reading this request's images took over {s.ocr_timeout:g} s (QBANK_OCR_TIMEOUT) with "
+                    f"{len(images) - images.index(doc)} of {len(images)} left: send fewer or smaller images per request"
+                )
+            try:
+                image = document_image(doc, self.limits, self.fetch_policy)
+            except ImageInputError as exc:
+                errors.append(f"item {doc.id!r}: image: {exc}")
+                continue
+            pixels += image.width * image.height
+            if pixels > s.ocr_max_request_pixels:
+                raise OcrLimitError(self._pixels_message(pixels, endpoint))
+            read(doc, image, reader.read(image))
+        return errors
 
     def _text(self, result: OcrResult) -> str:
         return result.text[: self.settings.ocr_max_chars]
@@ -102,48 +178,51 @@ class QbankOcrReader(CheckedExecutor):
         doc.chunks = DocumentArray([Document(blob=buffer.getvalue(), tags={FIGURE_REGION_TAG: list(region)})])
 
     @requests(on="/search")
-    def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray | None:
-        """Read the text of each image query when the request asks for it (``ocr: true``)."""
-        if not parameters.get("ocr"):
+    async def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray | None:
+        """Read the text of each image query when the request asks for it (``ocr: true``); a text
+        query is searched by its own text."""
+        photos = [doc for doc in docs if content_modality(doc) == IMAGE] if parameters.get("ocr") else []
+        if not photos:
             return None
-        errors: list[str] = []
-        for doc in docs:
-            if content_modality(doc) != IMAGE:
-                continue  # a text query is searched by its own text
-            try:
-                image, result = self._read(doc)
-            except ImageInputError as exc:
-                errors.append(f"item {doc.id!r}: image: {exc}")
-                continue
+        self._check_bounds(photos, "/search")
+
+        def found(doc: Any, image: Any, result: OcrResult) -> None:
             text = self._text(result)
             doc.tags[OCR_TEXT_TAG] = text
             if self.settings.ocr_figure_search:
                 self._add_figure(doc, image, result)
             if not text:
                 doc.tags[OCR_NOTE_TAG] = NO_TEXT_NOTE
+
+        errors = await self._off_loop(lambda reader: self._read_each(reader, photos, "/search", found))
         if errors:
             raise OcrError(item_errors_message(errors, len(docs), "cannot be read", MAX_REPORTED_ERRORS))
         return docs
 
     @requests(on=["/index", "/update"])
-    def index(self, docs: DocumentArray, **kwargs: Any) -> DocumentArray | None:
+    async def index(self, docs: DocumentArray, **kwargs: Any) -> DocumentArray | None:
         """Read the text inside each figure (``ocr_figures``): labels, values, axis titles and table
         cells become searchable with the figure. An image that cannot be read is left to the encoder,
         whose error names it (one home for image errors)."""
-        if not self.settings.ocr_figures or not docs:
+        figures = [doc for doc in docs if content_modality(doc) == IMAGE] if self.settings.ocr_figures else []
+        if not figures:
             return None
-        for doc in docs:
-            if content_modality(doc) != IMAGE:
-                continue
-            try:
-                text = self._text(self._read(doc)[1])
-            except ImageInputError:
-                continue
+        self._check_bounds(figures, "/index")
+
+        def found(doc: Any, image: Any, result: OcrResult) -> None:
+            text = self._text(result)
             if text:
                 doc.tags[FIGURE_TEXT_TAG] = text
+
+        await self._off_loop(lambda reader: self._read_each(reader, figures, "/index", found))
         return docs
 
     @requests
-    def passthrough(self, **kwargs: Any) -> None:
-        """Every other endpoint: nothing to read (the encoder checks endpoints and refuses unknown ones)."""
+    async def passthrough(self, **kwargs: Any) -> None:
+        """Every other endpoint: nothing to read (the encoder checks endpoints and refuses unknown
+        ones). Async, so it never waits for jina's lock behind a request being read."""
         return None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        super().close()
