@@ -143,6 +143,20 @@ def test_image_inputs_are_checked_before_decoding():
         image_from_array(np.full((4, 4, 3), 999, dtype=np.int64))
 
 
+def test_a_large_photo_is_decoded_at_most_max_side_long_and_remembers_its_size():
+    """What the reader asks for (OCR_MAX_SIDE): a JPEG decoded at a DCT scale, then shrunk; a PNG
+    shrunk after decoding; the size sent is kept for the pixel budget and the figure region."""
+    from qbank.media.images import original_size
+
+    for fmt in ("JPEG", "PNG"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (6000, 3000), "white").save(buffer, format=fmt)
+        image = decode_image(buffer.getvalue(), ImageLimits(), max_side=2000)
+        assert image.size == (2000, 1000) and original_size(image) == (6000, 3000), fmt
+    small = decode_image(png_bytes(0, (50, 40)), ImageLimits(), max_side=2000)
+    assert small.size == original_size(small) == (50, 40)
+
+
 @pytest.mark.gpu
 def test_torch_engine_on_cuda_in_fp16_agrees_with_cpu(tiny_model):
     torch = pytest.importorskip("torch")

@@ -213,3 +213,22 @@ def test_a_count_and_a_text_search_answer_within_a_second_while_a_large_photo_re
     reading.join()
     assert finished["took"] > 2.0 and len(waits) >= 5, (finished, waits)
     assert max(waits) < 1.0, waits
+
+
+@pytest.mark.parametrize("kind", ["clean", "tilted", "jpeg40"])
+@pytest.mark.parametrize("lines", [1, 2])
+def test_a_short_wide_photo_of_a_one_or_two_line_question_finds_its_question(flow, kind, lines):
+    """A question photographed close, cropped to its one or two lines: 1800 px wide, 110-400 high."""
+    from qbank_devtools.photos import distort
+
+    stem = TEMPLATE.format(a=3, b=7)
+    per_line = -(-len(stem) // lines)
+    page = render_question(stem, width=100 + 34 * per_line, chars_per_line=per_line)
+    left, top, right, bottom = ImageOps.invert(page).getbbox()
+    line = page.crop((left - 12, top - 12, right + 12, bottom + 12))
+    wide = line.resize((1800, round(line.height * 1800 / line.width)), Image.BICUBIC)
+    assert 100 <= wide.height <= 400 and wide.width / wide.height > 4.5, wide.size
+    buffer = io.BytesIO()
+    distort(wide, kind, seed=3).save(buffer, format="JPEG", quality=90)
+    answer = QbankClient(flow["grpc"]).photo_search(buffer.getvalue(), limit=3)
+    assert answer["questions"][0].question_id == PLANTED, answer["text"]

@@ -223,6 +223,7 @@ class OcrSettings(ImageInputSettings):
     ocr_use_cls: bool = False
     ocr_min_score: float = 0.5  # lines read with less confidence are left out
     ocr_threads: int = 0  # 0: onnxruntime's default
+    ocr_rec_batch: int = 1  # text lines per recognition call (rapidocr pads a batch to its widest line)
     ocr_max_chars: int = 2000  # of text read from one photo that goes into the query
     # Read the text inside figures at /index and /update (stored as the image item's text, found by
     # BM25); costs one OCR pass per figure (README, "Photo search").
@@ -243,6 +244,7 @@ class OcrSettings(ImageInputSettings):
         _positive("ocr_det_side", self.ocr_det_side)
         _positive("ocr_max_chars", self.ocr_max_chars)
         _positive("ocr_concurrency", self.ocr_concurrency)
+        _positive("ocr_rec_batch", self.ocr_rec_batch)
         _positive("ocr_max_images", self.ocr_max_images)
         _positive("ocr_max_request_pixels", self.ocr_max_request_pixels)
         _positive("ocr_timeout", self.ocr_timeout)

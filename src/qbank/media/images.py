@@ -19,6 +19,8 @@ from PIL import Image, UnidentifiedImageError
 from qbank.media.fetch import FetchError, FetchPolicy
 from qbank.media.fetch import read_uri as read_bounded
 
+ORIGINAL_SIZE = "qbank_original_size"  # Image.info key: the size sent, when decoding shrank it
+
 
 class ImageInputError(ValueError):
     """An image input cannot be used; the message says which and why."""
@@ -31,8 +33,11 @@ class ImageLimits:
     fetch_timeout: float = 10.0
 
 
-def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
-    """Decode image bytes to RGB, refusing empty, oversized, corrupt and bomb inputs."""
+def decode_image(data: bytes, limits: ImageLimits, max_side: int | None = None) -> Image.Image:
+    """Decode image bytes to RGB, refusing empty, oversized, corrupt and bomb inputs. With
+    ``max_side``, the image comes back at most that long on its longest side, and a JPEG is decoded
+    at the smallest of its DCT scales (1/2, 1/4, 1/8) that still covers it: a 40-megapixel photo
+    never exists at full size in memory."""
     if not data:
         raise ImageInputError("image is empty (0 bytes)")
     if len(data) > limits.max_bytes:
@@ -44,12 +49,23 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
             raise ImageInputError(
                 f"image declares {width}x{height} pixels, over the limit of {limits.max_pixels} (QBANK_MAX_IMAGE_PIXELS)"
             )
+        if max_side and max(width, height) > max_side:
+            image.draft("RGB", (max_side, max_side))  # JPEG only; a no-op for other formats
         image.load()
+        if max_side and max(image.size) > max_side:
+            image.thumbnail((max_side, max_side), Image.BILINEAR)
     except Image.DecompressionBombError as exc:  # Pillow's own guard, also before decoding
         raise ImageInputError(f"refused as a decompression bomb before decoding: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ImageInputError(f"not a readable image: {exc}") from None
-    return image.convert("RGB")
+    rgb = image.convert("RGB")
+    rgb.info[ORIGINAL_SIZE] = (width, height)
+    return rgb
+
+
+def original_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of the image as it was sent, before :func:`decode_image` shrank it."""
+    return tuple(image.info.get(ORIGINAL_SIZE, image.size))
 
 
 def declared_pixels(doc: Any) -> int | None:
@@ -111,13 +127,18 @@ def read_uri(uri: str, limits: ImageLimits, policy: FetchPolicy) -> bytes:
         raise ImageInputError(str(exc)) from None
 
 
-def document_image(doc: Any, limits: ImageLimits, policy: FetchPolicy) -> Image.Image:
+def document_image(doc: Any, limits: ImageLimits, policy: FetchPolicy, max_side: int | None = None) -> Image.Image:
     """The image a Document carries: its tensor, else its blob, else what its uri points at (read
-    under ``policy``), decoded under ``limits``. (Any object with ``tensor``, ``blob``, ``uri``.)"""
+    under ``policy``), decoded under ``limits`` (at most ``max_side`` long, see :func:`decode_image`).
+    (Any object with ``tensor``, ``blob``, ``uri``.)"""
     if doc.tensor is not None and not doc.blob:
-        return image_from_array(np.asarray(doc.tensor), limits)
+        image = image_from_array(np.asarray(doc.tensor), limits)
+        image.info[ORIGINAL_SIZE] = image.size
+        if max_side and max(image.size) > max_side:
+            image.thumbnail((max_side, max_side), Image.BILINEAR)
+        return image
     data = doc.blob if doc.blob else read_uri(doc.uri, limits, policy)
-    return decode_image(data, limits)
+    return decode_image(data, limits, max_side)
 
 
 def image_policy(settings: Any) -> tuple[ImageLimits, FetchPolicy]:

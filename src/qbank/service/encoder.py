@@ -37,6 +37,11 @@ from qbank.service.params import (
 )
 
 MAX_REPORTED_ERRORS = 20
+# Images are decoded at most this long on their longest side: CLIP reads 224 x 224 (its processor
+# brings the shortest side to 224), and a 40-megapixel photo held at full size, then as float32 by
+# the processor, took the encoder past 3.6 GB for five of them. 2048 keeps the shortest side of
+# anything up to 9:1 above 224, so what CLIP sees is unchanged.
+ENCODER_MAX_SIDE = 2048
 ENCODER_PARAMETERS = frozenset({*CLIP_CLIENT_PARAMETERS, "mode", "ocr"})
 
 
@@ -92,7 +97,7 @@ class QbankClipEncoder(CheckedExecutor):
                 errors.append(problem)
             elif kind == IMAGE:
                 try:
-                    images.append((doc, document_image(doc, self.limits, self.fetch_policy)))
+                    images.append((doc, document_image(doc, self.limits, self.fetch_policy, ENCODER_MAX_SIDE)))
                 except ImageInputError as exc:
                     errors.append(f"item {doc.id!r}: image: {exc}")
             elif kind == TEXT:

@@ -42,7 +42,7 @@ from qbank.domain.schema import (
     content_modality,
     item_errors_message,
 )
-from qbank.media.images import ImageInputError, declared_pixels, document_image, image_policy
+from qbank.media.images import ImageInputError, declared_pixels, document_image, image_policy, original_size
 from qbank.media.regions import figure_region
 from qbank.model.ocr import OcrReader, OcrResult
 from qbank.service.checked import CheckedExecutor
@@ -53,6 +53,10 @@ NO_TEXT_NOTE = "no text could be read from this photo: it was searched by its CL
 # reads 224 x 224, and a full-resolution crop of a 40-megapixel photo could be larger as a PNG than
 # the encoder's QBANK_MAX_IMAGE_BYTES, failing the request on an item the user never sent.
 FIGURE_CROP_SIDE = 448
+# Photos are read at most this long on their longest side: rapidocr brings every image to it before
+# detection and recognition anyway (its Global.max_side_len), so reading is unchanged; decoding to
+# it (a JPEG at a DCT scale) keeps a 40-megapixel photo from ever existing at full size in memory.
+OCR_MAX_SIDE = 2000
 MAX_REPORTED_ERRORS = 20
 
 
@@ -94,7 +98,9 @@ class QbankOcrReader(CheckedExecutor):
         cuda = ocr_device(s.device)
         self.readers: queue.SimpleQueue[OcrReader] = queue.SimpleQueue()
         for _ in range(s.ocr_concurrency):  # one engine per thread: no engine is ever shared
-            self.readers.put(OcrReader(s.ocr_det_side, s.ocr_use_cls, s.ocr_min_score, s.ocr_threads, cuda))
+            self.readers.put(
+                OcrReader(s.ocr_det_side, s.ocr_use_cls, s.ocr_min_score, s.ocr_threads, cuda, s.ocr_rec_batch)
+            )
         self.pool = ThreadPoolExecutor(max_workers=s.ocr_concurrency, thread_name_prefix="ocr")
         self.logger.info(
             f"OCR reader ready: detector side {s.ocr_det_side}, {'cuda' if cuda else 'cpu'}, "
@@ -149,11 +155,12 @@ class QbankOcrReader(CheckedExecutor):
                     f"{len(images) - images.index(doc)} of {len(images)} left: send fewer or smaller images per request"
                 )
             try:
-                image = document_image(doc, self.limits, self.fetch_policy)
+                image = document_image(doc, self.limits, self.fetch_policy, OCR_MAX_SIDE)
             except ImageInputError as exc:
                 errors.append(f"item {doc.id!r}: image: {exc}")
                 continue
-            pixels += image.width * image.height
+            width, height = original_size(image)
+            pixels += width * height
             if pixels > s.ocr_max_request_pixels:
                 raise OcrLimitError(self._pixels_message(pixels, endpoint))
             read(doc, image, reader.read(image))
@@ -174,8 +181,10 @@ class QbankOcrReader(CheckedExecutor):
         crop.thumbnail((FIGURE_CROP_SIDE, FIGURE_CROP_SIDE))  # only ever shrinks, keeps the aspect
         buffer = io.BytesIO()
         crop.save(buffer, format="PNG")
-        doc.tags[FIGURE_REGION_TAG] = list(region)
-        doc.chunks = DocumentArray([Document(blob=buffer.getvalue(), tags={FIGURE_REGION_TAG: list(region)})])
+        scale = original_size(image)[0] / image.width  # the region in the photo's own pixels
+        region = [round(value * scale) for value in region]
+        doc.tags[FIGURE_REGION_TAG] = region
+        doc.chunks = DocumentArray([Document(blob=buffer.getvalue(), tags={FIGURE_REGION_TAG: region})])
 
     @requests(on="/search")
     async def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray | None:
