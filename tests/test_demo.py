@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from conftest import flow_env, patched_env
 
 from qbank_devtools.demo import demo_bank, main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_bank_is_a_few_hundred_chinese_questions_with_distinct_figures():
@@ -22,6 +29,44 @@ def test_demo_runs_the_flow_imports_and_searches(tmp_path, capsys):
     assert "NOT semantic" in out  # no real weights here: said plainly
     assert "imported 12 questions" in out and "24 items written, 0 already stored" in out
     assert "text -> image" in out and "image -> text" in out and "similar questions" in out
+    figure_rows = [line for line in out.splitlines() if "[figure] " in line]  # the figure, not its OCR'd text
+    assert figure_rows and all(".png" in line for line in figure_rows), out
     assert "search page: http://127.0.0.1:" in out
     assert (tmp_path / "data" / "bank" / "bank.jsonl").is_file()
     assert (tmp_path / "models" / "tiny-chinese-clip" / "config.json").is_file()
+
+
+KNOWN_NOISE = ("UserWarning", "pkg_resources", "annotation must be", "Loading weights", "Writing model shards")
+
+
+def test_the_demos_first_screen_is_free_of_known_third_party_warnings(tmp_path):
+    """The demo as a user starts it (a real process tree): nothing of qbank.quiet's list, nor a
+    model's progress bars, comes before "Flow is ready"; the Flow's own log and notes still do."""
+    env = {**os.environ, **flow_env(model="", data_dir=tmp_path / "data", flow=str(ROOT / "flow.yml"))}
+    env.pop("QBANK_SHOW_WARNINGS", None)
+    env.pop("PYTHONWARNINGS", None)
+    command = [sys.executable, "-m", "qbank_devtools.demo", "--no-serve", "--questions", "6"]
+    done = subprocess.run(
+        [*command, "--models-dir", str(tmp_path / "models")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream, in the order a terminal shows it
+        text=True,
+        timeout=600,
+    )
+    output = done.stdout
+    assert done.returncode == 0, output[-3000:]
+    first_screen = output[: output.index("Flow is ready")]
+    assert "NOT semantic" in first_screen and "CORS is enabled" in first_screen, first_screen
+    assert not [noise for noise in KNOWN_NOISE if noise in first_screen], first_screen[-3000:]
+
+
+def test_qbank_show_warnings_shows_them_again():
+    probe = "from qbank.quiet import quiet_known_warnings; quiet_known_warnings(); import milvus_lite"
+    for show, shown in (("", False), ("true", True)):
+        env = {**os.environ, "QBANK_SHOW_WARNINGS": show}
+        env.pop("PYTHONWARNINGS", None)
+        if not show:
+            env.pop("QBANK_SHOW_WARNINGS")
+        done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and ("pkg_resources is deprecated" in done.stderr) is shown, done.stderr[-2000:]

@@ -391,6 +391,9 @@ class ServeSettings(QbankSettings):
     # More than 1 only with a Milvus server: Milvus Lite holds one process per file.
     indexer_replicas: int = 1
     flow: str = ""  # the flow YAML; "" -> ./flow.yml
+    # Show the third-party warnings qbank.quiet knows to be noise (pkg_resources, jina's annotation
+    # notes, progress bars of loading a model) instead of silencing them.
+    show_warnings: bool = False
 
 
 class GatewaySettings(QbankSettings):

@@ -43,6 +43,7 @@ class QuestionHit:
     grade: str = ""
     type: str = ""
     items: list[dict[str, Any]] = field(default_factory=list)
+    figure: str = ""  # the best item's figure (its path or URL as imported) when that item is an image
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +75,7 @@ def group_by_question(matches: DocumentArray, limit: int) -> list[QuestionHit]:
                 subject=match.tags.get("subject", ""),
                 grade=match.tags.get("grade", ""),
                 type=match.tags.get("type", ""),
+                figure=str(match.tags.get("figure") or match.uri or "") if match.modality == IMAGE else "",
             )
         hits[qid].items.append(item)
     return list(hits.values())

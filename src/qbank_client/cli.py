@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from qbank.domain.fusion import SEARCH_MODES, parse_weights
@@ -29,7 +30,11 @@ def format_table(title: str, hits: list[QuestionHit]) -> str:
         f"  {'#':>2}  {'score':>6}  {'question':<14} {'subject':<6} {'grade':<6} {'type':<6} {'items':>5}  best item",
     ]
     for rank, hit in enumerate(hits, 1):
-        shown = (hit.text or f"[{hit.modality}] {hit.best_item}").replace("\n", " ")
+        # An image's own text is what OCR read on it ("ı", "I", "O" on a drawn figure): show the figure.
+        if hit.modality == "image":
+            shown = f"[figure] {Path(hit.figure).name if hit.figure else hit.best_item}"
+        else:
+            shown = (hit.text or f"[{hit.modality}] {hit.best_item}").replace("\n", " ")
         lines.append(
             f"  {rank:>2}  {hit.score:>6.3f}  {hit.question_id:<14} {hit.subject:<6} {hit.grade:<6} {hit.type:<6} {len(hit.items):>5}  {shown[:50]}"
         )

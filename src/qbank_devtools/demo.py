@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from qbank.config import DEFAULT_MODEL, ConfigError, EncoderSettings, IndexerSettings, ServeSettings
+from qbank.quiet import quiet_known_warnings
 
 SUBJECTS = {
     "数学": [
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", default="models", help="where the tiny stand-in model is built")
     parser.add_argument("--no-serve", action="store_true", help="exit after the demo instead of serving")
     args = parser.parse_args(argv)
+    quiet_known_warnings()
 
     try:
         model, is_real = choose_model(Path(args.models_dir))

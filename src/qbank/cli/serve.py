@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from qbank.config import ConfigError, IndexerSettings, is_milvus_server_uri
+from qbank.quiet import quiet_known_warnings
 from qbank.service.flow import apply_flow_defaults, load_flow, run
 from qbank.store.lite import DataDirError, check_writable
 
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="qbank-serve", description=__doc__)
     parser.add_argument("--flow", default=None, help="flow YAML (default: $QBANK_FLOW or ./flow.yml)")
     args = parser.parse_args(argv)
+    quiet_known_warnings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         ports = apply_flow_defaults()
