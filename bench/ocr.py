@@ -82,10 +82,10 @@ def photo_pages(count: int) -> list[tuple[str, bytes]]:
 def typeset_pages(folder: Path, count: int) -> list[tuple[str, bytes]]:
     """(reading form, JPEG photo) of CMMLU questions typeset by KaTeX, half of them with LaTeX."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from realbank import has_latex, questions, stem_only
+    from realbank import has_latex, questions, typeset_photo
 
     from qbank.domain.reading import reading_form
-    from qbank_devtools.photos import DISTORTIONS, distort
+    from qbank_devtools.photos import DISTORTIONS
     from qbank_devtools.typeset import Typesetter
 
     bank = questions(folder, None)
@@ -96,11 +96,8 @@ def typeset_pages(folder: Path, count: int) -> list[tuple[str, bytes]]:
     found = []
     with Typesetter() as typesetter:
         for number, question in enumerate(picked):
-            options = question.tags.get("options") or []
-            page = typesetter.page([stem_only(question)] + [f"{o['label']}. {o['text']}" for o in options])
-            buffer = io.BytesIO()
-            distort(page, DISTORTIONS[number % len(DISTORTIONS)], seed=number).save(buffer, format="JPEG", quality=90)
-            found.append((reading_form(question.stem), buffer.getvalue()))
+            photo = typeset_photo(typesetter, question, DISTORTIONS[number % len(DISTORTIONS)], number)
+            found.append((reading_form(question.stem), photo))
     return found
 
 

@@ -80,6 +80,18 @@ def stem_only(question: Question) -> str:
     return question.stem[: len(question.stem) - len(tail)] if tail and question.stem.endswith(tail) else question.stem
 
 
+def typeset_photo(typesetter, question: Question, kind: str, seed: int) -> bytes:  # noqa: ANN001 - a Typesetter
+    """A JPEG photo of ``question`` (its stem, then its options a line each) typeset as printed and
+    distorted as ``kind`` (qbank_devtools.photos.DISTORTIONS)."""
+    from qbank_devtools.photos import distort
+
+    options = question.tags.get("options") or []
+    page = typesetter.page([stem_only(question)] + [f"{o['label']}. {o['text']}" for o in options])
+    buffer = io.BytesIO()
+    distort(page, kind, seed=seed).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def has_latex(question: Question) -> bool:
     return "$" in question.stem
 
@@ -181,7 +193,7 @@ def photo_section(bank: list[Question], latex: list[Question], plain: list[Quest
     from qbank.service.flow import running_flow
     from qbank_client import QbankClient
     from qbank_client.importer import import_bank
-    from qbank_devtools.photos import DISTORTIONS, distort
+    from qbank_devtools.photos import DISTORTIONS
     from qbank_devtools.tiny_clip import build_tiny_clip
     from qbank_devtools.typeset import Typesetter
 
@@ -206,12 +218,9 @@ def photo_section(bank: list[Question], latex: list[Question], plain: list[Quest
             latency: list[float] = []
             for number, (question, label) in enumerate(sample):
                 kind = DISTORTIONS[number % len(DISTORTIONS)]
-                options = question.tags.get("options") or []
-                page = typesetter.page([stem_only(question)] + [f"{o['label']}. {o['text']}" for o in options])
-                buffer = io.BytesIO()
-                distort(page, kind, seed=number).save(buffer, format="JPEG", quality=90)
+                photo = typeset_photo(typesetter, question, kind, number)
                 started = time.perf_counter()
-                answer = client.photo_search(buffer.getvalue(), 10)
+                answer = client.photo_search(photo, 10)
                 latency.append(time.perf_counter() - started)
                 found = {
                     "now": [hit.question_id for hit in answer["questions"]],

@@ -97,15 +97,21 @@ def test_bm25_reads_the_reading_form_on_schema_5_and_the_stem_is_stored_as_given
         store.close()
 
 
-def test_a_schema_3_collection_keeps_the_folded_raw_text_it_was_built_with(tmp_path):
-    earlier_collection(tmp_path, schema_version=3)
+@pytest.mark.parametrize(
+    "schema, reading, marker",
+    [(3, False, "\\left"), (4, True, "_")],  # schema 3: the folded raw text; 4: the reading form, ^ and _ kept
+)
+def test_an_earlier_collection_keeps_the_form_it_was_built_with(tmp_path, schema, reading, marker):
+    earlier_collection(tmp_path, schema_version=schema)
     old = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
     try:
-        assert old.describe()["schema"] == 3 and old.describe()["text_reading_form"] is False
+        assert old.describe()["schema"] == schema and old.describe()["text_reading_form"] is reading
         old.check_vectors("test-model", 8, create=False)
         old.upsert(rows())
         stored = old.connection.call("query", "qbank_items", filter='id == "g5:text:0"', output_fields=["search_text"])
-        assert stored[0]["search_text"] == folded(TWINS["g5"])  # what its other rows hold: re-index to change
+        given = reading_form(TWINS["g5"]) if reading else TWINS["g5"]
+        assert stored[0]["search_text"] == folded(given, scripts=False)  # what its other rows hold: re-index to change
+        assert marker in stored[0]["search_text"]
     finally:
         old.close()
 
@@ -121,20 +127,6 @@ def test_powers_and_subscripts_meet_what_is_typed_and_read_in_bm25s_form():
     assert letters(5, typed) == letters(5, stored) == "使10g2a>10g327成立的an"
     assert letters(4, typed) != letters(4, stored)
     assert folded("填空x=____a") == "填空x=____a"  # a fill-in blank is no subscript
-
-
-def test_a_schema_4_collection_keeps_the_script_markers_it_was_built_with(tmp_path):
-    earlier_collection(tmp_path, schema_version=4)
-    old = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
-    try:
-        assert old.describe()["schema"] == 4 and old.describe()["text_reading_form"] is True
-        old.check_vectors("test-model", 8, create=False)
-        old.upsert(rows())
-        stored = old.connection.call("query", "qbank_items", filter='id == "g5:text:0"', output_fields=["search_text"])
-        assert stored[0]["search_text"] == folded(reading_form(TWINS["g5"]), scripts=False)
-        assert "_" in stored[0]["search_text"]
-    finally:
-        old.close()
 
 
 def test_a_collection_before_schema_5_says_its_analyses_are_not_searchable(tmp_path):

@@ -52,8 +52,7 @@ def decode_image(data: bytes, limits: ImageLimits, max_side: int | None = None) 
         if max_side and max(width, height) > max_side:
             image.draft("RGB", (max_side, max_side))  # JPEG only; a no-op for other formats
         image.load()
-        if max_side and max(image.size) > max_side:
-            image.thumbnail((max_side, max_side), Image.BILINEAR)
+        within(image, max_side)
     except Image.DecompressionBombError as exc:  # Pillow's own guard, also before decoding
         raise ImageInputError(f"refused as a decompression bomb before decoding: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
@@ -61,6 +60,12 @@ def decode_image(data: bytes, limits: ImageLimits, max_side: int | None = None) 
     rgb = image.convert("RGB")
     rgb.info[ORIGINAL_SIZE] = (width, height)
     return rgb
+
+
+def within(image: Image.Image, max_side: int | None) -> None:
+    """Shrink ``image`` in place to at most ``max_side`` on its longest side (None: as it is)."""
+    if max_side and max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.BILINEAR)
 
 
 def original_size(image: Image.Image) -> tuple[int, int]:
@@ -134,8 +139,7 @@ def document_image(doc: Any, limits: ImageLimits, policy: FetchPolicy, max_side:
     if doc.tensor is not None and not doc.blob:
         image = image_from_array(np.asarray(doc.tensor), limits)
         image.info[ORIGINAL_SIZE] = image.size
-        if max_side and max(image.size) > max_side:
-            image.thumbnail((max_side, max_side), Image.BILINEAR)
+        within(image, max_side)
         return image
     data = doc.blob if doc.blob else read_uri(doc.uri, limits, policy)
     return decode_image(data, limits, max_side)

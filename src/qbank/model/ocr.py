@@ -75,7 +75,7 @@ class OcrReader:
     ):
         """``rec_batch``: text lines recognised per model call. rapidocr pads a batch to its widest
         line, and a page's lines range from "A. 16" to a full stem: on typeset CMMLU pages one line a
-        call read as well and took 0.53 s against 0.86 s for rapidocr's 6 (bench/ocr.py)."""
+        call read as well and took 0.51 s against 0.73 s for rapidocr's 6 (bench/ocr.py)."""
         try:
             from rapidocr import RapidOCR
         except ImportError as exc:
@@ -89,7 +89,8 @@ class OcrReader:
             "Det.limit_type": "max",
             "Det.limit_side_len": det_side,
             "EngineConfig.onnxruntime.use_cuda": bool(cuda),
-            # rapidocr turns onnxruntime's CPU arena off; on, a photo took 7 % less (bench/ocr.py)
+            # rapidocr turns onnxruntime's CPU arena off; on, a typeset page took 7 % less (24 CMMLU
+            # pages, each way alone; bench/ocr.py measures it with rec_batch together)
             "EngineConfig.onnxruntime.enable_cpu_mem_arena": arena,
             "Rec.rec_batch_num": rec_batch,
         }

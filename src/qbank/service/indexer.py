@@ -43,6 +43,7 @@ from qbank.service.mapping import (
     row_to_item,
     row_to_match,
     rows_from_docs,
+    stem_text,
 )
 from qbank.service.params import UNKNOWN_ENDPOINT, ParameterError, RequestTooLargeError, UnknownEndpointError
 from qbank.store import ItemStore, StoreError
@@ -95,21 +96,22 @@ class QbankMilvusIndexer(CheckedExecutor):
         if not docs:
             return docs
         part = parameters.get("search_in", STEM)
-        if part != STEM and (parameters.get("ocr") or parameters.get("mode", self.settings.search_mode) != "bm25"):
+        typed_mode = parameters.get("mode", self.settings.search_mode)
+        if part != STEM and (parameters.get("ocr") or typed_mode != "bm25"):
             raise ParameterError(
                 f"parameter 'search_in' {part!r} searches the analyses by their words: it needs mode 'bm25' "
                 "(and no 'ocr'); the stems are what dense, hybrid and photo searches read"
             )
         if not parameters.get("ocr"):
             texts = [d.text for d in docs]
-            mode = parameters.get("mode", self.settings.search_mode)
+            mode = typed_mode
             if mode != "bm25":
                 self._search(docs, texts, mode, limit, expr, rrf_k, weights, group_by)
                 return docs
             # Typed words: BM25's candidates, ordered by how much of the query they hold in order.
             pool = max(limit, TYPED_RERANK_POOL)
             self._search(docs, texts, mode, pool, expr, rrf_k, weights, group_by, part)
-            compared = analysis_text if part == ANALYSIS else (lambda m: m.text or "")
+            compared = analysis_text if part == ANALYSIS else stem_text
             for doc, text in zip(docs, texts, strict=True):
                 doc.matches = order_by_coverage(doc.matches, text, compared)[:limit]
             return docs

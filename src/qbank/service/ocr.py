@@ -148,11 +148,11 @@ class QbankOcrReader(CheckedExecutor):
         image, result)``; returns the errors of images that could not be had."""
         s = self.settings
         started, pixels, errors = time.monotonic(), 0, []
-        for doc in images:
+        for number, doc in enumerate(images):
             if time.monotonic() - started > s.ocr_timeout:
                 raise OcrLimitError(
                     f"reading this request's images took over {s.ocr_timeout:g} s (QBANK_OCR_TIMEOUT) with "
-                    f"{len(images) - images.index(doc)} of {len(images)} left: send fewer or smaller images per request"
+                    f"{len(images) - number} of {len(images)} left: send fewer or smaller images per request"
                 )
             try:
                 image = document_image(doc, self.limits, self.fetch_policy, OCR_MAX_SIDE)

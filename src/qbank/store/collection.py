@@ -136,7 +136,7 @@ def collection_schema(
     """(schema, index params, identity) of a new item collection for ``model``'s ``dim``-d vectors,
     with the features this Milvus has (``capabilities``): no BM25 field on a Milvus without full
     text, no INVERTED scalar indexes on one without them."""
-    from pymilvus import DataType, Function, FunctionType, MilvusClient
+    from pymilvus import DataType, MilvusClient
 
     full_text = capabilities.full_text
     analyzer = settings.text_analyzer if full_text else None
@@ -146,27 +146,13 @@ def collection_schema(
     for name, length in SCALAR_FIELDS.items():
         schema.add_field(name, DataType.VARCHAR, max_length=length)
     schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES)
-    if full_text:
-        schema.add_field(
-            SEARCH_TEXT_FIELD,
-            DataType.VARCHAR,
-            max_length=TEXT_MAX_BYTES,
-            enable_analyzer=True,
-            analyzer_params={"type": analyzer},
-        )
-        schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
-        schema.add_field(
-            ANALYSIS_TEXT_FIELD,
-            DataType.VARCHAR,
-            max_length=TEXT_MAX_BYTES,
-            enable_analyzer=True,
-            analyzer_params={"type": analyzer},
-        )
-        schema.add_field(ANALYSIS_SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+    index = MilvusClient.prepare_index_params()
+    if full_text:  # the stems (with their options), and the analyses, searched only when asked
+        add_bm25(schema, index, SEARCH_TEXT_FIELD, SPARSE_FIELD, "text_bm25", analyzer)
+        add_bm25(schema, index, ANALYSIS_TEXT_FIELD, ANALYSIS_SPARSE_FIELD, "analysis_bm25", analyzer)
     schema.add_field("image_uri", DataType.VARCHAR, max_length=URI_MAX_LENGTH)
     schema.add_field("metadata", DataType.JSON)
     schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
-    index = MilvusClient.prepare_index_params()
     index_type = vector_index_type(settings, capabilities)
     index.add_index(
         VECTOR_FIELD,
@@ -174,25 +160,6 @@ def collection_schema(
         metric_type=settings.metric_type,
         params=vector_build_params(settings, index_type),
     )
-    if full_text:
-        schema.add_function(
-            Function(
-                name="text_bm25",
-                function_type=FunctionType.BM25,
-                input_field_names=[SEARCH_TEXT_FIELD],
-                output_field_names=[SPARSE_FIELD],
-            )
-        )
-        index.add_index(SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        schema.add_function(
-            Function(
-                name="analysis_bm25",
-                function_type=FunctionType.BM25,
-                input_field_names=[ANALYSIS_TEXT_FIELD],
-                output_field_names=[ANALYSIS_SPARSE_FIELD],
-            )
-        )
-        index.add_index(ANALYSIS_SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
     if is_milvus_server_uri(settings.uri) and capabilities.inverted_index:  # filters on a server; Lite scans
         for name in SCALAR_FIELDS:
             index.add_index(name, index_type="INVERTED")
@@ -201,6 +168,30 @@ def collection_schema(
         index,
         Identity(model, dim, full_text, analyzer, index_type, search_form=full_text, analysis=full_text),
     )
+
+
+def add_bm25(schema: Any, index: Any, text_field: str, sparse_field: str, function: str, analyzer: str) -> None:
+    """A text field analysed by ``analyzer``, the sparse field Milvus' BM25 ``function`` writes from
+    it, and that field's index."""
+    from pymilvus import DataType, Function, FunctionType
+
+    schema.add_field(
+        text_field,
+        DataType.VARCHAR,
+        max_length=TEXT_MAX_BYTES,
+        enable_analyzer=True,
+        analyzer_params={"type": analyzer},
+    )
+    schema.add_field(sparse_field, DataType.SPARSE_FLOAT_VECTOR)
+    schema.add_function(
+        Function(
+            name=function,
+            function_type=FunctionType.BM25,
+            input_field_names=[text_field],
+            output_field_names=[sparse_field],
+        )
+    )
+    index.add_index(sparse_field, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
 
 
 def check_model(identity: Identity, collection: str, model: str, dim: int) -> None:
