@@ -326,7 +326,7 @@ def test_an_image_installs_the_server_package_alone(dockerfile, tmp_path):
 
 def test_jina_export_kubernetes_draws_the_same_graph(tmp_path):
     """`jina export kubernetes` on flow.yml (executors swapped for our images, as it requires) gives
-    the same executors, graph, ports and protocols; k8s/ differs where README explains why."""
+    the same executors, graph, ports and protocols; k8s/ differs where docs/kubernetes.md explains why."""
     flow_text = (REPO / "flow.yml").read_text()
     for executor in FLOW["executors"]:
         flow_text = flow_text.replace(f"uses: {executor['uses']}", f"uses: docker://qbank-{executor['name']}:0.1.0")

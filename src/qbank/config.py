@@ -226,13 +226,13 @@ class OcrSettings(ImageInputSettings):
     ocr_rec_batch: int = 1  # text lines per recognition call (rapidocr pads a batch to its widest line)
     ocr_max_chars: int = 2000  # of text read from one photo that goes into the query
     # Read the text inside figures at /index and /update (stored as the image item's text, found by
-    # BM25); costs one OCR pass per figure (README, "Photo search").
+    # BM25); costs one OCR pass per figure (docs/photo-search.md).
     ocr_figures: bool = True
     # Match the figure found in a photo (outside its text lines) against the bank's figures with
     # CLIP, beside the stems found by the text: one image encode per photo with a figure.
     ocr_figure_search: bool = True
     # Requests read at once by one replica, each by an OCR engine of its own (+15 MB each after the
-    # first, measured): requests that read nothing never wait for them (README, "Photo search").
+    # first, measured): requests that read nothing never wait for them (docs/photo-search.md).
     ocr_concurrency: int = 2
     # Bounds on one request's OCR work, each refused naming its setting before any OCR runs:
     ocr_max_images: int = 16  # photos one /search request may have read
@@ -283,7 +283,7 @@ class IndexerSettings(QbankSettings):
     timeout: float = 30.0  # seconds per Milvus call
     connect_timeout: float = 5.0  # seconds to (re)connect; requests fail after this while Milvus is down
     retry_times: int = 2  # pymilvus retries of a failed call (an unreachable Milvus fails fast)
-    # Request limits (README "The data contract"). One request is written in one Milvus call, so
+    # Request limits (docs/data-contract.md). One request is written in one Milvus call, so
     # max_docs_per_request also bounds that call (Lite 2.5 hung 10 min on one batch of 10,000).
     max_docs_per_request: int = 1000
     max_ids_per_request: int = 10_000  # ids / question_ids in one /delete or /exists

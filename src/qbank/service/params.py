@@ -161,7 +161,7 @@ def weights(name: str, value: Any) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Limits:
-    """The request-size limits (from the executors' settings; README "The data contract")."""
+    """The request-size limits (from the executors' settings; docs/data-contract.md)."""
 
     max_limit: int = 1000  # QBANK_MAX_LIMIT: matches per query
     max_ids: int = 10_000  # QBANK_MAX_IDS_PER_REQUEST: ids / question_ids in one parameter

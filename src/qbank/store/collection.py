@@ -36,8 +36,8 @@ ANALYSIS_SPARSE_FIELD = "analysis_sparse"
 VECTOR_FIELD = "embedding"
 
 # The vector index's parameters where the settings (index_params, search_params) name none, from
-# bench/server.py on 1M clustered 512-d vectors on the 2.3.5 standalone, 2 cores (README,
-# "Performance"): HNSW at ef 32 gave recall@10 0.986 at 340 single-query QPS (ef 64: 1.000 at 282);
+# bench/server.py on 1M clustered 512-d vectors on the 2.3.5 standalone, 2 cores (docs/
+# performance.md): HNSW at ef 32 gave recall@10 0.986 at 340 single-query QPS (ef 64: 1.000 at 282);
 # IVF_FLAT at nprobe 8 1.000 at 357 and IVF_SQ8 0.970 at 339 with 2.5x less memory, but IVF's
 # recall there comes from lists that line up with the mixture's centres; HNSW does not depend on it.
 # Types not listed get Milvus' own defaults.
