@@ -1,7 +1,9 @@
-"""The reader's OCR, before and after its settings changed, side by side on the same photos:
-rapidocr's recognition batch of 6 with onnxruntime's CPU arena off (before) against one line per
-call with the arena on (after, qbank.model.ocr.OcrReader's defaults). Rounds alternate and medians
-are taken (these cores are shared and noisy); CPU-seconds per photo are printed beside wall time.
+"""The reader's OCR, before and after its engine changed, side by side on the same photos: the
+packaged PP-OCRv6 models on onnxruntime (before: one line per recognition call, CPU arena on, the
+previous defaults) against the same models on OpenVINO (after, qbank.model.ocr.OcrReader's
+defaults). ``--previous`` adds rapidocr's own settings (recognition batch of 6, arena off), the
+step before that. Rounds alternate and medians are taken (these cores are shared and noisy);
+CPU-seconds per photo are printed beside wall time.
 Accuracy: in-order similarity (qbank.domain.text.sequence_similarity) of the text read to what the
 page shows (its reading form), per set.
 
@@ -101,13 +103,15 @@ def typeset_pages(folder: Path, count: int) -> list[tuple[str, bytes]]:
     return found
 
 
-def speed(sets: dict[str, list[tuple[str, bytes]]], rounds: int) -> None:
+def speed(sets: dict[str, list[tuple[str, bytes]]], rounds: int, previous: bool = False) -> None:
     from PIL import Image
 
     from qbank.domain.text import sequence_similarity
     from qbank.model.ocr import OcrReader
 
-    readers = {"before": OcrReader(rec_batch=6, arena=False), "after": OcrReader()}
+    readers = {"before": OcrReader(engine="onnxruntime"), "after": OcrReader()}
+    if previous:
+        readers = {"rapidocr": OcrReader(rec_batch=6, arena=False, engine="onnxruntime"), **readers}
     print(f"\n{'photos':<22}{'side':<8}{'wall p50':>10}{'CPU p50':>10}{'similarity':>12}{'min':>7}")
     for name, pages in sets.items():
         images = [Image.open(io.BytesIO(photo)).convert("RGB") for _, photo in pages]
@@ -169,13 +173,14 @@ def main() -> int:
     parser.add_argument("--cmmlu", type=Path, help="the CMMLU data folder: typeset real questions too")
     parser.add_argument("--photos", type=int, default=48, help="photos per set")
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (medians over all)")
+    parser.add_argument("--previous", action="store_true", help="add rapidocr's own settings as a third side")
     parser.add_argument("--megapixels", default="4,12,40", help="photo sizes for the memory probe ('' for none)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     sets = {"bench/photo.py pages": photo_pages(args.photos)}
     if args.cmmlu:
         sets["typeset CMMLU pages"] = typeset_pages(args.cmmlu, args.photos)
-    speed(sets, args.rounds)
+    speed(sets, args.rounds, args.previous)
     if args.megapixels:
         with tempfile.TemporaryDirectory(prefix="qbank-bench-ocr-") as folder:
             memory([int(m) for m in args.megapixels.split(",")], Path(folder))

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from conftest import patched_env
 
-from qbank.config import ConfigError, EncoderSettings, GatewaySettings, IndexerSettings, ServeSettings, env_names
+from qbank.config import (
+    ConfigError,
+    EncoderSettings,
+    GatewaySettings,
+    IndexerSettings,
+    OcrSettings,
+    ServeSettings,
+    env_names,
+)
 
 
 def test_environment_overrides_with_values_and_defaults_work():
@@ -23,6 +31,8 @@ def test_bad_settings_name_the_setting():
             EncoderSettings.resolve()
     with pytest.raises(ConfigError, match="unknown settings"):
         IndexerSettings.resolve(colection="typo")
+    with pytest.raises(ConfigError, match="'ocr_engine' must be one of \\('openvino', 'onnxruntime'\\), got 'paddle'"):
+        OcrSettings.resolve(ocr_engine="paddle")
 
 
 def test_settings_read_types_as_written_in_yaml_and_shells():

@@ -48,3 +48,18 @@ def test_a_blank_page_has_no_figure(reader):
     specks.putpixel((100, 100), (0, 0, 0))
     specks.putpixel((300, 200), (0, 0, 0))
     assert figure_region(specks, []) is None
+
+
+def test_both_cpu_engines_read_the_same_text_of_a_photo(reader):
+    """OpenVINO (the default) and onnxruntime run the same packaged models: the same lines come
+    out of the same photo, so choosing the faster one (bench/ocr.py) changes no result."""
+    page = distort(render_question(STEM, draw_figure("circuit", 4)), "tilted", seed=3)
+    onnxruntime_reader = OcrReader(engine="onnxruntime")
+    assert reader.engine_name == "openvino" and onnxruntime_reader.engine_name == "onnxruntime"
+    assert reader.read(page).text == onnxruntime_reader.read(page).text
+    assert "等腰三角形" in reader.read(page).text
+
+
+def test_an_unknown_ocr_engine_is_refused_by_name():
+    with pytest.raises(ValueError, match="'openvino' or 'onnxruntime', got 'paddle'"):
+        OcrReader(engine="paddle")

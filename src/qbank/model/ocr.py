@@ -1,5 +1,5 @@
 """Reading the text in a photo or a figure: PP-OCRv6 (detection + recognition, Chinese, the "small"
-models) from the rapidocr wheel, on ONNX Runtime.
+models) from the rapidocr wheel, on OpenVINO on the CPU (ONNX Runtime on CUDA, or when asked).
 
 The models are the real pretrained ones packaged in the wheel (Apache-2.0, (c) PaddleOCR); rapidocr's
 default configuration uses them and downloads nothing, and this module never selects another model
@@ -72,16 +72,34 @@ class OcrReader:
         cuda: bool = False,
         rec_batch: int = 1,
         arena: bool = True,
+        engine: str = "openvino",
     ):
         """``rec_batch``: text lines recognised per model call. rapidocr pads a batch to its widest
         line, and a page's lines range from "A. 16" to a full stem: on typeset CMMLU pages one line a
-        call read as well and took 0.51 s against 0.73 s for rapidocr's 6 (bench/ocr.py)."""
+        call read as well and took 0.51 s against 0.73 s for rapidocr's 6 (bench/ocr.py).
+
+        ``engine``: "openvino" or "onnxruntime", for the CPU; CUDA always runs on onnxruntime. The
+        same models read the same text on both, and OpenVINO took 0.66x the time of onnxruntime on
+        bench/photo.py's pages and 0.84x on typeset CMMLU pages (bench/ocr.py, 2 cores)."""
         try:
-            from rapidocr import RapidOCR
+            from rapidocr import EngineType, RapidOCR
         except ImportError as exc:
             raise OcrUnavailableError(
                 f"OCR needs the rapidocr package (install the project's `ocr` extra): {exc}"
             ) from None
+        if engine not in ("openvino", "onnxruntime"):
+            raise ValueError(f"OCR engine must be 'openvino' or 'onnxruntime', got {engine!r}")
+        if cuda:
+            engine = "onnxruntime"
+        if engine == "openvino":
+            try:
+                import openvino  # noqa: F401
+            except ImportError as exc:
+                raise OcrUnavailableError(
+                    f"the OCR engine 'openvino' needs the openvino package (the project's `ocr` extra), "
+                    f"or set QBANK_OCR_ENGINE=onnxruntime: {exc}"
+                ) from None
+        engine_type = EngineType.OPENVINO if engine == "openvino" else EngineType.ONNXRUNTIME
         params = {
             "Global.use_cls": use_cls,
             "Global.text_score": min_score,
@@ -94,15 +112,24 @@ class OcrReader:
             "EngineConfig.onnxruntime.enable_cpu_mem_arena": arena,
             "Rec.rec_batch_num": rec_batch,
         }
+        for stage in ("Det", "Rec", "Cls"):
+            params[f"{stage}.engine_type"] = engine_type
         if threads > 0:
             params["EngineConfig.onnxruntime.intra_op_num_threads"] = threads
+            params["EngineConfig.openvino.inference_num_threads"] = threads
         try:
             self.engine = RapidOCR(params=params)
             self.engine(np.full((64, 64, 3), 255, dtype=np.uint8))  # loads the models now, not on a request
         except Exception as exc:  # rapidocr raises its own and plain errors on a broken install
             raise OcrUnavailableError(f"the OCR models could not be loaded: {exc}") from None
         self.min_score = min_score
-        logger.info("OCR ready: PP-OCRv6 det/rec small, detector side %d, direction classifier %s", det_side, use_cls)
+        self.engine_name = engine
+        logger.info(
+            "OCR ready: PP-OCRv6 det/rec small on %s, detector side %d, direction classifier %s",
+            engine,
+            det_side,
+            use_cls,
+        )
 
     def read(self, image: Image.Image) -> OcrResult:
         """The text lines of ``image`` (an RGB PIL image; rapidocr takes BGR arrays)."""

@@ -99,11 +99,13 @@ class QbankOcrReader(CheckedExecutor):
         self.readers: queue.SimpleQueue[OcrReader] = queue.SimpleQueue()
         for _ in range(s.ocr_concurrency):  # one engine per thread: no engine is ever shared
             self.readers.put(
-                OcrReader(s.ocr_det_side, s.ocr_use_cls, s.ocr_min_score, s.ocr_threads, cuda, s.ocr_rec_batch)
+                OcrReader(
+                    s.ocr_det_side, s.ocr_use_cls, s.ocr_min_score, s.ocr_threads, cuda, s.ocr_rec_batch, engine=s.ocr_engine
+                )
             )
         self.pool = ThreadPoolExecutor(max_workers=s.ocr_concurrency, thread_name_prefix="ocr")
         self.logger.info(
-            f"OCR reader ready: detector side {s.ocr_det_side}, {'cuda' if cuda else 'cpu'}, "
+            f"OCR reader ready: detector side {s.ocr_det_side}, {'cuda (onnxruntime)' if cuda else 'cpu, ' + s.ocr_engine}, "
             f"{s.ocr_concurrency} requests read at once"
         )
 
