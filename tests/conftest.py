@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random CLIP built in the session, its ONNX export, and real Flows.
+"""Shared fixtures: a tiny random CLIP built in the session, its ONNX export, the toy CLIP trained
+here (for claims that need semantics), and real Flows.
 
 Nothing here downloads anything: the tiny model is saved like a hub folder and loaded through the
 same code path as a real one. Flows run on free loopback ports with a Milvus Lite file in tmp.
@@ -43,6 +44,15 @@ def tiny_model(tmp_path_factory) -> Path:
     from qbank_devtools.tiny_clip import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-chinese-clip", "chinese_clip")
+
+
+@pytest.fixture(scope="session")
+def toy_model(tmp_path_factory) -> Path:
+    """The toy CLIP trained here on drawn figures (qbank_devtools.toy_clip; about 75 s, once a
+    session), in a folder named as the demo caches it: tests whose claims need semantics use it."""
+    from qbank_devtools.toy_clip import toy_clip
+
+    return toy_clip(tmp_path_factory.mktemp("toy-models") / "toy-chinese-clip")
 
 
 @pytest.fixture(scope="session")

@@ -22,24 +22,25 @@ def test_demo_bank_is_a_few_hundred_chinese_questions_with_distinct_figures():
     assert len({q["stem"] for q in bank}) > 150  # varied, with some near-duplicates as real banks have
 
 
-def test_demo_runs_the_flow_imports_and_searches(tmp_path, capsys):
-    with patched_env(flow_env(model="", data_dir=tmp_path / "data")):
-        assert main(["--no-serve", "--questions", "12", "--models-dir", str(tmp_path / "models")]) == 0
+def test_demo_runs_the_flow_imports_and_searches(toy_model, tmp_path, capsys):
+    with patched_env(flow_env(model="", data_dir=tmp_path / "data")):  # the toy cached by the session
+        assert main(["--no-serve", "--questions", "12", "--models-dir", str(toy_model.parent)]) == 0
     out = capsys.readouterr().out
-    assert "NOT semantic" in out  # no real weights here: said plainly
+    assert "TOY CLIP" in out and "not Chinese-CLIP" in out  # no real weights here: said plainly
+    assert "training the toy CLIP" not in out  # the cached one was used
     assert "imported 12 questions" in out and "24 items written, 0 already stored" in out
     assert "text -> image" in out and "image -> text" in out and "similar questions" in out
     figure_rows = [line for line in out.splitlines() if "[figure] " in line]  # the figure, not its OCR'd text
     assert figure_rows and all(".png" in line for line in figure_rows), out
     assert "search page: http://127.0.0.1:" in out
     assert (tmp_path / "data" / "bank" / "bank.jsonl").is_file()
-    assert (tmp_path / "models" / "tiny-chinese-clip" / "config.json").is_file()
+    assert f"model {toy_model.resolve()}" in out
 
 
 KNOWN_NOISE = ("UserWarning", "pkg_resources", "annotation must be", "Loading weights", "Writing model shards")
 
 
-def test_the_demos_first_screen_is_free_of_known_third_party_warnings(tmp_path):
+def test_the_demos_first_screen_is_free_of_known_third_party_warnings(toy_model, tmp_path):
     """The demo as a user starts it (a real process tree): nothing of qbank.quiet's list, nor a
     model's progress bars, comes before "Flow is ready"; the Flow's own log and notes still do."""
     env = {**os.environ, **flow_env(model="", data_dir=tmp_path / "data", flow=str(ROOT / "flow.yml"))}
@@ -47,7 +48,7 @@ def test_the_demos_first_screen_is_free_of_known_third_party_warnings(tmp_path):
     env.pop("PYTHONWARNINGS", None)
     command = [sys.executable, "-m", "qbank_devtools.demo", "--no-serve", "--questions", "6"]
     done = subprocess.run(
-        [*command, "--models-dir", str(tmp_path / "models")],
+        [*command, "--models-dir", str(toy_model.parent)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,  # one stream, in the order a terminal shows it
@@ -57,7 +58,7 @@ def test_the_demos_first_screen_is_free_of_known_third_party_warnings(tmp_path):
     output = done.stdout
     assert done.returncode == 0, output[-3000:]
     first_screen = output[: output.index("Flow is ready")]
-    assert "NOT semantic" in first_screen and "CORS is enabled" in first_screen, first_screen
+    assert "TOY CLIP" in first_screen and "CORS is enabled" in first_screen, first_screen
     assert not [noise for noise in KNOWN_NOISE if noise in first_screen], first_screen[-3000:]
 
 

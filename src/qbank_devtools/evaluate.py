@@ -7,6 +7,10 @@ number-changed, and punctuation-changed (ASCII / full-width). Each variant must 
 The questions go into a fresh collection of a Milvus Lite file (or a server by --milvus-uri) and
 the queries run through the same store code as the service. Dense and hybrid need a real model;
 with a random-initialised one their figures measure nothing and the report says so.
+
+Cross-modal: on the demo bank (figures drawn in code, stems about them), how many of the first
+five figures a kind's words find are of that kind, and how many of the first five stems a figure
+finds are about its kind (``cross_modal``): what the toy CLIP (qbank_devtools.toy_clip) learned.
 """
 
 from __future__ import annotations
@@ -197,6 +201,53 @@ def evaluate(
         store.close()
 
 
+# Words a user types to find a figure of each kind the demo bank draws (qbank_devtools.demo).
+KIND_QUERIES = {
+    "triangle": ["等腰三角形", "直角三角形", "三角形"],
+    "circle": ["圆", "圆的半径", "圆周角"],
+    "rectangle": ["长方形", "矩形"],
+    "bar_chart": ["条形统计图", "柱状图"],
+    "line_chart": ["折线统计图", "溶解度曲线"],
+    "circuit": ["电路图", "电阻"],
+}
+
+
+def kind_share(found: list[str], kind: str, k: int = 5) -> float:
+    """The share of the first ``k`` results that are of ``kind`` (stricter than "one of k is")."""
+    return sum(f == kind for f in found[:k]) / k
+
+
+def cross_modal(encoder: Any, n_questions: int = 300, k: int = 5) -> dict[str, float]:
+    """Cross-modal figures on the demo bank (its figures drawn in code, its stems about them):
+    text->figure, the share of the first ``k`` figures found by a kind's words that are of that
+    kind (``KIND_QUERIES``); figure->stem, the share of the first ``k`` stems found by a question's
+    figure that are about its kind of figure. Exact cosine ranking, as a Milvus Lite FLAT index does."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from qbank_devtools.demo import demo_bank
+
+    bank = demo_bank(n_questions)
+    kinds = [q["figure_kind"] for q in bank]
+    figures = encoder.encode_images([Image.open(io.BytesIO(q["figure"])).convert("RGB") for q in bank])
+    stems = encoder.encode_texts([q["stem"] for q in bank])
+    queries = [(kind, word) for kind, words in KIND_QUERIES.items() for word in words]
+    words = encoder.encode_texts([word for _, word in queries])
+    text_to_figure = [
+        kind_share([kinds[j] for j in np.argsort(-(figures @ vector))], kind, k)
+        for (kind, _), vector in zip(queries, words, strict=True)
+    ]
+    figure_to_stem = [
+        kind_share([kinds[j] for j in np.argsort(-(stems @ v))], kinds[i], k) for i, v in enumerate(figures)
+    ]
+    return {
+        f"text_to_figure_kind@{k}": round(float(np.mean(text_to_figure)), 4),
+        f"figure_to_stem_kind@{k}": round(float(np.mean(figure_to_stem)), 4),
+    }
+
+
 def format_report(report: dict[str, Any], note: str = "") -> str:
     lines = [
         f"{report['questions']} questions, {report['queries']} queries ({', '.join(VARIANTS)})",
@@ -208,6 +259,9 @@ def format_report(report: dict[str, Any], note: str = "") -> str:
             f"{mode:<8} {m['recall@1']:>9.3f} {m['recall@10']:>10.3f} {m['mrr']:>7.3f} "
             f"{m['queries_per_second']:>8.1f}   {variants}"
         )
+    if "cross_modal" in report:
+        figures = ", ".join(f"{name} {value:.3f}" for name, value in report["cross_modal"].items())
+        lines.append(f"cross-modal on the demo bank's {report['cross_modal_questions']} drawn figures: {figures}")
     if note:
         lines.append(f"note: {note}")
     return "\n".join(lines)
@@ -221,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx-path", default=encoder_settings.onnx_path)
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--figures", type=int, default=300, help="demo bank questions for the cross-modal figures")
     parser.add_argument("--milvus-uri", default="", help="a Milvus server; default: a temporary Milvus Lite file")
     parser.add_argument("--random-model", action="store_true", help="say the model is untrained (figures for dense)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -238,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             milvus_uri=args.milvus_uri, data_dir=folder, collection=f"qbank_eval_{args.seed}", model=args.model
         )
         report = evaluate(encoder, settings, args.questions, args.seed)
+    report["cross_modal"] = cross_modal(encoder, args.figures)
+    report["cross_modal_questions"] = args.figures
     note = RANDOM_MODEL_NOTE if args.random_model else ""
     report["note"] = note
     print(json.dumps(report, ensure_ascii=False, indent=2) if args.json else format_report(report, note))

@@ -100,7 +100,13 @@ class QbankOcrReader(CheckedExecutor):
         for _ in range(s.ocr_concurrency):  # one engine per thread: no engine is ever shared
             self.readers.put(
                 OcrReader(
-                    s.ocr_det_side, s.ocr_use_cls, s.ocr_min_score, s.ocr_threads, cuda, s.ocr_rec_batch, engine=s.ocr_engine
+                    s.ocr_det_side,
+                    s.ocr_use_cls,
+                    s.ocr_min_score,
+                    s.ocr_threads,
+                    cuda,
+                    s.ocr_rec_batch,
+                    engine=s.ocr_engine,
                 )
             )
         self.pool = ThreadPoolExecutor(max_workers=s.ocr_concurrency, thread_name_prefix="ocr")
