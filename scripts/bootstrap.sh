@@ -24,7 +24,7 @@ echo "[bootstrap] installing the project and compat/ (editable) with their pinne
 # Editable: tests, executors and console scripts run the tree being edited. compat/ is the jina client
 # fix (its own small distribution, for clip-client users too); an editable install does not ship its
 # qbank_jina_compat.pth, so it is copied into site-packages.
-"${PIP[@]}" install -q -c constraints.txt -e ./compat -e ".[encoder,indexer,ocr,client,dev]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+"${PIP[@]}" install -q -c constraints.txt -e ./compat -e ".[encoder,indexer,ocr,openvino,client,dev]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cp compat/qbank_jina_compat.pth "$SITE/qbank_jina_compat.pth"
 "$VENV/bin/python" -c "import qbank, qbank_jina_compat, jina, docarray, clip_client, pymilvus, torch, onnxruntime, rapidocr; print('[bootstrap] ok: jina', jina.__version__, 'docarray', docarray.__version__, 'torch', torch.__version__)"

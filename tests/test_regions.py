@@ -51,12 +51,12 @@ def test_a_blank_page_has_no_figure(reader):
 
 
 def test_both_cpu_engines_read_the_same_text_of_a_photo(reader):
-    """OpenVINO (the default) and onnxruntime run the same packaged models: the same lines come
-    out of the same photo, so choosing the faster one (bench/ocr.py) changes no result."""
+    """onnxruntime (the default) and OpenVINO run the same packaged models: the same lines come
+    out of the same photo, so choosing the faster one on a machine changes no result."""
     page = distort(render_question(STEM, draw_figure("circuit", 4)), "tilted", seed=3)
-    onnxruntime_reader = OcrReader(engine="onnxruntime")
-    assert reader.engine_name == "openvino" and onnxruntime_reader.engine_name == "onnxruntime"
-    assert reader.read(page).text == onnxruntime_reader.read(page).text
+    openvino_reader = OcrReader(engine="openvino")
+    assert reader.engine_name == "onnxruntime" and openvino_reader.engine_name == "openvino"
+    assert reader.read(page).text == openvino_reader.read(page).text
     assert "等腰三角形" in reader.read(page).text
 
 

@@ -223,9 +223,10 @@ class OcrSettings(ImageInputSettings):
     ocr_use_cls: bool = False
     ocr_min_score: float = 0.5  # lines read with less confidence are left out
     ocr_threads: int = 0  # 0: the engine's default
-    # The CPU engine: "openvino" read the same text as "onnxruntime" in 0.66-0.84x the time
-    # (bench/ocr.py); CUDA always runs on onnxruntime (onnxruntime-gpu).
-    ocr_engine: str = "openvino"
+    # The CPU engine: "onnxruntime", or "openvino" (the `openvino` extra): the same text read, 0.69-0.92x
+    # the time alone (bench/ocr.py --rounds 1) but 1.04-1.07x through the Flow (bench/reader_flow.py)
+    # on 2 cores; CUDA always runs on onnxruntime (onnxruntime-gpu).
+    ocr_engine: str = "onnxruntime"
     ocr_rec_batch: int = 1  # text lines per recognition call (rapidocr pads a batch to its widest line)
     ocr_max_chars: int = 2000  # of text read from one photo that goes into the query
     # Read the text inside figures at /index and /update (stored as the image item's text, found by

@@ -1,5 +1,5 @@
 """Reading the text in a photo or a figure: PP-OCRv6 (detection + recognition, Chinese, the "small"
-models) from the rapidocr wheel, on OpenVINO on the CPU (ONNX Runtime on CUDA, or when asked).
+models) from the rapidocr wheel, on ONNX Runtime (or OpenVINO on the CPU, when asked).
 
 The models are the real pretrained ones packaged in the wheel (Apache-2.0, (c) PaddleOCR); rapidocr's
 default configuration uses them and downloads nothing, and this module never selects another model
@@ -72,15 +72,17 @@ class OcrReader:
         cuda: bool = False,
         rec_batch: int = 1,
         arena: bool = True,
-        engine: str = "openvino",
+        engine: str = "onnxruntime",
     ):
         """``rec_batch``: text lines recognised per model call. rapidocr pads a batch to its widest
         line, and a page's lines range from "A. 16" to a full stem: on typeset CMMLU pages one line a
         call read as well and took 0.51 s against 0.73 s for rapidocr's 6 (bench/ocr.py).
 
-        ``engine``: "openvino" or "onnxruntime", for the CPU; CUDA always runs on onnxruntime. The
-        same models read the same text on both, and OpenVINO took 0.66x the time of onnxruntime on
-        bench/photo.py's pages and 0.84x on typeset CMMLU pages (bench/ocr.py, 2 cores)."""
+        ``engine``: "onnxruntime" or "openvino" (the `openvino` extra), for the CPU; CUDA always runs
+        on onnxruntime. The same models read the same text on both. Alone, OpenVINO read a photo it
+        had not seen in 0.69x onnxruntime's time on bench/photo.py's pages and 0.92x on typeset CMMLU
+        pages (bench/ocr.py --rounds 1, 2 cores); through the Flow, on the CMMLU pages, it took 1.04-1.07x
+        (bench/reader_flow.py), so onnxruntime stays the default."""
         try:
             from rapidocr import EngineType, RapidOCR
         except ImportError as exc:
@@ -96,7 +98,7 @@ class OcrReader:
                 import openvino  # noqa: F401
             except ImportError as exc:
                 raise OcrUnavailableError(
-                    f"the OCR engine 'openvino' needs the openvino package (the project's `ocr` extra), "
+                    f"the OCR engine 'openvino' needs the openvino package (the project's `openvino` extra), "
                     f"or set QBANK_OCR_ENGINE=onnxruntime: {exc}"
                 ) from None
         engine_type = EngineType.OPENVINO if engine == "openvino" else EngineType.ONNXRUNTIME

@@ -111,7 +111,7 @@ class QbankOcrReader(CheckedExecutor):
             )
         self.pool = ThreadPoolExecutor(max_workers=s.ocr_concurrency, thread_name_prefix="ocr")
         self.logger.info(
-            f"OCR reader ready: detector side {s.ocr_det_side}, {'cuda (onnxruntime)' if cuda else 'cpu, ' + s.ocr_engine}, "
+            f"OCR reader ready: detector side {s.ocr_det_side}, {'cuda, onnxruntime' if cuda else 'cpu, ' + s.ocr_engine}, "
             f"{s.ocr_concurrency} requests read at once"
         )
 
