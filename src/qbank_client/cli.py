@@ -265,7 +265,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_dups)
     p = sub.add_parser("stats", help="questions/items stored, model, dimension, index type")
     p.set_defaults(run=cmd_stats)
+
+    p = sub.add_parser("plan", help="size a cluster for a bank from the measured figures (no server needed)")
+    p.add_argument("--questions", type=int, required=True, help="questions in the bank")
+    p.add_argument(
+        "--figure-share", type=float, default=0.3, help="share of questions with a figure (default %(default)s)"
+    )
+    p.add_argument("--qps", type=float, default=300, help="text searches a second to serve (default %(default)s)")
+    p.add_argument("--recall", type=float, default=0.95, help="recall@10 the index must reach (default %(default)s)")
+    p.add_argument("--node-memory-gb", type=float, default=64, help="memory of a query node (default %(default)s)")
+    p.add_argument("--node-cores", type=int, default=16, help="cores of a query node (default %(default)s)")
+    p.add_argument("--photo-qps", type=float, default=10, help="photo searches a second (default %(default)s)")
+    p.add_argument("--import-days", type=float, default=7, help="days a first import may take (default %(default)s)")
+    p.add_argument("--encoder-cores", type=int, default=4, help="cores of an encoder replica (default %(default)s)")
+    p.add_argument("--precision", choices=["fp32", "int8"], default="int8", help="the encoder's ONNX precision")
+    p.add_argument("--kustomize", metavar="DIR", help="write a kustomize overlay for k8s/ with the plan into DIR")
+    p.add_argument(
+        "--k8s-base", default="k8s/base", help="the k8s/base folder the overlay builds on (default %(default)s)"
+    )
+    p.set_defaults(run=cmd_plan, offline=True)
     return parser
+
+
+def cmd_plan(args: argparse.Namespace, client: QbankClient | None = None) -> int:
+    import os
+
+    from qbank_client.plan import format_plan, kustomization, plan
+
+    found = plan(
+        args.questions,
+        args.figure_share,
+        args.qps,
+        args.recall,
+        args.node_memory_gb,
+        args.node_cores,
+        args.photo_qps,
+        args.import_days,
+        args.encoder_cores,
+        args.precision,
+    )
+    payload = [{"what": what, "value": value, "source": source} for what, value, source in found.lines]
+    _print(args, payload, format_plan(found))
+    if args.kustomize:
+        folder = Path(args.kustomize)
+        folder.mkdir(parents=True, exist_ok=True)
+        base = os.path.relpath(Path(args.k8s_base).resolve(), folder.resolve())
+        (folder / "kustomization.yaml").write_text(kustomization(found, base), encoding="utf-8")
+        print(f"wrote {folder / 'kustomization.yaml'}", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --limit and --batch-size must be at least 1", file=sys.stderr)
         return 2
     try:
+        if getattr(args, "offline", False):  # no server involved
+            return args.run(args)
         client = QbankClient(args.url, token=args.token)
         return args.run(args, client)
     except ValueError as exc:

@@ -1,0 +1,172 @@
+"""Searches within one subject on a Milvus server: a partition key on the subject against a plain
+filter on it, side by side on the same vectors (issue 31: a bank is searched by subject far more
+than as a whole).
+
+The Milvus 2.3.5 standalone of the dev extra; clustered 512-d vectors as bench/server.py draws
+them, each mixture centre given one of ten subjects, so a subject's questions lie together as
+real subjects do. Two collections hold the same rows: ``plain`` (subject a VARCHAR field, searched
+with ``filter='subject == "s3"'``) and ``keyed`` (the same field declared ``is_partition_key``, 16
+partitions, Milvus' default, so the same filter prunes the partitions searched). Each query is a
+fresh draw searched within its own centre's subject; recall@10 against exact search among that
+subject's rows. Single-query latency (p50, p99) and QPS, collections alternating over the rounds,
+medians.
+
+    .venv/bin/python bench/partitions.py --rows 1000000
+    .venv/bin/python bench/partitions.py --rows 3000000 --index IVF_SQ8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from search_worker import normalised  # noqa: E402
+from server import INDEXES, compact_and_wait, rss_mb, wait_until_indexed  # noqa: E402
+
+SUBJECTS = 10
+
+
+def dataset(rows: int, queries: int, dim: int, seed: int):
+    """(vectors, their subjects, queries, their subjects): bench/server.py's mixture, subject = centre % 10."""
+    rng = np.random.default_rng(seed)
+    centres = normalised(rng, max(SUBJECTS, rows // 1000), dim)
+    variance = (1.0 / 0.8**2 - 1.0) / dim
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(len(centres), size=n)
+        points = np.empty((n, dim), dtype=np.float32)
+        for start in range(0, n, 250_000):
+            chunk = slice(start, min(n, start + 250_000))
+            block = centres[labels[chunk]] + np.sqrt(variance) * rng.standard_normal(
+                (chunk.stop - chunk.start, dim), dtype=np.float32
+            )
+            points[chunk] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        return points, labels % SUBJECTS
+
+    vectors, subjects = draw(rows)
+    query_vectors, query_subjects = draw(queries)
+    return vectors, subjects, query_vectors, query_subjects
+
+
+def truth_within_subject(vectors, subjects, queries, query_subjects, k: int = 10) -> list[set[int]]:
+    found = []
+    for subject in range(SUBJECTS):
+        rows = np.flatnonzero(subjects == subject)
+        picked = np.flatnonzero(query_subjects == subject)
+        if not len(picked):
+            continue
+        scores = queries[picked] @ vectors[rows].T
+        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        found += [(int(q), {int(rows[j]) for j in row}) for q, row in zip(picked, top, strict=True)]
+    return [ids for _, ids in sorted(found)]
+
+
+def create(client, name: str, dim: int, index_type: str, params: dict, keyed: bool) -> None:
+    from pymilvus import DataType, MilvusClient
+
+    schema = MilvusClient.create_schema(auto_id=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("subject", DataType.VARCHAR, max_length=16, is_partition_key=keyed)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
+    index = MilvusClient.prepare_index_params()
+    index.add_index("embedding", index_type=index_type, metric_type="COSINE", params=params)
+    client.create_collection(name, schema=schema, index_params=index, consistency_level="Bounded")
+
+
+def insert_all(client, name: str, vectors: np.ndarray, subjects: np.ndarray, batch: int = 1000) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(vectors), batch):
+        client.insert(
+            name,
+            [
+                {"id": start + i, "subject": f"s{subjects[start + i]}", "embedding": v.tolist()}
+                for i, v in enumerate(vectors[start : start + batch])
+            ],
+        )
+    return len(vectors) / (time.perf_counter() - started)
+
+
+def main() -> int:
+    from pymilvus import MilvusClient
+
+    from qbank.service.flow import free_ports
+    from qbank_devtools.milvus_server import StandaloneMilvus
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--index", default="IVF_SQ8", choices=sorted(INDEXES))
+    parser.add_argument(
+        "--search", default="", help='search params as JSON (default: the bench/server.py first, e.g. {"nprobe": 8})'
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    build, settings = INDEXES[args.index]
+    key, value = settings[0]
+    search = json.loads(args.search) if args.search else ({} if value is None else {key: value})
+
+    vectors, subjects, queries, query_subjects = dataset(args.rows, args.queries, args.dim, args.seed)
+    truth = truth_within_subject(vectors, subjects, queries, query_subjects)
+    print(f"{args.rows:,} x {args.dim}, {SUBJECTS} subjects, {args.queries} queries within their subject", flush=True)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="qbank-bench-partitions-") as tmp:
+        with StandaloneMilvus(Path(tmp), free_ports(1)[0]) as server:
+            client = MilvusClient(server.uri, timeout=3600)
+            built = {}
+            for name in ("plain", "keyed"):
+                create(client, name, args.dim, args.index, build, keyed=name == "keyed")
+                client.release_collection(name)
+                rate = insert_all(client, name, vectors, subjects)
+                client.flush(name)
+                compact_and_wait(client, name, 3600)
+                started = time.perf_counter()
+                wait_until_indexed(client, name, 3600)
+                built[name] = (rate, time.perf_counter() - started)
+                print(f"  {name}: inserted at {rate:,.0f} rows/s, indexed {built[name][1]:.0f} s after", flush=True)
+            for name in ("plain", "keyed"):
+                client.load_collection(name)
+            print(f"  both loaded: server RSS {rss_mb(server.pid):,.0f} MB", flush=True)
+            latencies: dict[str, list[float]] = {"plain": [], "keyed": []}
+            recalls: dict[str, float] = {}
+            params = {"metric_type": "COSINE", "params": search}
+            for round_number in range(args.rounds):
+                order = ("plain", "keyed") if round_number % 2 == 0 else ("keyed", "plain")
+                for name in order:
+                    hits_all = []
+                    for q, subject in zip(queries, query_subjects, strict=True):
+                        started = time.perf_counter()
+                        hits = client.search(
+                            name, data=[q.tolist()], limit=10, filter=f'subject == "s{subject}"', search_params=params
+                        )
+                        latencies[name].append(time.perf_counter() - started)
+                        hits_all.append({h["id"] for h in hits[0]})
+                    recalls[name] = float(np.mean([len(f & t) / 10 for f, t in zip(hits_all, truth, strict=True)]))
+            client.close()
+    print(
+        f"\n{args.index} {json.dumps(build)}, search {json.dumps(search)}, {args.rows:,} rows, one subject of {SUBJECTS}"
+    )
+    print(f"{'collection':<12}{'recall@10':>10}{'p50 ms':>9}{'p99 ms':>9}{'QPS':>8}")
+    for name in ("plain", "keyed"):
+        times = sorted(latencies[name])
+        results[name] = statistics.median(times)
+        print(
+            f"{name:<12}{recalls[name]:>10.3f}{statistics.median(times) * 1000:>9.1f}"
+            f"{times[int(0.99 * (len(times) - 1))] * 1000:>9.1f}{len(times) / sum(times):>8.0f}"
+        )
+    print(f"keyed/plain p50: {results['keyed'] / results['plain']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,304 @@
+"""``qbank plan``: from a bank's size and the load it must carry, the Milvus query nodes, the Flow's
+replicas and a first import's duration, each number traced to the measured line it comes from.
+
+Client side, no server: the planner is arithmetic over the points this project measured (the
+tables of docs/performance.md and docs/photo-search.md, which name their runs). Its models, each
+stated where it is used:
+
+* **Query-node memory** of a vector index grows linearly with the rows: ``RSS(N) = a + b N``,
+  least squares over the measured sizes of that index and search setting (bench/server.py on the
+  Milvus 2.3.5 standalone, clustered 512-d vectors). Beside it, Milvus' published per-vector sizes
+  (raw float32 for IVF_FLAT, a quarter for IVF_SQ8, m bytes for IVF_PQ, raw plus 2M links for HNSW).
+* **Search cost** per query, in core-seconds (the measured machine had 2 cores), grows as a power
+  of the rows, ``N^alpha``, fitted over the measured single-query QPS within the measured sizes, and
+  linearly beyond the largest: Milvus searches every sealed segment, and once segments are full
+  each costs the same, so a fit over a few segments would understate a bank of thousands.
+* A replica holds all rows; replicas add throughput (Milvus' in-memory replicas).
+
+Where a number was not measured here (GPUs, the cluster's insert rate), the plan says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+DIM = 512  # Chinese-CLIP ViT-B/16, the default model
+MEASURED_CORES = 2  # every bench here ran on this 2-core machine
+HEADROOM = 0.7  # the share of a node's memory and cores a plan fills (the rest: segments loading, compaction, spikes)
+
+
+@dataclass(frozen=True)
+class IndexPoint:
+    """One measured line of bench/server.py: an index and search setting at a size."""
+
+    index: str
+    build: str  # build parameters as QBANK_INDEX_PARAMS takes them
+    search: str  # search parameters as QBANK_SEARCH_PARAMS takes them
+    rows: int
+    recall: float  # recall@10 against exact search
+    single_qps: float  # one query per call, one client
+    rss_mb: float  # the standalone's resident memory with the index loaded
+    build_s: float
+    source: str
+
+
+PERF = "docs/performance.md"
+SIZING = "docs/sizing.md"
+_1M = f"{PERF}, '1M vectors on the server' (bench/server.py --rows 1000000 --data clustered --queries 500)"
+_200K = f"{SIZING}, 'The curve' (bench/server.py --rows 200000 --data clustered --queries 500 --indexes IVF_SQ8,IVF_PQ)"
+
+# Only runs that waited until every row was indexed (bench/server.py's wait_until_indexed): the
+# first 200k table of docs/performance.md predates that wait and is left out.
+INDEX_POINTS: tuple[IndexPoint, ...] = (
+    IndexPoint("HNSW", '{"M": 16, "efConstruction": 200}', '{"ef": 32}', 1_000_000, 0.986, 340, 2460, 1005, _1M),
+    IndexPoint("HNSW", '{"M": 16, "efConstruction": 200}', '{"ef": 64}', 1_000_000, 1.000, 282, 2460, 1005, _1M),
+    IndexPoint("IVF_FLAT", '{"nlist": 1024}', '{"nprobe": 8}', 1_000_000, 1.000, 357, 2489, 146, _1M),
+    IndexPoint("IVF_SQ8", '{"nlist": 1024}', '{"nprobe": 8}', 1_000_000, 0.970, 339, 972, 132, _1M),
+    IndexPoint("IVF_SQ8", '{"nlist": 1024}', '{"nprobe": 8}', 200_000, 0.977, 421, 490, 33, _200K),
+    IndexPoint("IVF_PQ", '{"nlist": 1024, "m": 64, "nbits": 8}', '{"nprobe": 8}', 200_000, 0.228, 515, 464, 668, _200K),
+)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A measured rate with where it was measured."""
+
+    value: float
+    unit: str
+    source: str
+
+
+# The Flow's rates on this 2-core machine (per 2 cores), from the named tables.
+INSERT_ROWS_S = Figure(9019, "rows/s into the 2-core standalone", f"{PERF}, 'Inserts' under the 1M table")
+ENCODE_IMAGES_S = {
+    "fp32": Figure(3.5, "images/s on 2 cores", f"{PERF}, bench/encode.py: CN-CLIP ViT-B/16 image, batch 32, ONNX fp32"),
+    "int8": Figure(8.3, "images/s on 2 cores", f"{PERF}, bench/encode.py: CN-CLIP ViT-B/16 image, batch 32, ONNX int8"),
+}
+ENCODE_TEXTS_S = {
+    "fp32": Figure(19.4, "texts/s on 2 cores", f"{PERF}, bench/encode.py: CN-CLIP ViT-B/16 text, batch 32, ONNX fp32"),
+    "int8": Figure(33.8, "texts/s on 2 cores", f"{PERF}, bench/encode.py: CN-CLIP ViT-B/16 text, batch 32, ONNX int8"),
+}
+FIGURE_OCR_S = Figure(
+    0.041, "s a figure on 2 cores", "docs/photo-search.md, 'Figure OCR at import' (48 figures, on 41 ms / off 2 ms)"
+)
+PHOTO_OCR_CPU_S = Figure(
+    0.53, "CPU-s a photo", "docs/photo-search.md, the engines' table: typeset CMMLU pages on onnxruntime, first sight"
+)
+
+
+def fit_memory(points: list[IndexPoint]) -> tuple[float, float]:
+    """(a MB, b bytes a row) of RSS = a + b N, least squares over the sizes measured (one size: a = 0)."""
+    if len({p.rows for p in points}) < 2:
+        p = points[0]
+        return 0.0, p.rss_mb * 2**20 / p.rows
+    n = len(points)
+    mean_x = sum(p.rows for p in points) / n
+    mean_y = sum(p.rss_mb for p in points) / n
+    slope = sum((p.rows - mean_x) * (p.rss_mb - mean_y) for p in points) / sum((p.rows - mean_x) ** 2 for p in points)
+    return mean_y - slope * mean_x, slope * 2**20
+
+
+def fit_cost(points: list[IndexPoint]) -> tuple[float, float]:
+    """(core-seconds a query at 1M rows, alpha) of cost(N) = c (N / 1M)^alpha, fitted in logs over the
+    measured single-query QPS (one size: alpha = 1, cost proportional to the rows)."""
+    costs = [(p.rows, MEASURED_CORES / p.single_qps) for p in points]
+    if len({rows for rows, _ in costs}) < 2:
+        rows, cost = costs[0]
+        return cost * 1e6 / rows, 1.0
+    xs = [math.log(rows / 1e6) for rows, _ in costs]
+    ys = [math.log(cost) for _, cost in costs]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    alpha = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum((x - mean_x) ** 2 for x in xs)
+    return math.exp(mean_y - alpha * mean_x), max(alpha, 0.0)
+
+
+def published_bytes_per_row(index: str, build: str, dim: int = DIM) -> float:
+    """Milvus' published index sizes per vector (its index docs and sizing tool's basis): IVF_FLAT
+    keeps the float32 vector, IVF_SQ8 one byte a dimension, IVF_PQ m codes of nbits, HNSW the vector
+    plus 2M links of 4 bytes on its base layer."""
+    import json
+
+    params = json.loads(build)
+    if index == "IVF_FLAT":
+        return dim * 4
+    if index == "IVF_SQ8":
+        return dim
+    if index == "IVF_PQ":
+        return params.get("m", 64) * params.get("nbits", 8) / 8
+    if index == "HNSW":
+        return dim * 4 + 2 * params.get("M", 16) * 4
+    raise ValueError(f"no published size for index {index!r}")
+
+
+@dataclass
+class Plan:
+    lines: list[tuple[str, str, str]]  # (what, value, source)
+    index: IndexPoint
+    query_nodes: int
+    replicas: int
+    encoders: int
+    readers: int
+
+
+def plan(
+    questions: int,
+    figure_share: float = 0.3,
+    qps: float = 300,
+    recall: float = 0.95,
+    node_memory_gb: float = 64,
+    node_cores: int = 16,
+    photo_qps: float = 10,
+    import_days: float = 7,
+    encoder_cores: int = 4,
+    precision: str = "int8",
+) -> Plan:
+    """A cluster for ``questions`` (each one text item, ``figure_share`` of them one figure item too)."""
+    rules = (
+        ("questions", questions, questions >= 1, "at least 1"),
+        ("figure_share", figure_share, 0 <= figure_share <= 1, "between 0 and 1"),
+        ("qps", qps, qps > 0, "above 0"),
+        ("recall", recall, 0 < recall <= 1, "in (0, 1]"),
+        ("node_memory_gb", node_memory_gb, node_memory_gb > 0, "above 0"),
+        ("node_cores", node_cores, node_cores >= 1, "at least 1"),
+        ("photo_qps", photo_qps, photo_qps >= 0, "0 or more"),
+        ("import_days", import_days, import_days > 0, "above 0"),
+        ("encoder_cores", encoder_cores, encoder_cores >= 1, "at least 1"),
+        ("precision", precision, precision in ENCODE_IMAGES_S, "fp32 or int8"),
+    )
+    for name, value, ok, rule in rules:
+        if not ok:
+            raise ValueError(f"plan: {name} must be {rule}, got {value!r}")
+    rows = round(questions * (1 + figure_share))
+    candidates = []
+    for key in dict.fromkeys((p.index, p.build, p.search) for p in INDEX_POINTS):
+        points = [p for p in INDEX_POINTS if (p.index, p.build, p.search) == key]
+        largest = max(points, key=lambda p: p.rows)
+        if largest.recall < recall:
+            continue
+        base_mb, per_row = fit_memory(points)
+        memory_gb = (base_mb * 2**20 + per_row * rows) / 2**30
+        nodes_per_replica = max(1, math.ceil(memory_gb / (node_memory_gb * HEADROOM)))
+        cost_1m, alpha = fit_cost(points)
+        cost = cost_1m * (min(rows, largest.rows) / 1e6) ** alpha  # core-seconds a query, within the measured sizes
+        if rows > largest.rows:  # beyond them: linear in the rows (every sealed segment is searched)
+            cost *= rows / largest.rows
+        replicas = max(1, math.ceil(qps * cost / (nodes_per_replica * node_cores * HEADROOM)))
+        candidates.append(
+            (
+                replicas * nodes_per_replica,
+                memory_gb,
+                largest,
+                points,
+                nodes_per_replica,
+                replicas,
+                cost,
+                alpha,
+                per_row,
+            )
+        )
+    if not candidates:
+        best = max(p.recall for p in INDEX_POINTS)
+        raise ValueError(f"plan: no measured index reaches recall {recall} (the best measured is {best})")
+    nodes, memory_gb, chosen, points, per_replica, replicas, cost, alpha, per_row = min(
+        candidates, key=lambda c: (c[0], c[1])
+    )
+    sources = "; ".join(dict.fromkeys(p.source for p in points))
+    sizes = ", ".join(f"{p.rows:,}" for p in sorted(points, key=lambda p: p.rows))
+    lines = [
+        ("items (text + figure vectors)", f"{rows:,}", f"{questions:,} questions x (1 + {figure_share} with a figure)"),
+        (
+            "index",
+            f"{chosen.index} {chosen.build}, search {chosen.search}",
+            f"the fewest query nodes among the measured settings with recall@10 >= {recall}",
+        ),
+        ("recall@10", f"{chosen.recall:.3f} at {chosen.rows:,} rows", chosen.source),
+        (
+            "memory per row",
+            f"{per_row:,.0f} bytes (Milvus' published size {published_bytes_per_row(chosen.index, chosen.build):,.0f})",
+            f"fit over {sizes} rows: {sources}",
+        ),
+        (
+            "vector index memory",
+            f"{memory_gb:,.1f} GB a replica",
+            "the fit above; scalar fields and the BM25 index come on top (not measured here)",
+        ),
+        (
+            "query nodes",
+            f"{nodes} ({replicas} replica(s) x {per_replica} nodes of {node_memory_gb:g} GB, {node_cores} cores)",
+            f"memory at {HEADROOM:.0%} of a node; {qps:g} queries/s x {cost * 1000:,.1f} core-ms a query",
+        ),
+        (
+            "search cost",
+            f"{cost * 1000:,.1f} core-ms a query over {rows:,} rows",
+            f"single-query QPS on {MEASURED_CORES} cores, N^{alpha:.2f} over {sizes} rows, linear beyond {chosen.rows:,}: {sources}",
+        ),
+    ]
+    texts = questions
+    images = round(questions * figure_share)
+    encode_core_s = MEASURED_CORES * (
+        texts / ENCODE_TEXTS_S[precision].value + images / ENCODE_IMAGES_S[precision].value
+    )
+    ocr_core_s = MEASURED_CORES * images * FIGURE_OCR_S.value
+    seconds = import_days * 86400
+    encoders = max(1, math.ceil(encode_core_s / seconds / encoder_cores / HEADROOM))
+    insert_s = rows / INSERT_ROWS_S.value
+    lines += [
+        (
+            "encoder replicas (CPU)",
+            f"{encoders} of {encoder_cores} cores, ONNX {precision}",
+            f"{encode_core_s / 3600:,.0f} core-hours ({texts:,} texts at {ENCODE_TEXTS_S[precision].value}/s and {images:,} figures at {ENCODE_IMAGES_S[precision].value}/s per 2 cores: {ENCODE_IMAGES_S[precision].source}) in {import_days:g} days",
+        ),
+        ("encoder replicas (GPU)", "not planned", "no GPU was lent to measure bench/encode.py's GPU sections here"),
+        (
+            "figure OCR at import",
+            f"{ocr_core_s / 3600:,.0f} core-hours",
+            f"{images:,} figures x {FIGURE_OCR_S.value} s on 2 cores: {FIGURE_OCR_S.source}",
+        ),
+    ]
+    readers = max(1, math.ceil((photo_qps * PHOTO_OCR_CPU_S.value + ocr_core_s / seconds) / (2 * HEADROOM)))
+    lines += [
+        (
+            "reader replicas",
+            f"{readers} of 2 cores",
+            f"{photo_qps:g} photos/s x {PHOTO_OCR_CPU_S.value} CPU-s ({PHOTO_OCR_CPU_S.source}) plus the import's figure OCR",
+        ),
+        (
+            "first import",
+            f"{max(encode_core_s / (encoders * encoder_cores), ocr_core_s / (readers * 2)) / 86400:,.1f} days encoding; inserts {insert_s / 3600:,.1f} h into one standalone",
+            f"the replicas above; {INSERT_ROWS_S.source} (a cluster's insert rate was not measured)",
+        ),
+    ]
+    return Plan(lines, chosen, nodes, replicas, encoders, readers)
+
+
+def format_plan(found: Plan) -> str:
+    width = max(len(what) for what, _, _ in found.lines)
+    return "\n".join(
+        f"{what:<{width}}  {value}\n{'':<{width}}    source: {source}" for what, value, source in found.lines
+    )
+
+
+def kustomization(found: Plan, base: str) -> str:
+    """A kustomize overlay for k8s/ with the plan's replicas and index settings (``base``: the path
+    of k8s/base from the overlay's folder). Milvus' query nodes are set in k8s/milvus (printed)."""
+    import json
+
+    config = {
+        "QBANK_INDEX_TYPE": found.index.index,
+        "QBANK_INDEX_PARAMS": found.index.build,
+        "QBANK_SEARCH_PARAMS": found.index.search,
+    }
+    patch = "\n".join(
+        f"      - op: add\n        path: /data/{key}\n        value: {json.dumps(value)}"
+        for key, value in config.items()
+    )
+    return (
+        "# Written by `qbank plan`: the Flow's replicas and the vector index it planned. Milvus itself:\n"
+        f"# {found.query_nodes} query nodes ({found.replicas} replica(s)) in k8s/milvus (queryNode replicas).\n"
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {base}\n"
+        f"replicas:\n  - name: encoder\n    count: {found.encoders}\n  - name: reader\n    count: {found.readers}\n"
+        "patches:\n  - target:\n      kind: ConfigMap\n      name: qbank-config\n    patch: |-\n"
+        f"{patch}\n"
+    )
