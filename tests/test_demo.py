@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import flow_env, patched_env
 
 from qbank_devtools.demo import demo_bank, main
@@ -22,6 +23,7 @@ def test_demo_bank_is_a_few_hundred_chinese_questions_with_distinct_figures():
     assert len({q["stem"] for q in bank}) > 150  # varied, with some near-duplicates as real banks have
 
 
+@pytest.mark.timeout(600)  # the first user of the session's toy CLIP pays its ~100 s of training
 def test_demo_runs_the_flow_imports_and_searches(toy_model, tmp_path, capsys):
     with patched_env(flow_env(model="", data_dir=tmp_path / "data")):  # the toy cached by the session
         assert main(["--no-serve", "--questions", "12", "--models-dir", str(toy_model.parent)]) == 0
@@ -40,6 +42,7 @@ def test_demo_runs_the_flow_imports_and_searches(toy_model, tmp_path, capsys):
 KNOWN_NOISE = ("UserWarning", "pkg_resources", "annotation must be", "Loading weights", "Writing model shards")
 
 
+@pytest.mark.timeout(600)
 def test_the_demos_first_screen_is_free_of_known_third_party_warnings(toy_model, tmp_path):
     """The demo as a user starts it (a real process tree): nothing of qbank.quiet's list, nor a
     model's progress bars, comes before "Flow is ready"; the Flow's own log and notes still do."""

@@ -18,6 +18,8 @@ from qbank_devtools.evaluate import KIND_QUERIES, cross_modal, kind_share
 from qbank_devtools.photos import DISTORTIONS, photo_bytes
 from qbank_devtools.toy_clip import MARKER, toy_clip
 
+pytestmark = pytest.mark.timeout(600)  # the first user of the session's toy CLIP pays its ~100 s of training
+
 QUESTIONS = 180  # the demo bank's first 180: every kind many times over
 TARGET = 0.8  # issue 30: recall@5 of the right kind, text->figure and figure->stem
 
