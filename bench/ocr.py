@@ -1,9 +1,10 @@
-"""The reader's OCR on its two CPU engines, side by side on the same photos: the packaged PP-OCRv6
-models on onnxruntime (before: one line per recognition call, CPU arena on, the defaults) against
-the same models on OpenVINO (after, QBANK_OCR_ENGINE=openvino). ``--previous`` adds rapidocr's own
-settings (recognition batch of 6, arena off), the step before. Rounds after the first show
-OpenVINO photos whose shapes it has cached (0.84x on CMMLU pages against 0.92x at first sight):
-``--rounds 1`` is what new photos get. Rounds alternate and medians are taken (these cores are shared and noisy);
+"""The reader's OCR alone, two settings side by side on the same photos: before (rapidocr's 320 px
+recognition padding and the 960 px detector of the previous defaults) against after (today's
+defaults), or any two settings of qbank.model.OcrReader given as ``--before`` / ``--after``
+(``engine=openvino`` is the OpenVINO engine). ``--previous`` adds rapidocr's own settings
+(recognition batch of 6, arena off) as a third side. Rounds after the first show OpenVINO photos
+whose shapes it has cached (0.84x on CMMLU pages against 0.92x at first sight): ``--rounds 1`` is
+what new photos get. Rounds alternate and medians are taken (these cores are shared and noisy);
 CPU-seconds per photo are printed beside wall time.
 Accuracy: in-order similarity (qbank.domain.text.sequence_similarity) of the text read to what the
 page shows (its reading form), per set.
@@ -19,6 +20,7 @@ scale), per megapixel.
 
     .venv/bin/python bench/ocr.py --cmmlu ../shared/data/cmmlu
     .venv/bin/python bench/ocr.py --photos 16 --rounds 2          # a quicker run
+    .venv/bin/python bench/ocr.py --before engine=onnxruntime --after engine=openvino --rounds 1
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+BEFORE = "rec_min_width=320,det_side=960"  # rapidocr's recognition padding, the previous detector side
+AFTER = ""  # the reader's defaults (qbank.config.OcrSettings)
 
 MEMORY_PROBE = """
 import json, os, sys, threading, time
@@ -104,15 +109,27 @@ def typeset_pages(folder: Path, count: int) -> list[tuple[str, bytes]]:
     return found
 
 
-def speed(sets: dict[str, list[tuple[str, bytes]]], rounds: int, previous: bool = False) -> None:
+def reader_settings(text: str) -> dict[str, object]:
+    """``"det_side=736,engine=openvino"`` as OcrReader keyword arguments (numbers as int)."""
+    settings: dict[str, object] = {}
+    for pair in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = pair.partition("=")
+        settings[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+    return settings
+
+
+def speed(
+    sets: dict[str, list[tuple[str, bytes]]], rounds: int, before: str, after: str, previous: bool = False
+) -> None:
     from PIL import Image
 
     from qbank.domain.text import sequence_similarity
     from qbank.model.ocr import OcrReader
 
-    readers = {"before": OcrReader(), "after": OcrReader(engine="openvino")}
+    readers = {"before": OcrReader(**reader_settings(before)), "after": OcrReader(**reader_settings(after))}
+    print(f"before: {before or 'the defaults'}; after: {after or 'the defaults'}")
     if previous:
-        readers = {"rapidocr": OcrReader(rec_batch=6, arena=False, engine="onnxruntime"), **readers}
+        readers = {"rapidocr": OcrReader(rec_batch=6, arena=False, rec_min_width=320), **readers}
     print(f"\n{'photos':<22}{'side':<8}{'wall p50':>10}{'CPU p50':>10}{'similarity':>12}{'min':>7}")
     for name, pages in sets.items():
         images = [Image.open(io.BytesIO(photo)).convert("RGB") for _, photo in pages]
@@ -174,6 +191,8 @@ def main() -> int:
     parser.add_argument("--cmmlu", type=Path, help="the CMMLU data folder: typeset real questions too")
     parser.add_argument("--photos", type=int, default=48, help="photos per set")
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (medians over all)")
+    parser.add_argument("--before", default=BEFORE, help=f"OcrReader settings, key=value,... (default {BEFORE!r})")
+    parser.add_argument("--after", default=AFTER, help=f"OcrReader settings (default {AFTER!r}: the defaults)")
     parser.add_argument("--previous", action="store_true", help="add rapidocr's own settings as a third side")
     parser.add_argument("--megapixels", default="4,12,40", help="photo sizes for the memory probe ('' for none)")
     args = parser.parse_args()
@@ -181,7 +200,7 @@ def main() -> int:
     sets = {"bench/photo.py pages": photo_pages(args.photos)}
     if args.cmmlu:
         sets["typeset CMMLU pages"] = typeset_pages(args.cmmlu, args.photos)
-    speed(sets, args.rounds, args.previous)
+    speed(sets, args.rounds, args.before, args.after, args.previous)
     if args.megapixels:
         with tempfile.TemporaryDirectory(prefix="qbank-bench-ocr-") as folder:
             memory([int(m) for m in args.megapixels.split(",")], Path(folder))

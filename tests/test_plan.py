@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+import qbank_client.plan as plan_module
 from qbank_client.cli import main
 from qbank_client.plan import (
     INDEX_POINTS,
     MEASURED_CORES,
+    Figure,
     fit_cost,
     fit_memory,
     plan,
@@ -52,6 +54,19 @@ def test_every_source_points_at_a_document_that_says_it():
         assert document.is_file(), point.source
         text = document.read_text(encoding="utf-8")
         assert f"{point.rss_mb:,.0f}" in text and f"{point.recall:.3f}" in text, point
+    rates = [value for value in vars(plan_module).values() if isinstance(value, Figure)]
+    rates += [
+        f
+        for value in vars(plan_module).values()
+        if isinstance(value, dict)
+        for f in value.values()
+        if isinstance(f, Figure)
+    ]
+    assert len(rates) >= 7
+    for rate in rates:
+        text = (REPO / rate.source.split(",")[0]).read_text(encoding="utf-8")
+        forms = (f"{rate.value:,}", f"{rate.value:g}", f"{rate.value * 1000:g} ms")  # 9,019 / 0.681 / 41 ms
+        assert any(len(form) > 2 and form in text for form in forms), rate
 
 
 def test_a_recall_target_leaves_out_the_settings_measured_below_it():

@@ -214,12 +214,14 @@ class EncoderSettings(ImageInputSettings):
 class OcrSettings(ImageInputSettings):
     """The OCR reader (PP-OCRv6 in the rapidocr wheel): how large it reads a photo, with which threads.
 
-    Detector side 960 with limit type "max" (the longest side is brought to at most 960 px): measured
+    Detector side with limit type "max" (the longest side is brought to at most that): at 960,
     0.11 CPU-s per rendered question image on 1 thread and 530 MB, against 0.76 CPU-s and ~1 GB for
     rapidocr's default (shortest side up to 736, which upscales small photos), same accuracy
-    (../shared/README.md). The direction classifier is off: it cost time and gained nothing there."""
+    (../shared/README.md); 736 then took half the detector's time on typeset CMMLU pages (56 against
+    110 ms) and read them as well (docs/photo-search.md). The direction classifier is off: it cost
+    time and gained nothing there."""
 
-    ocr_det_side: int = 960
+    ocr_det_side: int = 736
     ocr_use_cls: bool = False
     ocr_min_score: float = 0.5  # lines read with less confidence are left out
     ocr_threads: int = 0  # 0: the engine's default
@@ -228,6 +230,9 @@ class OcrSettings(ImageInputSettings):
     # on 2 cores; CUDA always runs on onnxruntime (onnxruntime-gpu).
     ocr_engine: str = "onnxruntime"
     ocr_rec_batch: int = 1  # text lines per recognition call (rapidocr pads a batch to its widest line)
+    # Each line is recognised 48 px high and padded to at least this many px wide (rapidocr: 320; a
+    # page's option lines are 40-140 px: 96 took 0.74x the recognition time on typeset CMMLU pages)
+    ocr_rec_min_width: int = 96
     ocr_max_chars: int = 2000  # of text read from one photo that goes into the query
     # Read the text inside figures at /index and /update (stored as the image item's text, found by
     # BM25); costs one OCR pass per figure (docs/photo-search.md).
@@ -249,6 +254,7 @@ class OcrSettings(ImageInputSettings):
         _positive("ocr_max_chars", self.ocr_max_chars)
         _positive("ocr_concurrency", self.ocr_concurrency)
         _positive("ocr_rec_batch", self.ocr_rec_batch)
+        _positive("ocr_rec_min_width", self.ocr_rec_min_width)
         _positive("ocr_max_images", self.ocr_max_images)
         _positive("ocr_max_request_pixels", self.ocr_max_request_pixels)
         _positive("ocr_timeout", self.ocr_timeout)

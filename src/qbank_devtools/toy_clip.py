@@ -253,6 +253,10 @@ def train_toy_clip(
     ]
     caption_ids = torch.stack([e["input_ids"] for e in encoded])  # (kind, caption, token)
     caption_masks = torch.stack([e["attention_mask"] for e in encoded])
+    # Cut the padding no caption reaches: padded positions are masked out, so the model computes the
+    # same, and the text tower's share of a step shrinks with the sequence
+    longest = int(caption_masks.sum(dim=-1).max())
+    caption_ids, caption_masks = caption_ids[..., :longest], caption_masks[..., :longest]
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.1)

@@ -107,6 +107,7 @@ class QbankOcrReader(CheckedExecutor):
                     cuda,
                     s.ocr_rec_batch,
                     engine=s.ocr_engine,
+                    rec_min_width=s.ocr_rec_min_width,
                 )
             )
         self.pool = ThreadPoolExecutor(max_workers=s.ocr_concurrency, thread_name_prefix="ocr")
