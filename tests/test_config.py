@@ -33,6 +33,12 @@ def test_bad_settings_name_the_setting():
         IndexerSettings.resolve(colection="typo")
     with pytest.raises(ConfigError, match="'ocr_engine' must be one of \\('openvino', 'onnxruntime'\\), got 'paddle'"):
         OcrSettings.resolve(ocr_engine="paddle")
+    with patched_env({"QBANK_OCR_REC_MIN_WIDTH": "0"}):
+        with pytest.raises(ConfigError, match="'ocr_rec_min_width' must be > 0, got 0"):
+            OcrSettings.resolve()
+    with patched_env({"QBANK_OCR_REC_MIN_WIDTH": "320", "QBANK_OCR_DET_SIDE": "960"}):
+        assert (OcrSettings.resolve().ocr_rec_min_width, OcrSettings.resolve().ocr_det_side) == (320, 960)
+    assert (OcrSettings.resolve().ocr_rec_min_width, OcrSettings.resolve().ocr_det_side) == (96, 736)
 
 
 def test_settings_read_types_as_written_in_yaml_and_shells():
