@@ -18,21 +18,22 @@ pyarrow), and the server to see the client's files: it reads them from its local
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from search_worker import normalised  # noqa: E402
+
 
 def rows_for(count: int, dim: int, seed: int) -> list[dict]:
     from qbank.domain.schema import item_row
 
-    rng = np.random.default_rng(seed)
-    vectors = rng.standard_normal((count, dim), dtype=np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = normalised(np.random.default_rng(seed), count, dim)
     subjects = ("数学", "物理", "化学", "生物", "地理")
     return [
         item_row(
@@ -81,15 +82,8 @@ def main() -> int:
 
             started = time.perf_counter()
             batches = [rows[i : i + args.batch] for i in range(0, len(rows), args.batch)]
-            lock, done = threading.Lock(), [0]
-
-            def write(batch: list[dict]) -> None:
-                stores["upsert"].upsert(batch)
-                with lock:
-                    done[0] += len(batch)
-
-            with ThreadPoolExecutor(2) as pool:
-                list(pool.map(write, batches))
+            with ThreadPoolExecutor(2) as pool:  # two requests at once, as `qbank import` sends them
+                list(pool.map(stores["upsert"].upsert, batches))
             stores["upsert"].connection.client().flush(collection_name="bench_upsert")
             timings["upsert"] = time.perf_counter() - started
 

@@ -24,16 +24,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from figure_import import process_cpu_seconds, reader_pid  # noqa: E402
+from ocr import reader_settings  # noqa: E402  (the same key=value,... form as bench/ocr.py's sides)
 from realbank import questions, typeset_photo  # noqa: E402
 
 SIDES = ("before", "after")
 BEFORE = "ocr_rec_min_width=320,ocr_det_side=960"
-
-
-def flow_settings(text: str) -> dict[str, str]:
-    """``"ocr_engine=openvino,ocr_det_side=736"`` as running_flow keyword arguments."""
-    pairs = (part.partition("=") for part in text.split(",") if part.strip())
-    return {key.strip(): value.strip() for key, _, value in pairs}
 
 
 def main() -> int:
@@ -62,7 +57,7 @@ def main() -> int:
         photos = [
             (q.id, typeset_photo(typesetter, q, DISTORTIONS[n % len(DISTORTIONS)], n)) for n, q in enumerate(sample)
         ]
-    sides = {"before": flow_settings(args.before), "after": flow_settings(args.after)}
+    sides = {"before": reader_settings(args.before), "after": reader_settings(args.after)}
     latency: dict[str, list[float]] = {side: [] for side in SIDES}
     firsts: dict[str, list[bool]] = {side: [] for side in SIDES}
     reader_cpu: dict[str, list[float]] = {side: [] for side in SIDES}  # the reader's CPU-s per photo, per round

@@ -37,8 +37,10 @@ def test_bad_settings_name_the_setting():
         with pytest.raises(ConfigError, match="'ocr_rec_min_width' must be > 0, got 0"):
             OcrSettings.resolve()
     with patched_env({"QBANK_OCR_REC_MIN_WIDTH": "320", "QBANK_OCR_DET_SIDE": "960"}):
-        assert (OcrSettings.resolve().ocr_rec_min_width, OcrSettings.resolve().ocr_det_side) == (320, 960)
-    assert (OcrSettings.resolve().ocr_rec_min_width, OcrSettings.resolve().ocr_det_side) == (96, 736)
+        overridden = OcrSettings.resolve()
+    defaults = OcrSettings.resolve()
+    assert (overridden.ocr_rec_min_width, overridden.ocr_det_side) == (320, 960)
+    assert (defaults.ocr_rec_min_width, defaults.ocr_det_side) == (96, 736)
 
 
 def test_settings_read_types_as_written_in_yaml_and_shells():
