@@ -36,6 +36,11 @@ def test_bad_settings_name_the_setting():
     with patched_env({"QBANK_OCR_REC_MIN_WIDTH": "0"}):
         with pytest.raises(ConfigError, match="'ocr_rec_min_width' must be > 0, got 0"):
             OcrSettings.resolve()
+    with patched_env({"QBANK_OCR_REC_MIN_WIDTH": "100000"}):
+        with pytest.raises(ConfigError, match="'ocr_rec_min_width' must be at most 2000 .*got 100000"):
+            OcrSettings.resolve()
+    with pytest.raises(ConfigError, match="'ocr_det_side' must be at most 2000 .*got 4000"):
+        OcrSettings.resolve(ocr_det_side=4000)
     with patched_env({"QBANK_OCR_REC_MIN_WIDTH": "320", "QBANK_OCR_DET_SIDE": "960"}):
         overridden = OcrSettings.resolve()
     defaults = OcrSettings.resolve()

@@ -148,6 +148,11 @@ def _positive(name: str, value: int | float) -> None:
         raise ConfigError(f"setting {name!r} must be > 0, got {value!r}")
 
 
+def _at_most(name: str, value: int | float, limit: int | float, why: str) -> None:
+    if value > limit:
+        raise ConfigError(f"setting {name!r} must be at most {limit} ({why}), got {value!r}")
+
+
 def _json_params(name: str, raw: str) -> dict[str, int | float | str]:
     """A parameters setting: a JSON object of names to numbers or strings ("" -> {})."""
     if not raw:
@@ -211,6 +216,12 @@ class EncoderSettings(ImageInputSettings):
             raise ConfigError("setting 'model' is empty: give a hub id, a local folder or a clip-server name")
 
 
+# Photos are read at most this long on their longest side: rapidocr brings every image to it before
+# detection and recognition anyway (its Global.max_side_len), so reading is unchanged; decoding to
+# it (a JPEG at a DCT scale) keeps a 40-megapixel photo from ever existing at full size in memory.
+OCR_MAX_SIDE = 2000
+
+
 class OcrSettings(ImageInputSettings):
     """The OCR reader (PP-OCRv6 in the rapidocr wheel): how large it reads a photo, with which threads.
 
@@ -251,10 +262,12 @@ class OcrSettings(ImageInputSettings):
     def check(self) -> None:
         super().check()
         _positive("ocr_det_side", self.ocr_det_side)
+        _at_most("ocr_det_side", self.ocr_det_side, OCR_MAX_SIDE, "photos are read at most that long")
         _positive("ocr_max_chars", self.ocr_max_chars)
         _positive("ocr_concurrency", self.ocr_concurrency)
         _positive("ocr_rec_batch", self.ocr_rec_batch)
         _positive("ocr_rec_min_width", self.ocr_rec_min_width)
+        _at_most("ocr_rec_min_width", self.ocr_rec_min_width, OCR_MAX_SIDE, "wider is padding on every line")
         _positive("ocr_max_images", self.ocr_max_images)
         _positive("ocr_max_request_pixels", self.ocr_max_request_pixels)
         _positive("ocr_timeout", self.ocr_timeout)

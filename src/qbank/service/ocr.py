@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from docarray import Document, DocumentArray
 from jina import requests
 
-from qbank.config import OcrSettings
+from qbank.config import OCR_MAX_SIDE, OcrSettings
 from qbank.domain.schema import (
     FIGURE_REGION_TAG,
     FIGURE_TEXT_TAG,
@@ -53,10 +53,6 @@ NO_TEXT_NOTE = "no text could be read from this photo: it was searched by its CL
 # reads 224 x 224, and a full-resolution crop of a 40-megapixel photo could be larger as a PNG than
 # the encoder's QBANK_MAX_IMAGE_BYTES, failing the request on an item the user never sent.
 FIGURE_CROP_SIDE = 448
-# Photos are read at most this long on their longest side: rapidocr brings every image to it before
-# detection and recognition anyway (its Global.max_side_len), so reading is unchanged; decoding to
-# it (a JPEG at a DCT scale) keeps a 40-megapixel photo from ever existing at full size in memory.
-OCR_MAX_SIDE = 2000
 MAX_REPORTED_ERRORS = 20
 
 
