@@ -60,6 +60,26 @@ def test_both_cpu_engines_read_the_same_text_of_a_photo(reader):
     assert "等腰三角形" in reader.read(page).text
 
 
+def spinning_entry(session) -> str | None:  # noqa: ANN001 - an onnxruntime InferenceSession
+    """The session's allow_spinning entry; None where it was never set (onnxruntime's default: spin)."""
+    try:
+        return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:
+        return None
+
+
+def test_both_spinning_settings_read_the_same_text_and_every_model_is_loaded_before_a_request(reader):
+    """QBANK_OCR_SPINNING rebuilds the loaded onnxruntime sessions: the same lines come out, and the
+    recogniser is loaded when the reader is built (a blank warm-up page has no line to recognise)."""
+    page = distort(render_question(STEM, draw_figure("triangle", 2)), "all", seed=4)
+    sleeping = OcrReader(spinning=not reader.spinning)
+    for built in (reader, sleeping):
+        sessions = [built.engine.text_det.session.session, built.engine.text_rec.session.session]
+        assert [spinning_entry(session) for session in sessions] == [None if built.spinning else "0"] * 2
+    assert reader.read(page).text == sleeping.read(page).text
+    assert "等腰三角形" in sleeping.read(page).text
+
+
 def test_an_unknown_ocr_engine_is_refused_by_name():
     with pytest.raises(ValueError, match="'openvino' or 'onnxruntime', got 'paddle'"):
         OcrReader(engine="paddle")

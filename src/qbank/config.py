@@ -244,6 +244,10 @@ class OcrSettings(ImageInputSettings):
     # Each line is recognised 48 px high and padded to at least this many px wide (rapidocr: 320; a
     # page's option lines are 40-140 px: 96 took 0.74x the recognition time on typeset CMMLU pages)
     ocr_rec_min_width: int = 96
+    # onnxruntime's intra-op threads busy-wait between operators (True, its default) or sleep (False):
+    # asleep, photo search through the Flow took 0.92x the p50 and 0.78x the reader's CPU-s
+    # (bench/reader_flow.py --before ocr_spinning=true, typeset CMMLU pages, 2 cores)
+    ocr_spinning: bool = False
     ocr_max_chars: int = 2000  # of text read from one photo that goes into the query
     # Read the text inside figures at /index and /update (stored as the image item's text, found by
     # BM25); costs one OCR pass per figure (docs/photo-search.md).

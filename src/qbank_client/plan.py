@@ -80,12 +80,14 @@ ENCODE_TEXTS_S = {
     "int8": Figure(33.8, "texts/s on 2 cores", f"{PERF}, bench/encode.py: CN-CLIP ViT-B/16 text, batch 32, ONNX int8"),
 }
 FIGURE_OCR_S = Figure(
-    0.041, "s a figure on 2 cores", "docs/photo-search.md, 'Figure OCR at import' (48 figures, on 41 ms / off 2 ms)"
+    0.017,
+    "s a figure on 2 cores",
+    "docs/photo-search.md, 'Figure OCR at import' (48 figures, threads asleep: on 17 ms / off 2 ms)",
 )
 PHOTO_OCR_CPU_S = Figure(
-    0.681,
+    0.372,
     "CPU-s a photo",
-    "docs/photo-search.md, 'Detector side 736': the reader's CPU-s per typeset CMMLU photo through the Flow",
+    "docs/photo-search.md, 'Threads that sleep': the reader's CPU-s per typeset CMMLU photo through the Flow",
 )
 
 

@@ -74,6 +74,7 @@ class OcrReader:
         arena: bool = True,
         engine: str = "onnxruntime",
         rec_min_width: int = 96,
+        spinning: bool = False,
     ):
         """``rec_batch``: text lines recognised per model call. rapidocr pads a batch to its widest
         line, and a page's lines range from "A. 16" to a full stem: on typeset CMMLU pages one line a
@@ -89,7 +90,14 @@ class OcrReader:
         option lines are 40-140 px wide): on typeset CMMLU pages through the Flow 0.84x the reader's
         CPU-s and 0.85x the p50 of 960 / 320, recall@1 kept (bench/reader_flow.py); alone, the text
         read matched the page as well or better (0.9654 against 0.9599; dense pages of three
-        questions 0.9975 against 0.9974)."""
+        questions 0.9975 against 0.9974).
+
+        ``spinning``: onnxruntime's intra-op threads busy-wait for work between operators (its default,
+        which rapidocr exposes no setting for) or sleep (False). The models run many small operators
+        on a page's lines, so spinning burns the cores the encoder and the gateway need: asleep, photo
+        search through the Flow took 0.92x the p50 (214 against 233 ms) and 0.78x the reader's CPU-s
+        a photo (0.384 against 0.491) on typeset CMMLU pages (bench/reader_flow.py, 4 rounds, 2 cores);
+        alone, 0.94x the wall time and 0.84x the CPU."""
         try:
             from rapidocr import EngineType, RapidOCR
         except ImportError as exc:
@@ -131,10 +139,18 @@ class OcrReader:
             params["EngineConfig.openvino.inference_num_threads"] = threads
         try:
             self.engine = RapidOCR(params=params)
-            self.engine(np.full((64, 64, 3), 255, dtype=np.uint8))  # loads the models now, not on a request
+            blank = np.full((64, 64, 3), 255, dtype=np.uint8)
+            self.engine(blank)  # loads the detector now, not on a request
+            # a blank page has no line to recognise, and rapidocr loads each model on its first use
+            # (its call keeps the stages it was last asked for: read() names them every time)
+            self.engine(blank, use_det=False, use_cls=use_cls, use_rec=True)
+            if engine == "onnxruntime" and not cuda and not spinning:
+                self._stop_spinning()
         except Exception as exc:  # rapidocr raises its own and plain errors on a broken install
             raise OcrUnavailableError(f"the OCR models could not be loaded: {exc}") from None
         self.min_score = min_score
+        self.use_cls = use_cls
+        self.spinning = spinning or engine != "onnxruntime" or cuda
         self.engine_name = engine
         logger.info(
             "OCR ready: PP-OCRv6 det/rec small on %s, detector side %d, direction classifier %s",
@@ -143,10 +159,27 @@ class OcrReader:
             use_cls,
         )
 
+    def _stop_spinning(self) -> None:
+        """Rebuild each loaded onnxruntime session with rapidocr's own options and spinning off
+        (rapidocr builds its sessions itself and takes a prebuilt one only through a configuration
+        that cannot hold one)."""
+        from onnxruntime import InferenceSession
+        from rapidocr.inference_engine.onnxruntime.main import OrtInferSession
+
+        for stage in (self.engine.text_det, self.engine.text_cls, self.engine.text_rec):
+            ort = getattr(stage, "session", None)
+            if not isinstance(ort, OrtInferSession):
+                continue
+            options = OrtInferSession._init_sess_opts(self.engine.cfg.EngineConfig.onnxruntime)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            built = ort.session
+            providers = [(name, built.get_provider_options().get(name, {})) for name in built.get_providers()]
+            ort.session = InferenceSession(built._model_path, sess_options=options, providers=providers)
+
     def read(self, image: Image.Image) -> OcrResult:
         """The text lines of ``image`` (an RGB PIL image; rapidocr takes BGR arrays)."""
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
-        output = self.engine(bgr)
+        output = self.engine(bgr, use_det=True, use_cls=self.use_cls, use_rec=True)
         texts, scores = output.txts or (), output.scores or ()
         boxes = list(output.boxes) if output.boxes is not None else [None] * len(texts)
         kept = [

@@ -104,6 +104,7 @@ class QbankOcrReader(CheckedExecutor):
                     s.ocr_rec_batch,
                     engine=s.ocr_engine,
                     rec_min_width=s.ocr_rec_min_width,
+                    spinning=s.ocr_spinning,
                 )
             )
         self.pool = ThreadPoolExecutor(max_workers=s.ocr_concurrency, thread_name_prefix="ocr")
