@@ -206,10 +206,11 @@ def photo_section(bank: list[Question], latex: list[Question], plain: list[Quest
         model = build_tiny_clip(folder / "model", "chinese_clip")
         # rendered before the Flow starts, as bench/reader_flow.py does: Chromium typesetting the
         # next page between searches took the cores the searches were timed on
+        kinds = [DISTORTIONS[number % len(DISTORTIONS)] for number in range(len(sample))]
         with Typesetter() as typesetter:
             photos = [
-                typeset_photo(typesetter, question, DISTORTIONS[number % len(DISTORTIONS)], number)
-                for number, (question, _) in enumerate(sample)
+                typeset_photo(typesetter, question, kind, number)
+                for number, ((question, _), kind) in enumerate(zip(sample, kinds, strict=True))
             ]
         with running_flow(model=model, data_dir=folder / "data", device="cpu") as urls:
             client = QbankClient(urls["grpc"])
@@ -224,8 +225,7 @@ def photo_section(bank: list[Question], latex: list[Question], plain: list[Quest
             ranks: dict[tuple[str, str, str], list[int]] = {}
             latency: list[float] = []
             client.photo_search(photos[0], 10)  # warm: the first call pays for lazy set-up
-            for number, ((question, label), photo) in enumerate(zip(sample, photos, strict=True)):
-                kind = DISTORTIONS[number % len(DISTORTIONS)]
+            for number, ((question, label), kind, photo) in enumerate(zip(sample, kinds, photos, strict=True)):
                 started = time.perf_counter()
                 answer = client.photo_search(photo, 10)
                 latency.append(time.perf_counter() - started)

@@ -41,11 +41,14 @@ def test_bad_settings_name_the_setting():
             OcrSettings.resolve()
     with pytest.raises(ConfigError, match="'ocr_det_side' must be at most 2000 .*got 4000"):
         OcrSettings.resolve(ocr_det_side=4000)
+    with patched_env({"QBANK_OCR_SPINNING": "sometimes"}):
+        with pytest.raises(ConfigError, match="'ocr_spinning'"):
+            OcrSettings.resolve()
     with patched_env({"QBANK_OCR_REC_MIN_WIDTH": "320", "QBANK_OCR_DET_SIDE": "960"}):
         overridden = OcrSettings.resolve()
     defaults = OcrSettings.resolve()
     assert (overridden.ocr_rec_min_width, overridden.ocr_det_side) == (320, 960)
-    assert (defaults.ocr_rec_min_width, defaults.ocr_det_side) == (96, 736)
+    assert (defaults.ocr_rec_min_width, defaults.ocr_det_side, defaults.ocr_spinning) == (96, 736, False)
 
 
 def test_settings_read_types_as_written_in_yaml_and_shells():

@@ -117,6 +117,7 @@ class OcrReader:
                     f"or set QBANK_OCR_ENGINE=onnxruntime: {exc}"
                 ) from None
         engine_type = EngineType.OPENVINO if engine == "openvino" else EngineType.ONNXRUNTIME
+        self.spinning = spinning or engine != "onnxruntime" or cuda  # only CPU onnxruntime is rebuilt
         params = {
             "Global.use_cls": use_cls,
             "Global.text_score": min_score,
@@ -139,18 +140,14 @@ class OcrReader:
             params["EngineConfig.openvino.inference_num_threads"] = threads
         try:
             self.engine = RapidOCR(params=params)
-            blank = np.full((64, 64, 3), 255, dtype=np.uint8)
-            self.engine(blank)  # loads the detector now, not on a request
-            # a blank page has no line to recognise, and rapidocr loads each model on its first use
-            # (its call keeps the stages it was last asked for: read() names them every time)
-            self.engine(blank, use_det=False, use_cls=use_cls, use_rec=True)
-            if engine == "onnxruntime" and not cuda and not spinning:
+            self._warm_up(use_cls)
+            if not self.spinning:
                 self._stop_spinning()
+                self._warm_up(use_cls)  # the rebuilt sessions' first run, not a request's
         except Exception as exc:  # rapidocr raises its own and plain errors on a broken install
             raise OcrUnavailableError(f"the OCR models could not be loaded: {exc}") from None
         self.min_score = min_score
         self.use_cls = use_cls
-        self.spinning = spinning or engine != "onnxruntime" or cuda
         self.engine_name = engine
         logger.info(
             "OCR ready: PP-OCRv6 det/rec small on %s, detector side %d, direction classifier %s",
@@ -159,6 +156,14 @@ class OcrReader:
             use_cls,
         )
 
+    def _warm_up(self, use_cls: bool) -> None:
+        """Load and run every model now, not on a request. A blank page has no line to recognise and
+        rapidocr loads each model on its first use, so the recogniser gets a call of its own (rapidocr
+        keeps the stages a call asked for: read() names them every time)."""
+        blank = np.full((64, 64, 3), 255, dtype=np.uint8)
+        self.engine(blank)
+        self.engine(blank, use_det=False, use_cls=use_cls, use_rec=True)
+
     def _stop_spinning(self) -> None:
         """Rebuild each loaded onnxruntime session with rapidocr's own options and spinning off
         (rapidocr builds its sessions itself and takes a prebuilt one only through a configuration
@@ -166,12 +171,12 @@ class OcrReader:
         from onnxruntime import InferenceSession
         from rapidocr.inference_engine.onnxruntime.main import OrtInferSession
 
+        options = OrtInferSession._init_sess_opts(self.engine.cfg.EngineConfig.onnxruntime)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         for stage in (self.engine.text_det, self.engine.text_cls, self.engine.text_rec):
             ort = getattr(stage, "session", None)
             if not isinstance(ort, OrtInferSession):
                 continue
-            options = OrtInferSession._init_sess_opts(self.engine.cfg.EngineConfig.onnxruntime)
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             built = ort.session
             providers = [(name, built.get_provider_options().get(name, {})) for name in built.get_providers()]
             ort.session = InferenceSession(built._model_path, sess_options=options, providers=providers)
