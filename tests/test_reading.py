@@ -97,6 +97,30 @@ def test_bm25_reads_the_reading_form_on_schema_5_and_the_stem_is_stored_as_given
         store.close()
 
 
+def test_bm25_hits_carry_the_match_form_the_collection_stores_of_their_stem_and_analysis(tmp_path):
+    """Ranking BM25's candidates by the text compared reads each candidate's match form from the
+    store instead of parsing its LaTeX again: it must be exactly match_form of the stem (and of the
+    analysis, for a search in the analyses), display text untouched, hits without asking unchanged."""
+    store = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
+    analysis = r"由$a_{3}=a_{1}q^{2}$得公比$q^{2}=4$，<b>故</b>$a_{5}=32$"
+    try:
+        store.check_vectors("test-model", 8, create=True)
+        store.upsert(
+            [{**row, "metadata": {"analysis": analysis}} if row["id"] == "g5:text:0" else row for row in rows()]
+        )
+        hits = store.search_text([TYPED["g5"]], len(TWINS), match_forms=True)[0]
+        assert len(hits) >= 3
+        for hit in hits:
+            stem = TWINS[hit["id"].split(":")[0]]
+            assert hit["match_form"] == match_form(stem), hit["id"]
+            assert hit["entity"]["text"] == stem and "search_text" not in hit["entity"]
+        assert all("match_form" not in hit for hit in store.search_text([TYPED["g5"]], 3)[0])
+        (hit,) = store.search_text(["公比"], 1, part="analysis", match_forms=True)[0]
+        assert hit["id"] == "g5:text:0" and hit["match_form"] == match_form(analysis)
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize(
     "schema, reading, marker",
     [(3, False, "\\left"), (4, True, "_")],  # schema 3: the folded raw text; 4: the reading form, ^ and _ kept
@@ -112,6 +136,8 @@ def test_an_earlier_collection_keeps_the_form_it_was_built_with(tmp_path, schema
         given = reading_form(TWINS["g5"]) if reading else TWINS["g5"]
         assert stored[0]["search_text"] == folded(given, scripts=False)  # what its other rows hold: re-index to change
         assert marker in stored[0]["search_text"]
+        # that form is not the match form: its candidates are formed from their text when ranked
+        assert all("match_form" not in hit for hit in old.search_text([TYPED["g5"]], 3, match_forms=True)[0])
     finally:
         old.close()
 

@@ -110,10 +110,10 @@ class QbankMilvusIndexer(CheckedExecutor):
                 return docs
             # Typed words: BM25's candidates, ordered by how much of the query they hold in order.
             pool = max(limit, TYPED_RERANK_POOL)
-            self._search(docs, texts, mode, pool, expr, rrf_k, weights, group_by, part)
+            forms = self._search(docs, texts, mode, pool, expr, rrf_k, weights, group_by, part)
             compared = analysis_text if part == ANALYSIS else stem_text
             for doc, text in zip(docs, texts, strict=True):
-                doc.matches = order_by_coverage(doc.matches, text, compared)[:limit]
+                doc.matches = order_by_coverage(doc.matches, text, compared, forms)[:limit]
             return docs
         # Photo search: queries with text (read by the OCR executor, or their own) search the stems
         # with it; photos with none fall back to their CLIP vector (and say so in tags.ocr_note).
@@ -122,10 +122,10 @@ class QbankMilvusIndexer(CheckedExecutor):
         unread = DocumentArray(d for d, w in zip(docs, words, strict=True) if not w)
         texts = [w for w in words if w]
         mode = parameters.get("mode", OCR_SEARCH_MODE)
-        self._search(read, texts, mode, limit, expr, rrf_k, weights, group_by)
+        forms = self._search(read, texts, mode, limit, expr, rrf_k, weights, group_by)
         if mode == "bm25":
             for doc, text in zip(read, texts, strict=True):
-                doc.matches = rerank_by_text(doc.matches, text)
+                doc.matches = rerank_by_text(doc.matches, text, forms)
         self._search(unread, [""] * len(unread), "dense", limit, expr, rrf_k, weights, group_by)
         # The figure found in a photo, by its CLIP vector, against the bank's figures.
         figures = DocumentArray(c for d in docs for c in figure_chunks(d))
@@ -144,11 +144,13 @@ class QbankMilvusIndexer(CheckedExecutor):
         weights: tuple[float, float] | None,
         group_by: str | None = None,
         part: str = STEM,
-    ) -> None:
+    ) -> dict[str, str]:
         """Set each doc's ``.matches``: ``texts`` are the queries' words for bm25 and hybrid; with
-        ``group_by``, ``limit`` groups (questions), each its best item."""
+        ``group_by``, ``limit`` groups (questions), each its best item. Returns the bm25 matches'
+        match forms by id where the store keeps them, for ranking them by the text compared."""
+        forms: dict[str, str] = {}
         if not docs:
-            return
+            return forms
         if mode != "dense":  # full text reads the query's words
             no_text = [d.id for d, t in zip(docs, texts, strict=True) if not (t or "").strip()][:MAX_REPORTED_ERRORS]
             if no_text:
@@ -159,12 +161,14 @@ class QbankMilvusIndexer(CheckedExecutor):
                 raise ItemError(f"query items without an embedding: {missing}")
             dim = int(np.size(docs[0].embedding))
             if not self.store.check_vectors(self.model_name, dim, create=False):
-                return  # nothing indexed yet: no matches
+                return forms  # nothing indexed yet: no matches
         vectors = [d.embedding for d in docs]
         if mode == "dense":
             results, score_name = self.store.search(vectors, limit, expr, group_by), "similarity"
         elif mode == "bm25":
-            results, score_name = self.store.search_text(texts, limit, expr, group_by, part), "bm25"
+            results = self.store.search_text(texts, limit, expr, group_by, part, match_forms=True)
+            forms = {hit["id"]: hit["match_form"] for hits in results for hit in hits if "match_form" in hit}
+            score_name = "bm25"
         else:
             results = self.store.search_hybrid(
                 vectors, texts, limit, expr, rrf_k=rrf_k, weights=weights, group_by=group_by
@@ -172,6 +176,7 @@ class QbankMilvusIndexer(CheckedExecutor):
             score_name = "weighted" if weights else "rrf"
         for doc, hits in zip(docs, results, strict=True):
             doc.matches = DocumentArray([row_to_match(hit, score_name) for hit in hits])
+        return forms
 
     @requests(on="/update")
     def update(self, docs: DocumentArray, **kwargs: Any) -> DocumentArray:

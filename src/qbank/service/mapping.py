@@ -7,7 +7,7 @@ without a Flow (tests/test_mapping.py). The executor only calls these and the st
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from docarray import Document, DocumentArray
@@ -29,7 +29,7 @@ from qbank.domain.schema import (
     item_row,
     tags_to_fields,
 )
-from qbank.domain.text import sequence_similarity, text_coverage
+from qbank.domain.text import form_coverage, form_similarity, match_form
 from qbank.service.params import ParameterError
 
 MAX_REPORTED_ERRORS = 20
@@ -212,14 +212,17 @@ def delete_expression(ids: list[str], question_ids: list[str], filters: dict[str
     return " or ".join(f"({c})" for c in clauses)
 
 
-def rerank_by_text(matches: DocumentArray, text: str) -> DocumentArray:
+def rerank_by_text(matches: DocumentArray, text: str, forms: Mapping[str, str] | None = None) -> DocumentArray:
     """A photo's BM25 candidates ordered by how much of the text read they match in order
     (``sequence_similarity``, punctuation and width ignored): ``scores['text_similarity']``, which
     becomes ``scores['score']``; the BM25 score stays in ``scores['bm25']``. Measured on
     bench/photo.py: every photo BM25 did not rank first was a tie with a twin whose two numbers are
-    swapped (the same bag of words; the same character-bigram set too), the text read right."""
+    swapped (the same bag of words; the same character-bigram set too), the text read right.
+    ``forms``: the matches' match forms by id, as the store keeps them (``ItemStore.search_text``'s
+    ``match_forms``); a match without one is formed here."""
+    query = match_form(text)
     for match in matches:
-        similarity = sequence_similarity(text, match.text or "")
+        similarity = form_similarity(query, _form_of(match, stem_text, forms))
         match.scores["text_similarity"].value = similarity
         match.scores["score"].value = similarity
     return DocumentArray(sorted(matches, key=lambda m: m.scores["text_similarity"].value, reverse=True))
@@ -235,19 +238,28 @@ def analysis_text(match: Document) -> str:
     return str(match.tags.get("analysis") or "")
 
 
+def _form_of(match: Document, text_of: Callable[[Document], str], forms: Mapping[str, str] | None) -> str:
+    stored = forms.get(match.id) if forms else None
+    return stored if stored is not None else match_form(text_of(match))
+
+
 def order_by_coverage(
-    matches: DocumentArray, text: str, text_of: Callable[[Document], str] = stem_text
+    matches: DocumentArray,
+    text: str,
+    text_of: Callable[[Document], str] = stem_text,
+    forms: Mapping[str, str] | None = None,
 ) -> DocumentArray:
     """A typed query's BM25 candidates ordered by how much of the query they hold in order, then
     how tightly (``text_coverage``: ``scores['text_coverage']``, which becomes ``scores['score']``;
     equal ones keep BM25's order, its score stays in ``scores['bm25']``). Measured on CMMLU
     (bench/realbank.py): typed recall@1 on LaTeX questions 0.883 by BM25 alone, 0.955 so ordered;
     every miss left was a query that other questions also hold word for word. ``text_of``: the text each match is
-    compared with (its stem, or its analysis for a search in the analyses)."""
-    query = text[:TYPED_QUERY_CHARS]
+    compared with (its stem, or its analysis for a search in the analyses); ``forms`` as in
+    :func:`rerank_by_text`, of that same text."""
+    query = match_form(text[:TYPED_QUERY_CHARS])
     keys = {}
     for match in matches:
-        coverage, density = text_coverage(query, text_of(match))
+        coverage, density = form_coverage(query, _form_of(match, text_of, forms))
         keys[match.id] = (round(coverage, 2), round(density, 2))
         match.scores["text_coverage"].value = coverage
         match.scores["score"].value = coverage

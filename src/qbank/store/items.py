@@ -18,7 +18,7 @@ from qbank.config import IndexerSettings
 from qbank.domain.filters import ids_filter
 from qbank.domain.fusion import weighted_fusion
 from qbank.domain.schema import ANALYSIS, STEM, TEXT, TEXT_MAX_BYTES
-from qbank.domain.text import search_form
+from qbank.domain.text import normalise, search_form
 from qbank.store.capabilities import FULL_TEXT_SINCE, Capabilities
 from qbank.store.collection import (
     ANALYSIS_SPARSE_FIELD,
@@ -46,6 +46,10 @@ GET_CHUNK = 1000  # ids per query expression
 # wanted group and keep each group's best: "10 questions" is then 10 unless one question holds most
 # of the nearest items. Where Milvus groups (group_by_field), it is exact.
 GROUP_OVERFETCH = 4
+
+# The schema whose BM25 field holds the folded reading form with script markers joined, which
+# normalised is qbank.domain.text.match_form (schema 4 kept the markers, 3 folded the raw text).
+MATCH_FORM_SCHEMA = 5
 
 
 def first_per_group(hits: list[dict[str, Any]], field: str, limit: int) -> list[dict[str, Any]]:
@@ -344,10 +348,20 @@ class ItemStore:
             )
 
     def search_text(
-        self, texts: Sequence[str], limit: int, expr: str = "", group_by: str | None = None, part: str = STEM
+        self,
+        texts: Sequence[str],
+        limit: int,
+        expr: str = "",
+        group_by: str | None = None,
+        part: str = STEM,
+        match_forms: bool = False,
     ) -> list[list[dict[str, Any]]]:
         """BM25 over the analysed stems (``part`` "analysis": over the questions' analyses instead);
-        ``distance`` is the BM25 score (higher is better, unbounded). ``group_by`` as in :meth:`search`."""
+        ``distance`` is the BM25 score (higher is better, unbounded). ``group_by`` as in :meth:`search`.
+        ``match_forms``: each hit also carries ``match_form``, the matching form of what it matched
+        (qbank.domain.text.match_form of its stem or analysis), read from the form BM25 reads, which
+        a schema 5 collection stores: ranking 30 candidates by in-order comparison then parses no
+        LaTeX (1-2 ms a LaTeX stem). Older schemas store another form, so their hits carry none."""
         if not self._ready():
             return [[] for _ in texts]
         self._require_full_text("bm25")
@@ -358,6 +372,8 @@ class ItemStore:
                 "new collection (QBANK_COLLECTION=<new name>, then qbank import) to search its analyses"
             )
         fetch, grouping = self._group_plan(limit, group_by, self.groups_in_milvus())
+        form_field = ANALYSIS_TEXT_FIELD if part == ANALYSIS else SEARCH_TEXT_FIELD
+        stored_forms = match_forms and self.search_schema >= MATCH_FORM_SCHEMA
         results = self.connection.call(
             "search",
             self.collection,
@@ -365,12 +381,23 @@ class ItemStore:
             anns_field=ANALYSIS_SPARSE_FIELD if part == ANALYSIS else SPARSE_FIELD,
             limit=fetch,
             filter=expr,
-            output_fields=OUTPUT_FIELDS,
+            output_fields=[*OUTPUT_FIELDS, form_field] if stored_forms else OUTPUT_FIELDS,
             search_params={"metric_type": "BM25"},
             **grouping,
             **self._search_consistency,
         )
-        return self._grouped(results, group_by, limit)
+        grouped = self._grouped(results, group_by, limit)
+        return (
+            [[self._with_match_form(hit, form_field) for hit in hits] for hits in grouped] if stored_forms else grouped
+        )
+
+    @staticmethod
+    def _with_match_form(hit: dict[str, Any], form_field: str) -> dict[str, Any]:
+        entity = dict(hit.get("entity", hit))
+        stored = entity.pop(form_field, None)
+        if stored is None:
+            return hit
+        return {**hit, "entity": entity, "match_form": normalise(stored)}
 
     def search_hybrid(
         self,
