@@ -113,7 +113,7 @@ def figure_import_cost(model: Path, folder: Path, figures: int, rounds: int = 3)
     from qbank.service.flow import running_flow
     from qbank_devtools.demo import draw_figure
 
-    blobs = [draw_figure(("triangle", "circuit", "graph")[i % 3], i) for i in range(figures)]
+    blobs = [draw_figure(("triangle", "circuit", "line_chart")[i % 3], i) for i in range(figures)]
     timings: dict[str, list[float]] = {"on": [], "off": []}
     with running_flow(model=model, data_dir=folder / "fig-on", device="cpu", ocr_figures="true") as on:
         with running_flow(model=model, data_dir=folder / "fig-off", device="cpu", ocr_figures="false") as off:

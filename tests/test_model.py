@@ -44,14 +44,13 @@ def test_tiny_chinese_clip_loads_and_encodes_into_one_normalised_space(tiny_mode
 def test_the_tiny_model_tells_distinct_inputs_apart(tiny_model):
     """Tests that say "its own item is found first" mean something only if distinct inputs get
     distinct vectors: the old tiny model put every stem at cosine 0.99998+ to every other."""
-    from qbank_devtools.demo import demo_bank, draw_figure
+    from qbank_devtools.demo import FIGURE_KINDS, demo_bank, draw_figure
 
     encoder = ClipEncoder.load(str(tiny_model), engine="torch", device="cpu")
     stems = sorted({q["stem"] for q in demo_bank(200)})
     tokens = [encoder.preprocessor.tokenizer.tokenize(s) for s in stems]
     assert not any("[UNK]" in t for t in tokens), "the tiny tokenizer should know every character of the stems"
-    kinds = ["triangle", "circle", "rectangle", "bar", "line", "circuit"]
-    pngs = sorted({draw_figure(kinds[n % 6], n) for n in range(30)})  # distinct drawings only
+    pngs = sorted({draw_figure(FIGURE_KINDS[n % 6], n) for n in range(30)})  # distinct drawings only
     figures = [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
     for vectors in (encoder.encode_texts(stems, 32), encoder.encode_images(figures, 16)):
         cosines = (vectors @ vectors.T)[np.triu_indices(len(vectors), 1)]

@@ -3,6 +3,8 @@ boxes: where it was pasted, under each distortion, and nothing on a page of text
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from PIL import Image
 
@@ -83,3 +85,27 @@ def test_both_spinning_settings_read_the_same_text_and_every_model_is_loaded_bef
 def test_an_unknown_ocr_engine_is_refused_by_name():
     with pytest.raises(ValueError, match="'openvino' or 'onnxruntime', got 'paddle'"):
         OcrReader(engine="paddle")
+
+
+DETERMINANT = [  # KaTeX sets the matrix taller than a line; the detector reads parts of it, not all
+    r"四阶行列式 $D=\left|\begin{array}{cccc}a_1 & 0 & 0 & b_1 \\ 0 & a_2 & b_2 & 0 \\ "
+    r"0 & b_3 & a_3 & 0 \\ b_4 & 0 & 0 & a_4\end{array}\right|$ 的值等于（ ）",
+    "A. $a_1a_2a_3a_4$",
+    "B. $b_1b_2b_3b_4$",
+]
+
+
+def test_typeset_math_the_detector_leaves_out_is_no_figure_and_a_figure_beside_it_still_is(reader):
+    """The matrix's entries and bars lie outside the text lines the detector found: before the
+    joined-stroke test they were a "figure" under every distortion (a CLIP encode and a figure search
+    on a page that has none). A drawn triangle on a typeset page is still found."""
+    from qbank_devtools.typeset import Typesetter
+
+    with Typesetter() as typesetter:
+        page = typesetter.page(DETERMINANT)
+    for distortion in DISTORTIONS:
+        assert region_of(reader, distort(page, distortion, seed=0)) is None, distortion
+    with_figure = page.copy()
+    with_figure.paste(Image.open(io.BytesIO(draw_figure("triangle", 1))), (page.width - 240, 10))
+    left, top, right, bottom = region_of(reader, with_figure)
+    assert left >= page.width - 250 and right - left > 60 and bottom - top > 60

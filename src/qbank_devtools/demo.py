@@ -54,6 +54,9 @@ GRADES = ["七年级", "八年级", "九年级"]
 TYPES = {"数学": "解答题", "物理": "计算题", "化学": "填空题"}
 
 
+FIGURE_KINDS = ("triangle", "circle", "rectangle", "bar_chart", "line_chart", "circuit")
+
+
 def draw_figure(kind: str, seed: int) -> bytes:
     """A plausible exam figure drawn in code (PNG bytes)."""
     from PIL import Image, ImageDraw
@@ -89,6 +92,8 @@ def draw_figure(kind: str, seed: int) -> bytes:
         x = rng.randint(left + 10, right - 20)
         draw.line([x, bottom - 6, x, bottom + 6], fill="black", width=4)  # battery
         draw.line([x + 12, bottom - 12, x + 12, bottom + 12], fill="black", width=2)
+    else:  # a blank "figure" would pass for one in a benchmark (bench/photo.py drew "graph" blank)
+        raise ValueError(f"figure kind {kind!r} is not one of {FIGURE_KINDS}")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
