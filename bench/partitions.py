@@ -9,9 +9,12 @@ with ``filter='subject == "s3"'``) and ``keyed`` (the same field declared ``is_p
 partitions, Milvus' default, so the same filter prunes the partitions searched). Each query is a
 fresh draw searched within its own centre's subject; recall@10 against exact search among that
 subject's rows. Single-query latency (p50, p99) and QPS, collections alternating over the rounds,
-medians.
+medians. ``--sweep nprobe=8,16,32,64`` searches both collections at each value, so they can be
+compared at equal recall (the keyed collection's smaller segments find less at the same nprobe);
+the last lines print, for each of the plain collection's recalls, the keyed collection's p50 at the
+first setting that reaches it.
 
-    .venv/bin/python bench/partitions.py --rows 1000000
+    .venv/bin/python bench/partitions.py --rows 1000000 --sweep nprobe=8,16,32,64
     .venv/bin/python bench/partitions.py --rows 3000000 --index IVF_SQ8
 """
 
@@ -95,6 +98,27 @@ def insert_all(client, name: str, vectors: np.ndarray, subjects: np.ndarray, bat
     return len(vectors) / (time.perf_counter() - started)
 
 
+def measure(client, params: dict, queries, query_subjects, truth, rounds: int, number: int) -> dict:  # noqa: ANN001
+    """{(collection, number): (recall@10, sorted latencies)} of single-query searches within each
+    query's subject at ``params``, the two collections alternating over ``rounds``."""
+    latencies: dict[str, list[float]] = {"plain": [], "keyed": []}
+    recalls: dict[str, float] = {}
+    search_params = {"metric_type": "COSINE", "params": params}
+    for round_number in range(rounds):
+        order = ("plain", "keyed") if round_number % 2 == 0 else ("keyed", "plain")
+        for name in order:
+            found = []
+            for q, subject in zip(queries, query_subjects, strict=True):
+                started = time.perf_counter()
+                hits = client.search(
+                    name, data=[q.tolist()], limit=10, filter=f'subject == "s{subject}"', search_params=search_params
+                )
+                latencies[name].append(time.perf_counter() - started)
+                found.append({h["id"] for h in hits[0]})
+            recalls[name] = float(np.mean([len(f & t) / 10 for f, t in zip(found, truth, strict=True)]))
+    return {(name, number): (recalls[name], sorted(latencies[name])) for name in latencies}
+
+
 def main() -> int:
     from pymilvus import MilvusClient
 
@@ -110,16 +134,23 @@ def main() -> int:
     parser.add_argument(
         "--search", default="", help='search params as JSON (default: the bench/server.py first, e.g. {"nprobe": 8})'
     )
+    parser.add_argument(
+        "--sweep", default="", help="KEY=V1,V2,...: search both collections at each value (e.g. nprobe=8,16,32,64)"
+    )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     build, settings = INDEXES[args.index]
     key, value = settings[0]
     search = json.loads(args.search) if args.search else ({} if value is None else {key: value})
+    if args.sweep:
+        sweep_key, _, values = args.sweep.partition("=")
+        searches = [{**search, sweep_key: int(v)} for v in values.split(",")]
+    else:
+        searches = [search]
 
     vectors, subjects, queries, query_subjects = dataset(args.rows, args.queries, args.dim, args.seed)
     truth = truth_within_subject(vectors, subjects, queries, query_subjects)
     print(f"{args.rows:,} x {args.dim}, {SUBJECTS} subjects, {args.queries} queries within their subject", flush=True)
-    results = {}
     with tempfile.TemporaryDirectory(prefix="qbank-bench-partitions-") as tmp:
         with StandaloneMilvus(Path(tmp), free_ports(1)[0]) as server:
             client = MilvusClient(server.uri, timeout=3600)
@@ -137,34 +168,36 @@ def main() -> int:
             for name in ("plain", "keyed"):
                 client.load_collection(name)
             print(f"  both loaded: server RSS {rss_mb(server.pid):,.0f} MB", flush=True)
-            latencies: dict[str, list[float]] = {"plain": [], "keyed": []}
-            recalls: dict[str, float] = {}
-            params = {"metric_type": "COSINE", "params": search}
-            for round_number in range(args.rounds):
-                order = ("plain", "keyed") if round_number % 2 == 0 else ("keyed", "plain")
-                for name in order:
-                    hits_all = []
-                    for q, subject in zip(queries, query_subjects, strict=True):
-                        started = time.perf_counter()
-                        hits = client.search(
-                            name, data=[q.tolist()], limit=10, filter=f'subject == "s{subject}"', search_params=params
-                        )
-                        latencies[name].append(time.perf_counter() - started)
-                        hits_all.append({h["id"] for h in hits[0]})
-                    recalls[name] = float(np.mean([len(f & t) / 10 for f, t in zip(hits_all, truth, strict=True)]))
+            measured = {}  # (collection, setting index) -> (recall, latencies)
+            for number, params in enumerate(searches):
+                measured.update(measure(client, params, queries, query_subjects, truth, args.rounds, number))
+                print(f"  searched at {json.dumps(params)}", flush=True)
             client.close()
-    print(
-        f"\n{args.index} {json.dumps(build)}, search {json.dumps(search)}, {args.rows:,} rows, one subject of {SUBJECTS}"
-    )
-    print(f"{'collection':<12}{'recall@10':>10}{'p50 ms':>9}{'p99 ms':>9}{'QPS':>8}")
-    for name in ("plain", "keyed"):
-        times = sorted(latencies[name])
-        results[name] = statistics.median(times)
+    print(f"\n{args.index} {json.dumps(build)}, {args.rows:,} rows, one subject of {SUBJECTS}")
+    print(f"{'search':<18}{'collection':<12}{'recall@10':>10}{'p50 ms':>9}{'p99 ms':>9}{'QPS':>8}")
+    for number, params in enumerate(searches):
+        for name in ("plain", "keyed"):
+            recall, times = measured[name, number]
+            print(
+                f"{json.dumps(params):<18}{name:<12}{recall:>10.3f}{statistics.median(times) * 1000:>9.1f}"
+                f"{times[int(0.99 * (len(times) - 1))] * 1000:>9.1f}{len(times) / sum(times):>8.0f}"
+            )
+        plain, keyed = measured["plain", number][1], measured["keyed", number][1]
+        print(f"{'':<18}keyed/plain p50 at the same setting: {statistics.median(keyed) / statistics.median(plain):.2f}")
+    print("\nat equal recall (the keyed collection's first setting that finds as much as the plain one):")
+    for number, params in enumerate(searches):
+        recall, times = measured["plain", number]
+        reaching = [n for n in range(len(searches)) if measured["keyed", n][0] >= recall - 0.002]
+        if not reaching:
+            print(f"  plain {json.dumps(params)} recall {recall:.3f}: no keyed setting tried reaches it")
+            continue
+        keyed_recall, keyed_times = measured["keyed", reaching[0]]
         print(
-            f"{name:<12}{recalls[name]:>10.3f}{statistics.median(times) * 1000:>9.1f}"
-            f"{times[int(0.99 * (len(times) - 1))] * 1000:>9.1f}{len(times) / sum(times):>8.0f}"
+            f"  plain {json.dumps(params)} recall {recall:.3f}, p50 {statistics.median(times) * 1000:.1f} ms; "
+            f"keyed {json.dumps(searches[reaching[0]])} recall {keyed_recall:.3f}, "
+            f"p50 {statistics.median(keyed_times) * 1000:.1f} ms: "
+            f"keyed/plain {statistics.median(keyed_times) / statistics.median(times):.2f}"
         )
-    print(f"keyed/plain p50: {results['keyed'] / results['plain']:.2f}")
     return 0
 
 
