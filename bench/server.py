@@ -186,7 +186,7 @@ def server_rows(args, kind: str, vectors: np.ndarray, queries: np.ndarray, truth
 
     out = []
     with tempfile.TemporaryDirectory(prefix="qbank-bench-server-") as tmp:
-        with StandaloneMilvus(Path(tmp), free_ports(1)[0]) as server:
+        with StandaloneMilvus(Path(tmp), free_ports(1)[0], args.milvus_settings) as server:
             client = MilvusClient(server.uri, timeout=3600)
             version = client.get_server_version()
             name = f"bench_{kind}"
@@ -261,7 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--consistency", default="Bounded", help="consistency level of the measured searches (Milvus' default)"
     )
+    parser.add_argument(
+        "--milvus-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a milvus.yaml entry for the standalone, e.g. dataCoord.compaction.enableAutoCompaction=false "
+        "(at 3M, compaction re-indexed 2.7M rows after the first build had finished)",
+    )
     args = parser.parse_args(argv)
+    args.milvus_settings = dict(entry.split("=", 1) for entry in args.milvus_set)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # stops the server on the way out
     args.indexes = [name for name in args.indexes.split(",") if name]
     rows = []

@@ -37,7 +37,9 @@ class StandaloneMilvus:
     ``listen_port``), a restart after a crash silently moved to the next free port, and clients of
     the old one never reconnected (measured: 180 s of "Fail connecting" while it ran elsewhere)."""
 
-    def __init__(self, base_dir: Path, port: int):
+    def __init__(self, base_dir: Path, port: int, settings: dict[str, str] | None = None):
+        """``settings``: milvus.yaml entries by dotted key, e.g.
+        ``{"dataCoord.compaction.enableAutoCompaction": "false"}`` (bench/server.py --milvus-set)."""
         from milvus import MilvusServer, MilvusServerConfig
 
         self.base_dir = Path(base_dir)
@@ -45,6 +47,8 @@ class StandaloneMilvus:
         self.uri = f"http://127.0.0.1:{port}"
         config = MilvusServerConfig(proxy_port=port)
         config.try_bind_port = _bind_reusing_address
+        for key, value in (settings or {}).items():
+            config.set(key, value)
         self._server = MilvusServer(config)
         self._server.set_base_dir(str(self.base_dir))
 
