@@ -14,8 +14,13 @@ compared at equal recall (the keyed collection's smaller segments find less at t
 the last lines print, for each of the plain collection's recalls, the keyed collection's p50 at the
 first setting that reaches it.
 
+``--upsert-probe`` only checks what blocks the partition key as qbank's default: rows written by
+upsert (as the store writes) and by insert (as this bench does) into a keyed collection, counted
+with and without a subject filter.
+
     .venv/bin/python bench/partitions.py --rows 1000000 --sweep nprobe=8,16,32,64
     .venv/bin/python bench/partitions.py --rows 3000000 --index IVF_SQ8
+    .venv/bin/python bench/partitions.py --upsert-probe
 """
 
 from __future__ import annotations
@@ -119,6 +124,38 @@ def measure(client, params: dict, queries, query_subjects, truth, rounds: int, n
     return {(name, number): (recalls[name], sorted(latencies[name])) for name in latencies}
 
 
+def upsert_probe(client) -> None:  # noqa: ANN001 - a MilvusClient
+    """Rows upserted and inserted into a collection partitioned by subject, counted with a filter."""
+    from pymilvus import DataType, MilvusClient
+
+    for subjects in (("数学", "物理"), ("math", "physics")):
+        for write in ("upsert", "insert"):
+            name = f"probe_{write}_{subjects[0].isascii()}"
+            schema = MilvusClient.create_schema(auto_id=False)
+            schema.add_field("id", DataType.VARCHAR, max_length=64, is_primary=True)
+            schema.add_field("subject", DataType.VARCHAR, max_length=64, is_partition_key=True)
+            schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=4)
+            index = MilvusClient.prepare_index_params()
+            index.add_index(
+                "embedding", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 64}
+            )
+            client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
+            rows = [{"id": f"r{i}", "subject": subjects[i % 2], "embedding": [1.0, i, 0.5, 0.1]} for i in range(20)]
+            getattr(client, write)(name, rows)
+            client.flush(name)
+
+            def count(expr: str, collection: str = name) -> int:
+                return client.query(collection, filter=expr, output_fields=["count(*)"], consistency_level="Strong")[0][
+                    "count(*)"
+                ]
+
+            print(
+                f"  {write} of 20 rows, subjects {subjects}: counted {count('')}, "
+                f'with subject == "{subjects[0]}" {count(f"subject == {chr(34)}{subjects[0]}{chr(34)}")} (10 written)',
+                flush=True,
+            )
+
+
 def main() -> int:
     from pymilvus import MilvusClient
 
@@ -138,7 +175,16 @@ def main() -> int:
         "--sweep", default="", help="KEY=V1,V2,...: search both collections at each value (e.g. nprobe=8,16,32,64)"
     )
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--upsert-probe", action="store_true", help="only count upserted and inserted rows by subject")
     args = parser.parse_args()
+    if args.upsert_probe:
+        with tempfile.TemporaryDirectory(prefix="qbank-bench-partitions-") as tmp:
+            with StandaloneMilvus(Path(tmp), free_ports(1)[0]) as server:
+                client = MilvusClient(server.uri)
+                print(f"Milvus {client.get_server_version()}, a collection partitioned by subject:")
+                upsert_probe(client)
+                client.close()
+        return 0
     build, settings = INDEXES[args.index]
     key, value = settings[0]
     search = json.loads(args.search) if args.search else ({} if value is None else {key: value})

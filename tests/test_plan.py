@@ -17,10 +17,10 @@ from qbank_client.plan import (
     INDEX_POINTS,
     MEASURED_CORES,
     Figure,
-    fit_cost,
     fit_memory,
     plan,
     published_bytes_per_row,
+    search_cost,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,11 +37,13 @@ def settings() -> dict[tuple[str, str, str], list]:
 def test_the_fits_give_back_the_measured_memory_and_cost(key):
     points = settings()[key]
     base_mb, per_row = fit_memory(points)
-    cost_1m, alpha = fit_cost(points)
     for point in points:
         assert base_mb + per_row * point.rows / 2**20 == pytest.approx(point.rss_mb, rel=0.15), point
         measured_cost = MEASURED_CORES / point.single_qps
-        assert cost_1m * (point.rows / 1e6) ** alpha == pytest.approx(measured_cost, rel=0.25), point
+        assert search_cost(points, point.rows)[0] == pytest.approx(measured_cost, rel=1e-9), point
+    largest = max(points, key=lambda p: p.rows)
+    ten_times, exponent = search_cost(points, 10 * largest.rows)  # beyond: never less than linear
+    assert exponent >= 1.0 and ten_times >= 10 * MEASURED_CORES / largest.single_qps * 0.999
     # Milvus' published sizes per vector are within a factor of two of what was measured, where the
     # measured sizes reach 1M rows (below, the server's own ~370 MB outweighs the rows of one point)
     if max(point.rows for point in points) >= 1_000_000:
