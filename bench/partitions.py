@@ -144,14 +144,16 @@ def upsert_probe(client) -> None:  # noqa: ANN001 - a MilvusClient
             getattr(client, write)(name, rows)
             client.flush(name)
 
-            def count(expr: str, collection: str = name) -> int:
-                return client.query(collection, filter=expr, output_fields=["count(*)"], consistency_level="Strong")[0][
+            counted = {
+                expr: client.query(name, filter=expr, output_fields=["count(*)"], consistency_level="Strong")[0][
                     "count(*)"
                 ]
-
+                for expr in ("", f'subject == "{subjects[0]}"')
+            }
+            everything, filtered = counted.values()
             print(
-                f"  {write} of 20 rows, subjects {subjects}: counted {count('')}, "
-                f'with subject == "{subjects[0]}" {count(f"subject == {chr(34)}{subjects[0]}{chr(34)}")} (10 written)',
+                f"  {write} of 20 rows, subjects {subjects}: counted {everything}, "
+                f'with subject == "{subjects[0]}" {filtered} (10 written)',
                 flush=True,
             )
 

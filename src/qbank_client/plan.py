@@ -22,6 +22,7 @@ Where a number was not measured here (GPUs, the cluster's insert rate), the plan
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -117,12 +118,13 @@ def search_cost(points: list[IndexPoint], rows: int) -> tuple[float, float]:
     measured = sorted({p.rows: MEASURED_CORES / p.single_qps for p in points}.items())
     if rows <= measured[0][0]:
         return measured[0][1], 0.0
-    for (low, low_cost), (high, high_cost) in zip(measured, measured[1:], strict=False):
+    exponent = 1.0
+    for (low, low_cost), (high, high_cost) in itertools.pairwise(measured):
         exponent = math.log(high_cost / low_cost) / math.log(high / low)
         if rows <= high:
             return low_cost * (rows / low) ** exponent, exponent
-    beyond = max(1.0, exponent) if len(measured) > 1 else 1.0
     largest, largest_cost = measured[-1]
+    beyond = max(1.0, exponent)
     return largest_cost * (rows / largest) ** beyond, beyond
 
 

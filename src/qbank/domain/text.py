@@ -55,13 +55,19 @@ def folded(text: str, scripts: bool = True) -> str:
     return _RUN.sub(_fold_run, text)
 
 
+# From this schema on, ``normalise(search_form(text))`` is ``match_form(text)`` (up to the byte cut):
+# a stored search form is the match form, once normalised (schema 4 kept the script markers, 3
+# folded the raw text).
+MATCH_FORM_SINCE = 5
+
+
 def search_form(text: str, max_bytes: int, schema: int = 5) -> str:
     """The form BM25 indexes and searches in a collection of ``schema``: ``folded`` of the text's
     reading form (LaTeX and HTML read as text, :mod:`qbank.domain.reading`) with script markers
     joined (schema 5); schema 4 kept the markers, schema 3 folded the raw text. Cut to ``max_bytes``
     of UTF-8 at a character boundary: folding can lengthen a text (``∥`` -> ``11``, spaces between
     runs), and a cut tail only loses matching on words the display copy also keeps."""
-    form = folded(reading_form(text) if schema >= 4 else text, scripts=schema >= 5)
+    form = folded(reading_form(text) if schema >= 4 else text, scripts=schema >= MATCH_FORM_SINCE)
     encoded = form.encode("utf-8")
     if len(encoded) <= max_bytes:
         return form

@@ -18,7 +18,7 @@ from qbank.config import IndexerSettings
 from qbank.domain.filters import ids_filter
 from qbank.domain.fusion import weighted_fusion
 from qbank.domain.schema import ANALYSIS, STEM, TEXT, TEXT_MAX_BYTES
-from qbank.domain.text import normalise, search_form
+from qbank.domain.text import MATCH_FORM_SINCE, normalise, search_form
 from qbank.store.capabilities import FULL_TEXT_SINCE, Capabilities
 from qbank.store.collection import (
     ANALYSIS_SPARSE_FIELD,
@@ -46,10 +46,6 @@ GET_CHUNK = 1000  # ids per query expression
 # wanted group and keep each group's best: "10 questions" is then 10 unless one question holds most
 # of the nearest items. Where Milvus groups (group_by_field), it is exact.
 GROUP_OVERFETCH = 4
-
-# The schema whose BM25 field holds the folded reading form with script markers joined, which
-# normalised is qbank.domain.text.match_form (schema 4 kept the markers, 3 folded the raw text).
-MATCH_FORM_SCHEMA = 5
 
 
 def first_per_group(hits: list[dict[str, Any]], field: str, limit: int) -> list[dict[str, Any]]:
@@ -373,7 +369,7 @@ class ItemStore:
             )
         fetch, grouping = self._group_plan(limit, group_by, self.groups_in_milvus())
         form_field = ANALYSIS_TEXT_FIELD if part == ANALYSIS else SEARCH_TEXT_FIELD
-        stored_forms = match_forms and self.search_schema >= MATCH_FORM_SCHEMA
+        stored_forms = match_forms and self.search_schema >= MATCH_FORM_SINCE
         results = self.connection.call(
             "search",
             self.collection,
