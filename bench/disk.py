@@ -69,6 +69,9 @@ def request_rows(rng: np.random.Generator, first: int, items: int, chars: int, d
 
 
 def main() -> None:
+    from qbank_devtools.signals import exit_on_sigterm
+
+    exit_on_sigterm()
     logging.basicConfig(level=logging.ERROR)
     print(f"store's estimate: {DISK_BYTES_PER_WRITE} bytes + {DISK_BYTES_PER_ROW_BYTE} per row byte")
     header = "growth/row bytes per request   peak/row bytes  re-upsert  peak/estimate"

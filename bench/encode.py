@@ -239,6 +239,9 @@ def print_gpu_table(rows: list[tuple], args, gpus: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from qbank_devtools.signals import exit_on_sigterm
+
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--models", default="clip,chinese_clip", help="comma list of: clip (ViT-B/32), chinese_clip (B/16)"

@@ -41,6 +41,9 @@ def reader_pid() -> int | None:
 
 
 def main() -> int:
+    from qbank_devtools.signals import exit_on_sigterm
+
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)

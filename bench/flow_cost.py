@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -46,6 +45,9 @@ def spans(response) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from qbank_devtools.signals import exit_on_sigterm
+
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--milvus", choices=("server", "lite"), default="server")
     parser.add_argument("--rows", type=int, default=20_000, help="question items in the collection")
@@ -54,9 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C, so the Milvus server below is stopped (killed benches left it
-    # running, holding the standalone's fixed etcd ports, and the next run could not start one).
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -19,7 +19,8 @@ upsert (as the store writes) and by insert (as this bench does) into a keyed col
 with and without a subject filter.
 
     .venv/bin/python bench/partitions.py --rows 1000000 --sweep nprobe=8,16,32,64
-    .venv/bin/python bench/partitions.py --rows 3000000 --index IVF_SQ8
+    .venv/bin/python bench/partitions.py --rows 3000000 --sweep nprobe=8,16 \\
+        --milvus-set dataCoord.compaction.enableAutoCompaction=false
     .venv/bin/python bench/partitions.py --upsert-probe
 """
 
@@ -38,7 +39,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from search_worker import normalised  # noqa: E402
-from server import INDEXES, compact_and_wait, rss_mb, wait_until_indexed  # noqa: E402
+from server import INDEXES, add_milvus_set, compact_and_wait, milvus_settings, rss_mb, wait_until_indexed  # noqa: E402
 
 SUBJECTS = 10
 
@@ -163,6 +164,9 @@ def main() -> int:
 
     from qbank.service.flow import free_ports
     from qbank_devtools.milvus_server import StandaloneMilvus
+    from qbank_devtools.signals import exit_on_sigterm
+
+    exit_on_sigterm()
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -178,10 +182,12 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--upsert-probe", action="store_true", help="only count upserted and inserted rows by subject")
+    add_milvus_set(parser)
     args = parser.parse_args()
+    server_settings = milvus_settings(parser, args)
     if args.upsert_probe:
         with tempfile.TemporaryDirectory(prefix="qbank-bench-partitions-") as tmp:
-            with StandaloneMilvus(Path(tmp), free_ports(1)[0]) as server:
+            with StandaloneMilvus(Path(tmp), free_ports(1)[0], server_settings) as server:
                 client = MilvusClient(server.uri)
                 print(f"Milvus {client.get_server_version()}, a collection partitioned by subject:")
                 upsert_probe(client)
@@ -200,7 +206,7 @@ def main() -> int:
     truth = truth_within_subject(vectors, subjects, queries, query_subjects)
     print(f"{args.rows:,} x {args.dim}, {SUBJECTS} subjects, {args.queries} queries within their subject", flush=True)
     with tempfile.TemporaryDirectory(prefix="qbank-bench-partitions-") as tmp:
-        with StandaloneMilvus(Path(tmp), free_ports(1)[0]) as server:
+        with StandaloneMilvus(Path(tmp), free_ports(1)[0], server_settings) as server:
             client = MilvusClient(server.uri, timeout=3600)
             built = {}
             for name in ("plain", "keyed"):

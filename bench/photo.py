@@ -132,6 +132,9 @@ def figure_import_cost(model: Path, folder: Path, figures: int, rounds: int = 3)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from qbank_devtools.signals import exit_on_sigterm
+
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stems", type=int, default=10_000)
     parser.add_argument("--photos", type=int, default=300)

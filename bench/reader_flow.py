@@ -32,6 +32,9 @@ BEFORE = "ocr_rec_min_width=320,ocr_det_side=960"
 
 
 def main() -> int:
+    from qbank_devtools.signals import exit_on_sigterm
+
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("cmmlu", type=Path, help="the CMMLU data folder")
     parser.add_argument("--limit", type=int, default=4000, help="CMMLU questions in the bank")

@@ -262,6 +262,9 @@ def photo_section(bank: list[Question], latex: list[Question], plain: list[Quest
 
 
 def main() -> int:
+    from qbank_devtools.signals import exit_on_sigterm
+
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("cmmlu", type=Path, help="the CMMLU data folder (dev/ and test/ of CSV files)")
     parser.add_argument("--limit", type=int, default=None, help="first N questions only")

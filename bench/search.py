@@ -194,6 +194,9 @@ def part_flow(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from qbank_devtools.signals import exit_on_sigterm
+
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000, help="vectors for part 1 (1000000: the 1M run)")
     parser.add_argument("--flow-rows", type=int, default=100_000, help="items for part 2")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -35,6 +36,9 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 
 
 def main() -> int:
+    # qbank_devtools.signals.exit_on_sigterm, inline: this file also runs in a side venv without qbank.
+    # SystemExit runs Milvus Lite's exit hooks, which stop the Lite server process it started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=512)

@@ -22,7 +22,6 @@ gives between a stem and its rewordings. Queries are fresh draws from the same d
 from __future__ import annotations
 
 import argparse
-import signal
 import statistics
 import sys
 import tempfile
@@ -245,7 +244,35 @@ def lite_row(args, kind: str, vectors: np.ndarray, queries: np.ndarray, truth: n
     return (kind, "Lite FLAT", "exact", 0.0, got, float("nan"), rate)
 
 
+def add_milvus_set(parser: argparse.ArgumentParser) -> None:
+    """``--milvus-set KEY=VALUE``, repeatable: milvus.yaml entries for the standalone."""
+    parser.add_argument(
+        "--milvus-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a milvus.yaml entry for the standalone, e.g. dataCoord.compaction.enableAutoCompaction=false "
+        "(at 3M, compaction re-indexed 2.7M rows after the first build had finished)",
+    )
+
+
+def milvus_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
+    """The ``--milvus-set`` entries by key; an entry without ``=`` is a usage error naming it."""
+    settings = {}
+    for entry in args.milvus_set:
+        key, sep, value = entry.partition("=")
+        if not sep or not key:
+            parser.error(
+                f"--milvus-set {entry!r}: expected KEY=VALUE, e.g. dataCoord.compaction.enableAutoCompaction=false"
+            )
+        settings[key] = value
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
+    from qbank_devtools.signals import exit_on_sigterm
+
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--dim", type=int, default=512)
@@ -261,17 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--consistency", default="Bounded", help="consistency level of the measured searches (Milvus' default)"
     )
-    parser.add_argument(
-        "--milvus-set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a milvus.yaml entry for the standalone, e.g. dataCoord.compaction.enableAutoCompaction=false "
-        "(at 3M, compaction re-indexed 2.7M rows after the first build had finished)",
-    )
+    add_milvus_set(parser)
     args = parser.parse_args(argv)
-    args.milvus_settings = dict(entry.split("=", 1) for entry in args.milvus_set)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # stops the server on the way out
+    args.milvus_settings = milvus_settings(parser, args)
     args.indexes = [name for name in args.indexes.split(",") if name]
     rows = []
     for kind in args.data.split(","):

@@ -142,6 +142,9 @@ def import_versus_encode(url: str, folder: Path, questions: int, rounds: int) ->
 
 
 def main(argv: list[str] | None = None) -> int:
+    from qbank_devtools.signals import exit_on_sigterm
+
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="clip", choices=["clip", "chinese_clip", "tiny"])
     parser.add_argument("--clients", type=int, default=8)

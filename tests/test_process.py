@@ -462,3 +462,66 @@ def test_a_signal_during_the_start_leaves_no_process_behind(env):
         assert wait_for(lambda: ports_free(env))
     finally:
         served.kill()
+
+
+STARTS_A_SERVER = ("StandaloneMilvus(", "running_flow(", "MilvusClient(", "ItemStore(")
+BENCH_SCRIPT = """
+import sys, time
+from pathlib import Path
+from qbank_devtools.milvus_server import StandaloneMilvus
+from qbank_devtools.signals import exit_on_sigterm
+
+exit_on_sigterm()
+with StandaloneMilvus(Path(sys.argv[1]), int(sys.argv[2])) as server:
+    print("up", server.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has exited
+
+
+def test_sigterm_to_a_bench_script_stops_the_milvus_server_it_started(tmp_path):
+    """A bench's main calls exit_on_sigterm(): SIGTERM unwinds its ``with`` blocks, so the standalone
+    stops with it (Python's default left it running, holding its ports and the next run's start)."""
+    from qbank.service.flow import free_ports
+
+    port = free_ports(1)[0]
+    script = subprocess.Popen(
+        [sys.executable, "-c", BENCH_SCRIPT, str(tmp_path / "milvus"), str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        line = script.stdout.readline()
+        assert line.startswith("up "), line + script.stdout.read()
+        milvus = int(line.split()[1])
+        assert alive(milvus)
+        os.kill(script.pid, signal.SIGTERM)
+        assert script.wait(timeout=60) == 128 + signal.SIGTERM
+        assert wait_for(lambda: not alive(milvus), 15), f"Milvus pid {milvus} outlived the script"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # its port is free again
+    finally:
+        if script.poll() is None:
+            os.killpg(script.pid, signal.SIGKILL)
+            script.wait()
+
+
+def test_every_bench_that_starts_a_server_stops_it_on_sigterm():
+    """The same, for each bench script: whichever starts a Milvus server, Milvus Lite or a Flow
+    calls exit_on_sigterm() first thing in its main."""
+    missing = []
+    for path in sorted((REPO / "bench").glob("*.py")):
+        source = path.read_text()
+        handled = "exit_on_sigterm()" in source or "signal.signal(signal.SIGTERM" in source  # search_worker: no qbank
+        if any(start in source for start in STARTS_A_SERVER) and not handled:
+            missing.append(path.name)
+    assert not missing, f"bench scripts that start a server without exit_on_sigterm(): {missing}"
