@@ -483,7 +483,10 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has exited
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False  # reaped between the two looks
 
 
 def test_sigterm_to_a_bench_script_stops_the_milvus_server_it_started(tmp_path):
