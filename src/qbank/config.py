@@ -16,6 +16,14 @@ from pydantic import BaseSettings, ValidationError, validator
 from pydantic.fields import ModelField
 
 from qbank.domain.fusion import SEARCH_MODES, parse_weights
+from qbank.domain.schema import (
+    MAX_DOCS_PER_REQUEST,
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_PIXELS,
+    MAX_TAG_BYTES,
+    MAX_TEXT_CHARS,
+    default_request_bytes,
+)
 
 DEFAULT_MODEL = "OFA-Sys/chinese-clip-vit-base-patch16"
 
@@ -175,12 +183,12 @@ class ImageInputSettings(QbankSettings):
     QBANK_* variables) for the encoder and the OCR reader."""
 
     device: str = "auto"  # auto | cpu | cuda
-    max_image_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
+    max_image_bytes: int = MAX_IMAGE_BYTES
+    max_image_pixels: int = MAX_IMAGE_PIXELS
     fetch_timeout: float = 10.0  # seconds for one server-side fetch of an image URI, redirects included
     uri_roots: str = ""  # folders the server may read image paths from (os.pathsep or comma separated)
     fetch_private: bool = False  # let image URLs reach loopback/private/link-local addresses
-    max_docs_per_request: int = 1000  # Documents in one request (the indexer has the same setting)
+    max_docs_per_request: int = MAX_DOCS_PER_REQUEST  # Documents in one request (the indexer has the same setting)
 
     def check(self) -> None:
         _positive("max_docs_per_request", self.max_docs_per_request)
@@ -200,7 +208,9 @@ class EncoderSettings(ImageInputSettings):
     # the folder holds (its qbank_onnx.json says which).
     onnx_precision: str = "fp32"  # fp32 | fp16 | int8
     minibatch_size: int = 32
-    max_text_chars: int = 20_000  # longer texts are refused (a stem is never that long; the model reads 52-77 tokens)
+    max_text_chars: int = (
+        MAX_TEXT_CHARS  # longer texts are refused (a stem is never that long; the model reads 52-77 tokens)
+    )
     num_threads: int = 0  # 0: library default
     fp16: str = "auto"  # auto (on when cuda) | true | false
     drop_image_content: bool = True
@@ -313,10 +323,10 @@ class IndexerSettings(QbankSettings):
     retry_times: int = 2  # pymilvus retries of a failed call (an unreachable Milvus fails fast)
     # Request limits (docs/data-contract.md). One request is written in one Milvus call, so
     # max_docs_per_request also bounds that call (Lite 2.5 hung 10 min on one batch of 10,000).
-    max_docs_per_request: int = 1000
+    max_docs_per_request: int = MAX_DOCS_PER_REQUEST
     max_ids_per_request: int = 10_000  # ids / question_ids in one /delete or /exists
     max_results_per_request: int = 10_000  # queries x limit in one /search (300 x 1000 took Milvus to 9.5 GB)
-    max_tag_bytes: int = 65_536  # one item's tags as JSON (10 MB of tags took the indexer to 3.6 GB)
+    max_tag_bytes: int = MAX_TAG_BYTES  # one item's tags as JSON (10 MB of tags took the indexer to 3.6 GB)
     max_delete: int = 1000  # a /delete removing more items needs allow_many: true
     # Milvus Lite file only: a write is refused unless the disk keeps this many bytes free after it
     # (sized from the request: qbank.store.lite.disk_needed). Milvus Lite 2.5.1 acknowledges writes
@@ -438,7 +448,7 @@ class GatewaySettings(QbankSettings):
     # reader and encoder (about 1.6 GB each) before the per-image limit refused it. 0 -> derived
     # from the per-item limit: 3 x QBANK_MAX_IMAGE_BYTES (two of the largest images, base64 included).
     max_request_bytes: int = 0
-    max_image_bytes: int = 20 * 1024 * 1024  # the executors' setting of the same name
+    max_image_bytes: int = MAX_IMAGE_BYTES  # the executors' setting of the same name
 
     def check(self) -> None:
         _positive("max_figure_bytes", self.max_figure_bytes)
@@ -458,7 +468,7 @@ class GatewaySettings(QbankSettings):
     @property
     def request_byte_limit(self) -> int:
         """The largest message a request may be, in bytes (max_request_bytes, or its derived default)."""
-        return self.max_request_bytes or 3 * self.max_image_bytes
+        return self.max_request_bytes or default_request_bytes(self.max_image_bytes)
 
     def figure_root_paths(self) -> list[Path]:
         """The roots, absolute and with links resolved (what a figure's real path must lie under)."""

@@ -105,6 +105,25 @@ class ServerError(RuntimeError):
     """The gateway refused or failed a request; the message carries the server's reason."""
 
 
+class ServerUnavailable(ServerError):
+    """The gateway could not be reached, or one of its executors could not (a restart, a crash): the
+    request may succeed later, and nothing of it was written."""
+
+
+# How an unreachable gateway or executor reads: gRPC status codes, jina's own message for an
+# executor it cannot reach, and the connection errors of jina's HTTP and WebSocket clients.
+UNAVAILABLE_MARKS = (
+    "UNAVAILABLE",
+    "Communication error with deployment",
+    "Cannot connect to host",
+    "Connection refused",
+)
+
+
+def unavailable(message: str) -> bool:
+    return any(mark in message for mark in UNAVAILABLE_MARKS)
+
+
 def error_message(exc: BaseException) -> str:
     """The server's own description of a failed request (jina wraps it in a status), else the first line."""
     if callable(getattr(exc, "details", None)) and callable(getattr(exc, "code", None)):  # a raw gRPC error
@@ -236,9 +255,12 @@ class QbankClient:
             try:
                 responses = [self._grpc.post(endpoint, docs or DocumentArray(), parameters or {})]
             except ServerError as exc:  # an executor failed the request: its own description
-                raise ServerError(f"{endpoint} at {self.url}: {exc}") from exc
+                kind = ServerUnavailable if unavailable(str(exc)) else ServerError
+                raise kind(f"{endpoint} at {self.url}: {exc}") from exc
             except Exception as exc:  # grpc.RpcError: refused (token), unreachable, too large, ...
-                raise ServerError(f"{endpoint} at {self.url}: {error_message(exc)}") from exc
+                message = error_message(exc)
+                kind = ServerUnavailable if unavailable(message) else ServerError
+                raise kind(f"{endpoint} at {self.url}: {message}") from exc
             return self._collect(responses)
         try:
             responses = self._client.post(
@@ -253,7 +275,8 @@ class QbankClient:
             message = error_message(exc)
             if self._address["protocol"] == "websocket" and "403" in message:
                 message += " (the gateway refused the WebSocket handshake: missing or wrong token?)"
-            raise ServerError(f"{endpoint} at {self.url}: {message}") from exc
+            kind = ServerUnavailable if unavailable(message) or isinstance(exc, ConnectionError) else ServerError
+            raise kind(f"{endpoint} at {self.url}: {message}") from exc
         return self._collect(responses)
 
     @staticmethod

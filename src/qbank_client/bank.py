@@ -1,77 +1,204 @@
-"""Reading a question bank as banks store it: JSONL (one question per line), JSON arrays and CSV,
-a file or a folder of them, with line numbers.
+"""A question bank read as questions: rows of its files (:mod:`qbank_client.sources`) mapped to the
+parts of a question and checked against the service's limits, each good row a :class:`Question` and
+each bad one a :class:`BadRow` naming its file and line.
 
 A question is ``{"id": ..., "stem": ..., "figures": [path or URL, ...], "options": [...] or
 {"A": ...}, "answer": ..., "analysis": ..., "subject": ..., "grade": ..., "type": ...,
 "knowledge_points": [...], <anything else>}``; anything else is kept as metadata. A stem may be
 plain text, Markdown or HTML with inline LaTeX: it is stored as given (the page typesets it), its
-inline ``<img src>`` become the question's figures, and search reads it as text
-(:mod:`qbank.domain.reading`). The stem item's text is the stem followed by its options (what a
-printed page shows, and what a photo of it reads); options, answer and analysis are also kept in
-its tags to be shown apart. A :class:`FieldMap` names the columns a bank uses (CSV: ``--map
-stem=Question --map options=A,B,C,D --map answer=Answer``). Relative figure paths are read
-against the bank file's folder. A bad row is reported with its file and line number and never
-half-imported: a question goes whole or not at all.
+inline ``<img src>`` become the question's figures (``data:`` images decoded here), and search reads
+it as text (:mod:`qbank.domain.reading`). The stem item's text is the stem followed by its options
+(what a printed page shows, and what a photo of it reads); options, answer and analysis are also
+kept in its tags to be shown apart. A :class:`FieldMap` names the columns a bank uses (``--map
+stem=Question --map options=A,B,C,D``) and fixed values (``--set subject={file}``). Relative figure
+paths are read against the bank file's folder.
+
+Every limit the service enforces on an item (text length, tag size and depth, ids, image bytes,
+pixels and format, documents and bytes of a request) is checked here with the service's own
+definitions (:mod:`qbank.domain.schema`, :mod:`qbank.media.images`), so a bad row is named by its
+line and never takes the good rows of its batch down with it.
 """
 
 from __future__ import annotations
 
-import csv
+import base64
+import binascii
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from docarray import Document
 
 from qbank.domain.reading import html_text
-from qbank.domain.schema import IMAGE, SCALAR_FIELDS, TAG_ALIASES, TEXT, check_scalar, id_problem, item_id
+from qbank.domain.schema import (
+    IMAGE,
+    MAX_DOCS_PER_REQUEST,
+    MAX_IMAGE_BYTES,
+    MAX_OPTIONS,
+    MAX_TEXT_CHARS,
+    SCALAR_FIELDS,
+    TAG_ALIASES,
+    TEXT,
+    ItemError,
+    check_scalar,
+    default_request_bytes,
+    id_problem,
+    item_id,
+    tags_to_fields,
+)
 from qbank.media.fetch import CLIENT_POLICY, FetchError, fetch_http, read_regular_file
+from qbank_client.sources import FORMATS, REFUSED, BankError, BankFile, Row, open_bank_file
 
 KNOWN_KEYS = {"id", "stem", "figures", "options", "answer", "analysis", "subject", "grade", "type", "knowledge_points"}
-BANK_SUFFIXES = (".jsonl", ".json", ".csv")
-OPTION_LABELS = "ABCDEFGHIJ"
+BANK_SUFFIXES = tuple(FORMATS)
+OPTION_LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:MAX_OPTIONS]
+MAX_FIGURE_BYTES = MAX_IMAGE_BYTES  # the server's QBANK_MAX_IMAGE_BYTES default
+FIGURE_TIMEOUT = 10.0  # seconds for one figure's whole download
+# A request's bytes as the gateway counts them (QBANK_MAX_REQUEST_BYTES's default): HTTP and
+# WebSocket carry images as base64, 4/3 of their bytes.
+REQUEST_BYTES = default_request_bytes()
+# --set values may name where a row comes from: the file's name without its suffix, its folder's
+# name, the sheet's name. CMMLU's subject is its file name: --set subject={file}.
+SET_PLACEHOLDERS = ("{file}", "{folder}", "{sheet}")
+# Column names Chinese and English banks use for each part, for the suggestion printed when a table
+# has no column of a part's own name (compared in lower case).
+COLUMN_HINTS: dict[str, tuple[str, ...]] = {
+    "id": ("id", "qid", "question_id", "编号", "题号", "试题id", "题目id", "序号"),
+    "stem": ("stem", "question", "题干", "题目", "试题", "题面", "问题", "内容", "content"),
+    "answer": ("answer", "答案", "正确答案", "参考答案"),
+    "analysis": ("analysis", "explanation", "解析", "答案解析", "分析", "详解"),
+    "subject": ("subject", "学科", "科目"),
+    "grade": ("grade", "年级", "学段"),
+    "type": ("type", "题型", "题目类型"),
+    "knowledge_points": ("knowledge_points", "knowledge", "知识点", "考点"),
+    "figures": ("figures", "figure", "image", "images", "图片", "配图", "插图"),
+}
 
 
 @dataclass(frozen=True)
 class FieldMap:
-    """Which of a bank's fields (columns) hold each part of a question: ``{"stem": ["Question"],
-    "options": ["A", "B", "C", "D"], "answer": ["Answer"]}``; a part not named is read from the field
-    of its own name. Several fields of one part are joined (options: one option each)."""
+    """Which of a bank's fields (columns) hold each part of a question, and fixed values for every
+    row: ``FieldMap({"stem": ("Question",), "options": ("A", "B", "C", "D")}, {"subject": "{file}"})``.
+    A part not named is read from the field of its own name. Several fields of one part are joined
+    (options: one option each). A column is named by its header or by its position, ``#1`` the first
+    (an unnamed column, as pandas writes its index)."""
 
     fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    fixed: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, specs: list[str]) -> FieldMap:
-        """From ``part=field[,field...]`` strings (``qbank import --map``); ValueError names a bad one."""
+    def parse(cls, specs: list[str], sets: list[str] | None = None) -> FieldMap:
+        """From ``part=field[,field...]`` (``--map``) and ``name=value`` (``--set``) strings;
+        ValueError names a bad one."""
         fields: dict[str, tuple[str, ...]] = {}
         for spec in specs:
             part, sep, names = spec.partition("=")
-            columns = tuple(name for name in names.split(",") if name != "") if sep else ()
-            if not sep or part.strip() not in KNOWN_KEYS or not columns:
+            part = part.strip()
+            columns = tuple(name.strip() for name in names.split(",") if name.strip()) if sep else ()
+            if not sep or part not in KNOWN_KEYS or not columns:
                 raise ValueError(
                     f"--map {spec!r}: want part=field[,field...] with part one of {', '.join(sorted(KNOWN_KEYS))}"
                 )
-            fields[part.strip()] = columns
-        return cls(fields)
+            if part in fields:
+                raise ValueError(f"--map {spec!r}: the part {part!r} is already mapped to {','.join(fields[part])}")
+            fields[part] = columns
+        fixed: dict[str, str] = {}
+        for spec in sets or []:
+            name, sep, value = spec.partition("=")
+            name = name.strip()
+            if not sep or not name or name in ("id", "stem", "figures", "options", "knowledge_points"):
+                raise ValueError(
+                    f"--set {spec!r}: want name=value for a part every row shares (subject, grade, type, answer, "
+                    f"analysis) or a metadata field (e.g. source); id, stem, figures and options differ per row"
+                )
+            if name in fields or name in fixed:
+                raise ValueError(f"--set {spec!r}: {name!r} is already given by --map or --set")
+            fixed[name] = value
+        return cls(fields, fixed)
 
-    def apply(self, record: dict[str, Any]) -> dict[str, Any]:
-        """The record with each mapped part read from its fields (the fields themselves dropped)."""
-        if not self.fields:
-            return record
-        mapped = {k: v for k, v in record.items() if not any(k in cols for cols in self.fields.values())}
+    def resolve(self, where: str, header: list[str]) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+        """(the mapping for a table with this header, as its rows' keys
+        (:func:`qbank_client.sources.column_keys`); the mapped columns the table does not have).
+        BankError for a column named twice in the header, or a table with no stem and no figures."""
+        from qbank_client.sources import column_keys
+
+        keys = column_keys(header)
+        shown = [name or f"#{i}" for i, name in enumerate(header, 1)]
+        resolved: dict[str, tuple[str, ...]] = {}
+        missing: list[str] = []
         for part, columns in self.fields.items():
+            found = []
+            for column in columns:
+                if column.startswith("#") and column[1:].isdigit() and 1 <= int(column[1:]) <= len(keys):
+                    found.append(keys[int(column[1:]) - 1])
+                    continue
+                positions = [i for i, name in enumerate(header, 1) if name == column]
+                if not positions:
+                    missing.append(column)
+                    continue
+                if len(positions) > 1:
+                    raise BankError(
+                        f"{where}: --map {part}={column}: the header has {len(positions)} columns named {column!r} "
+                        f"(at {', '.join(f'#{p}' for p in positions)}): name one by position, e.g. {part}=#{positions[0]}"
+                    )
+                found.append(keys[positions[0] - 1])
+            resolved[part] = tuple(found)
+        for part in KNOWN_KEYS - set(resolved) - set(self.fixed):
+            positions = [i for i, name in enumerate(header, 1) if name == part]
+            if len(positions) > 1:
+                raise BankError(
+                    f"{where}: the header has {len(positions)} columns named {part!r} "
+                    f"(at {', '.join(f'#{p}' for p in positions)}): say which with --map {part}=#{positions[0]}"
+                )
+        if not {"stem", "figures"} & ({part for part, columns in resolved.items() if columns} | set(header)):
+            if self.fields.get("stem"):
+                absent = ", ".join(repr(c) for c in self.fields["stem"] if c in missing)
+                raise BankError(
+                    f"{where}: --map stem={','.join(self.fields['stem'])}: no column {absent}; the columns are {shown}"
+                )
+            raise BankError(f"{where}: no column holds the stem; the columns are {shown}. {suggest_map(header)}")
+        return resolved, missing
+
+    def apply(
+        self, record: dict[str, Any], mapped: dict[str, tuple[str, ...]], context: dict[str, str]
+    ) -> dict[str, Any]:
+        """The record with each mapped part read from its fields (the fields themselves dropped) and
+        the fixed values set (their placeholders filled from ``context``)."""
+        used = {column for columns in mapped.values() for column in columns}
+        out = {k: v for k, v in record.items() if k not in used}
+        for part, columns in mapped.items():
             values = [record.get(column) for column in columns if record.get(column) not in (None, "")]
             if part == "options":
-                mapped[part] = values
+                out[part] = values
             elif values:
-                mapped[part] = values[0] if len(values) == 1 else "\n".join(map(str, values))
-        return mapped
+                out[part] = values[0] if len(values) == 1 else "\n".join(map(str, values))
+            else:
+                out.pop(part, None)
+        for name, value in self.fixed.items():
+            for placeholder in SET_PLACEHOLDERS:
+                value = value.replace(placeholder, context.get(placeholder[1:-1], ""))
+            out[name] = value
+        return out
 
 
-MAX_FIGURE_BYTES = 20 * 1024 * 1024  # the server's QBANK_MAX_IMAGE_BYTES default
-FIGURE_TIMEOUT = 10.0  # seconds for one figure's whole download
+def suggest_map(header: list[str]) -> str:
+    """A --map line for a table's columns, from the names banks use (or a general hint)."""
+    lowered = {name.strip().lower(): name for name in header if name}
+    found = []
+    for part, names in COLUMN_HINTS.items():
+        column = next((lowered[n] for n in names if n in lowered), None)
+        if column and column != part:
+            found.append(f"--map {part}={column}")
+    letters = [name for name in header if len(name) == 1 and name.upper() in OPTION_LABELS]
+    if len(letters) >= 2:
+        found.append(f"--map options={','.join(letters)}")
+    if found:
+        return "Perhaps: " + " ".join(found)
+    return "Name the parts with --map, e.g. --map stem=<column> --map options=<column>,<column>"
 
 
 @dataclass
@@ -82,6 +209,7 @@ class Question:
     tags: dict[str, Any]
     source: str  # file:line, for messages
     figure_bytes: list[bytes] = field(default_factory=list)
+    inline: dict[int, bytes] = field(default_factory=dict)  # figures given as data: URIs, by index
 
     def item_ids(self) -> list[str]:
         ids = [item_id(self.id, TEXT)] if self.stem else []
@@ -96,6 +224,22 @@ class Question:
             tags = dict(self.tags, figure=ref)
             docs.append(Document(id=item_id(self.id, IMAGE, index), blob=data, tags=tags))
         return docs
+
+    def payload_bytes(self) -> int:
+        """About what the question takes in a request: texts, tags and images as base64."""
+        tags = len(json.dumps(self.tags, ensure_ascii=False, default=str).encode("utf-8"))
+        return (
+            len(self.stem.encode("utf-8"))
+            + tags * (1 + len(self.figures))
+            + sum(len(b) for b in self.figure_bytes) * 4 // 3
+        )
+
+    def digest(self) -> str:
+        """What the question holds, for telling a repeated row from a different one under one id."""
+        import hashlib
+
+        content = json.dumps([self.stem, self.figures, self.tags], ensure_ascii=False, sort_keys=True, default=str)
+        return hashlib.blake2b(content.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 
 @dataclass
@@ -122,11 +266,16 @@ def parse_question(record: Any, source: str, base: Path) -> Question:
     stem = record.get("stem") or ""
     if not isinstance(stem, str):
         raise ValueError("field 'stem' must be a string")
+    if len(stem) > MAX_TEXT_CHARS:  # before it is parsed: a long hostile stem costs the parser
+        raise ValueError(
+            f"field 'stem' is {len(stem)} characters, over the limit of {MAX_TEXT_CHARS} (QBANK_MAX_TEXT_CHARS)"
+        )
     figures = record.get("figures") or []
     if isinstance(figures, str):
         figures = [figures]
     if not isinstance(figures, list) or not all(isinstance(f, str) and f for f in figures):
         raise ValueError("field 'figures' must be a list of paths or URLs")
+    figures = list(figures)
     if not stem.strip() and not figures:
         raise ValueError("question has neither a stem nor figures")
     points = record.get("knowledge_points") or []
@@ -136,8 +285,16 @@ def parse_question(record: Any, source: str, base: Path) -> Question:
     for name in ("answer", "analysis"):
         if record.get(name) is not None and not isinstance(record.get(name), (str, int, float)):
             raise ValueError(f"field {name!r} must be text")
-    inline = [src for src in html_text(stem)[1] if src not in figures]  # an HTML stem's <img> are its figures
-    figures = figures + inline
+    inline_sources = [src for src in html_text(stem)[1] if src not in figures]  # an HTML stem's <img>
+    inline: dict[int, bytes] = {}
+    for src in inline_sources:
+        if src.startswith("data:"):
+            number = len(inline) + 1
+            inline[len(figures)] = data_uri_bytes(src, f"inline image {number}")
+            stem = stem.replace(src, f"inline:{number}")  # the stored stem keeps a reference, not the bytes
+            figures.append(f"{source} inline image {number}")
+        else:
+            figures.append(src)
     tags: dict[str, Any] = {k: v for k, v in record.items() if k not in KNOWN_KEYS}
     tags.update(question_id=qid, knowledge_points=points)
     if options:  # a list, so its order survives (tags travel as a protobuf Struct, whose keys do not keep one)
@@ -147,11 +304,15 @@ def parse_question(record: Any, source: str, base: Path) -> Question:
             tags[name] = str(record[name])
     for name in ("subject", "grade", "type"):
         tags[name] = check_scalar(qid, TAG_ALIASES.get(name, name), record.get(name), label=name)
-    resolved = [f if "://" in f or f.startswith("data:") else str((base / f).resolve()) for f in figures]
+    resolved = [f if index in inline or "://" in f else str((base / f).resolve()) for index, f in enumerate(figures)]
     text = stem.strip()
     if options:
         text += "\n" + "\n".join(f"{label}. {option}" for label, option in options.items())
-    return Question(qid, text, resolved, tags, source)
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(
+            f"the stem with its options is {len(text)} characters, over the limit of {MAX_TEXT_CHARS} (QBANK_MAX_TEXT_CHARS)"
+        )
+    return Question(qid, text, resolved, tags, source, inline=inline)
 
 
 def parse_options(value: Any) -> dict[str, str]:
@@ -160,11 +321,41 @@ def parse_options(value: Any) -> dict[str, str]:
         return {}
     if isinstance(value, list):
         if len(value) > len(OPTION_LABELS) or not all(isinstance(v, (str, int, float)) for v in value):
-            raise ValueError(f"field 'options' must be a list of at most {len(OPTION_LABELS)} texts")
+            raise ValueError(f"field 'options' must be a list of at most {len(OPTION_LABELS)} texts (MAX_OPTIONS)")
         return {label: str(v).strip() for label, v in zip(OPTION_LABELS, value, strict=False)}
     if isinstance(value, dict) and all(isinstance(v, (str, int, float)) for v in value.values()):
+        if len(value) > MAX_OPTIONS:
+            raise ValueError(f"field 'options' has {len(value)} options, over the limit of {MAX_OPTIONS} (MAX_OPTIONS)")
         return {str(k): str(v).strip() for k, v in value.items()}
     raise ValueError("field 'options' must be a list of texts or an object of label -> text")
+
+
+_BASE64_SPACE = re.compile(r"\s+")
+
+
+def data_uri_bytes(uri: str, label: str) -> bytes:
+    """The bytes of a ``data:`` image, its size checked before it is decoded."""
+    header, comma, payload = uri.partition(",")
+    if not comma or not header.lower().startswith("data:image/"):
+        raise ValueError(f"{label}: a data: URI that is not an image ({header[:40]!r})")
+    if header.lower().endswith(";base64"):
+        payload = _BASE64_SPACE.sub("", payload)
+        size = len(payload) * 3 // 4
+    else:
+        size = len(payload)  # percent-encoded: at most this many bytes
+    if size > MAX_FIGURE_BYTES:
+        raise ValueError(f"{label}: about {size} bytes, over the limit of {MAX_FIGURE_BYTES} (QBANK_MAX_IMAGE_BYTES)")
+    try:
+        data = (
+            base64.b64decode(payload, validate=True)
+            if header.lower().endswith(";base64")
+            else unquote_to_bytes(payload)
+        )
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"{label}: not valid base64 ({exc})") from None
+    if not data:
+        raise ValueError(f"{label}: empty")
+    return data
 
 
 def read_image_ref(ref: str, timeout: float = FIGURE_TIMEOUT) -> bytes:
@@ -186,81 +377,142 @@ def read_image_ref(ref: str, timeout: float = FIGURE_TIMEOUT) -> bytes:
 
 def load_figures(question: Question, timeout: float = FIGURE_TIMEOUT) -> None:
     """Read figure bytes on the client, so the server never needs access to the user's files."""
-    question.figure_bytes = [read_image_ref(ref, timeout) for ref in question.figures]
+    question.figure_bytes = [
+        question.inline[i] if i in question.inline else read_image_ref(ref, timeout)
+        for i, ref in enumerate(question.figures)
+    ]
 
 
-def bank_files(path: Path) -> list[Path]:
+def check_items(question: Question) -> None:
+    """The service's own checks of each item, run here (ValueError names the part): tags within
+    QBANK_MAX_TAG_BYTES and MAX_TAG_DEPTH, each figure an image within QBANK_MAX_IMAGE_BYTES and
+    QBANK_MAX_IMAGE_PIXELS, the question within one request."""
+    from qbank.media.images import ImageInputError, ImageLimits, decode_image
+
+    docs = question.documents()
+    if len(docs) > MAX_DOCS_PER_REQUEST:
+        raise ValueError(
+            f"{len(question.figures)} figures: a question's items must fit one request of {MAX_DOCS_PER_REQUEST} "
+            "(QBANK_MAX_DOCS_PER_REQUEST)"
+        )
+    for doc in docs:
+        try:
+            tags_to_fields(doc.id, doc.tags)
+        except ItemError as exc:
+            sizes = {k: len(json.dumps(v, ensure_ascii=False, default=str)) for k, v in doc.tags.items()}
+            largest = max(sizes, key=sizes.get)
+            raise ValueError(
+                f"{str(exc).split(': ', 1)[1]}; the largest field is {largest!r} ({sizes[largest]} bytes)"
+            ) from None
+    for index, data in enumerate(question.figure_bytes):
+        try:
+            decode_image(data, ImageLimits(), max_side=224)  # JPEGs decode at a DCT scale: cheap
+        except ImageInputError as exc:
+            raise ValueError(f"figure {index + 1} ({question.figures[index][-80:]}): {exc}") from None
+    size = question.payload_bytes()
+    if size > REQUEST_BYTES:
+        raise ValueError(
+            f"the question takes about {size} bytes, over a request's {REQUEST_BYTES} (QBANK_MAX_REQUEST_BYTES)"
+        )
+
+
+def bank_files(path: Path) -> tuple[list[Path], list[Path]]:
+    """(the bank files of ``path``, the other files of a folder, which are left out)."""
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.suffix in BANK_SUFFIXES and p.is_file())
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "~$")))
+        return [p for p in files if p.suffix.lower() in FORMATS], [p for p in files if p.suffix.lower() not in FORMATS]
     if path.is_file():
-        return [path]
+        return [path], []
     raise FileNotFoundError(f"no such file or folder: {path}")
 
 
-def _records(file: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """(line number, record, None) or (line number, None, why it cannot be read) of one bank file."""
-    if file.suffix == ".csv":
-        try:
-            with file.open(encoding="utf-8-sig", newline="") as handle:
-                reader = csv.DictReader(handle)
-                for row in reader:
-                    yield reader.line_num, {k: v for k, v in row.items() if k is not None}, None
-        except UnicodeDecodeError as exc:
-            yield 0, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
-        except csv.Error as exc:
-            yield 0, None, f"not valid CSV: {exc}"
-        return
-    if file.suffix == ".json":
-        try:
-            records = json.loads(file.read_bytes().decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            yield 1, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
-            return
-        except json.JSONDecodeError as exc:
-            yield exc.lineno, None, f"not valid JSON: {exc.msg} at column {exc.colno}"
-            return
-        if not isinstance(records, list):
-            yield 1, None, "a .json bank must hold a list of questions"
-            return
-        for index, record in enumerate(records, 1):
-            yield index, record, None  # the n-th question of the list
-        return
-    with file.open("rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            try:
-                yield number, json.loads(raw.decode("utf-8")), None
-            except UnicodeDecodeError as exc:
-                yield number, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
-            except json.JSONDecodeError as exc:
-                yield number, None, f"not valid JSON: {exc.msg} at column {exc.colno}"
-
-
-def default_id(root: Path, file: Path, number: int) -> str:
-    """The id of a question its bank gives none: its file (relative to the bank) and line number."""
+def default_id(root: Path, file: Path, number: int, sheet: str = "") -> str:
+    """The id of a question its bank gives none: its file (relative to the bank), sheet and line."""
     relative = file.relative_to(root) if file.is_relative_to(root) else Path(file.name)
-    return "-".join(relative.with_suffix("").parts) + f"-{number}"
+    return "-".join([*relative.with_suffix("").parts, *([sheet] if sheet else [])]) + f"-{number}"
 
 
-def read_bank(path: str | Path, fields: FieldMap | None = None) -> Iterator[Question | BadRow]:
-    """Questions and bad rows of a bank file (.jsonl, .json array, .csv) or of every such file under
-    a folder, in order; ``fields`` names the bank's own columns. A question without an id (a CSV
-    without an id column, like CMMLU's) gets its file and line number (:func:`default_id`)."""
+@dataclass
+class Bank:
+    """A bank opened for reading: its files (format, encoding, columns) known and the mapping
+    checked against each, before a row is read. ``rows()`` streams questions and bad rows."""
+
+    root: Path
+    files: list[BankFile]
+    fields: FieldMap
+    left_out: list[Path] = field(default_factory=list)  # files of a folder in no bank format
+    notes: list[str] = field(default_factory=list)  # tables without a column the mapping names
+    mapped: dict[tuple[Path, str], dict[str, tuple[str, ...]]] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return sum(f.size if f.format != "xlsx" else 0 for f in self.files)
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(f.bytes_read for f in self.files if f.format != "xlsx")
+
+    def rows(self) -> Iterator[Question | BadRow]:
+        base = self.root if self.root.is_dir() else self.root.parent
+        for bank in self.files:
+            context = {"file": bank.path.stem, "folder": bank.path.parent.name, "sheet": ""}
+            for row in bank.rows():
+                yield self._question(bank, row, base, context)
+
+    def _question(self, bank: BankFile, row: Row, base: Path, context: dict[str, str]) -> Question | BadRow:
+        if row.problem is not None:
+            return BadRow(row.source, row.problem)
+        record = row.values
+        try:
+            if isinstance(record, dict):
+                sheet = row.source.rsplit("[", 1)[1].split("]", 1)[0] if bank.format == "xlsx" else ""
+                mapped = self.mapped.get((bank.path, sheet), self.fields.fields)
+                record = self.fields.apply(record, mapped, dict(context, sheet=sheet))
+                if bank.format in ("csv", "xlsx"):
+                    for key in [k for k in record if k.startswith("#")]:
+                        record.pop(key)  # an unnamed column (pandas' row number) is no tag unless mapped
+                    if record.get("id") in (None, ""):
+                        record["id"] = default_id(base, bank.path, int(row.source.rsplit(":", 1)[1]), sheet)
+            return parse_question(record, row.source, bank.path.parent)
+        except ValueError as exc:
+            return BadRow(row.source, str(exc))
+
+
+def open_bank(
+    path: str | Path, fields: FieldMap | None = None, encoding: str | None = None, sheet: str | None = None
+) -> Bank:
+    """``path`` (a file or a folder of them) opened as a bank; BankError (or FileNotFoundError) when
+    any file cannot be read at all or the mapping does not fit its columns: nothing is read then."""
     root = Path(path)
-    base = root if root.is_dir() else root.parent
-    for file in bank_files(root):
-        for number, record, problem in _records(file):
-            source = f"{file}:{number}"
-            if problem is not None:
-                yield BadRow(source, problem)
-                continue
-            try:
-                if isinstance(record, dict):
-                    record = (fields or FieldMap()).apply(record)
-                    record.pop("", None)  # an unnamed column (CMMLU's row number) is no tag
-                    if record.get("id") in (None, "") and file.suffix == ".csv":
-                        record["id"] = default_id(base, file, number)
-                yield parse_question(record, source, file.parent)
-            except ValueError as exc:
-                yield BadRow(source, str(exc))
+    fields = fields or FieldMap()
+    files, left_out = bank_files(root)
+    if root.is_dir() and not files:
+        raise BankError(f"{root}: no bank files ({', '.join(FORMATS)}) in the folder")
+    bank = Bank(root, [open_bank_file(f, encoding, sheet) for f in files], fields, left_out)
+    tables = [(f, name, header) for f in bank.files for name, header in f.columns.items()]
+    missing_in: dict[str, list[str]] = {}
+    for file, name, header in tables:
+        where = f"{file.path}[{name}]" if name else str(file.path)
+        bank.mapped[(file.path, name)], missing = fields.resolve(where, header)
+        for column in missing:
+            missing_in.setdefault(column, []).append(where)
+    for column, wheres in missing_in.items():
+        part = next(p for p, columns in fields.fields.items() if column in columns)
+        if len(wheres) == len(tables):  # a column no table has: a typo, or the wrong bank
+            header = tables[0][2]
+            shown = [n or f"#{i}" for i, n in enumerate(header, 1)]
+            raise BankError(f"{wheres[0]}: --map {part}={column}: no column {column!r}; the columns are {shown}")
+        bank.notes.extend(f"{where}: no column {column!r} (--map {part}): its rows go without it" for where in wheres)
+    return bank
+
+
+def read_bank(
+    path: str | Path, fields: FieldMap | None = None, encoding: str | None = None, sheet: str | None = None
+) -> Iterator[Question | BadRow]:
+    """Questions and bad rows of a bank file (.jsonl, .json array, .csv, .xlsx) or of every such file
+    under a folder, in order; ``fields`` names the bank's own columns. A table row without an id (a
+    CSV without an id column, like CMMLU's) gets its file and line number (:func:`default_id`)."""
+    return open_bank(path, fields, encoding, sheet).rows()
+
+
+__all__ = ["REFUSED", "BadRow", "Bank", "BankError", "FieldMap", "Question", "open_bank", "read_bank"]

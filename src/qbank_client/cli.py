@@ -16,6 +16,8 @@ from typing import Any
 from qbank.domain.fusion import SEARCH_MODES, parse_weights
 from qbank.domain.schema import DUPLICATE_MEASURES
 from qbank_client.api import QbankClient, QuestionHit, error_message
+from qbank_client.bank import KNOWN_KEYS
+from qbank_client.sources import FORMATS
 
 DEFAULT_URL = os.environ.get("QBANK_URL", "grpc://127.0.0.1:51000")
 
@@ -48,35 +50,54 @@ def _print(args: argparse.Namespace, payload: Any, text: str) -> None:
 
 
 def cmd_import(args: argparse.Namespace, client: QbankClient) -> int:
-    from qbank_client.bank import BadRow, FieldMap, read_bank
-    from qbank_client.importer import import_bank
+    """Exit 0: every row stored or already there; 1: a row was bad, a duplicate id differed, the
+    service refused a question or went away (the summary says which); 2: the bank cannot be read."""
+    from qbank_client.bank import FieldMap, open_bank
+    from qbank_client.importer import check_bank, import_bank
+    from qbank_client.sources import BankError
+
+    def opened():
+        return open_bank(args.path, FieldMap.parse(args.map or [], args.set or []), args.encoding, args.sheet)
 
     try:
-        fields = FieldMap.parse(args.map or [])
-        rows = list(read_bank(args.path, fields))
-    except (FileNotFoundError, ValueError) as exc:
+        bank = opened()
+    except (FileNotFoundError, BankError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    bad = [str(r) for r in rows if isinstance(r, BadRow)]
-    if bad and args.strict:
-        for line in bad:
-            print(f"bad row: {line}", file=sys.stderr)
-        print(f"error: {len(bad)} bad rows and --strict: nothing imported", file=sys.stderr)
-        return 1
-    summary = import_bank(
-        client, rows, args.batch_size, args.concurrency, args.force, progress=not args.json, total=len(rows) - len(bad)
-    )
-    text = (
-        f"questions read: {summary.questions}  imported: {summary.imported}  items written: {summary.items_sent}  "
-        f"already stored (skipped): {summary.items_skipped}  bad rows: {len(summary.bad_rows)}  failed: {len(summary.failed)}"
-    )
+    for file in bank.files:
+        print(f"reading {file.describe()}", file=sys.stderr)
+    for note in bank.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for path in bank.left_out:
+        print(f"left out (not a bank format: {', '.join(FORMATS)}): {path}", file=sys.stderr)
+    if args.check or args.strict:
+        summary = check_bank(bank)
+        if args.check or summary.bad_rows or summary.duplicates:
+            _report(args, summary)
+            if not args.check:
+                print("error: bad rows or duplicate ids and --strict: nothing imported", file=sys.stderr)
+            return 0 if summary.complete and not (args.strict and summary.duplicates) else 1
+        bank = opened()
+    summary = import_bank(client, bank, args.batch_size, args.concurrency, args.force, progress=not args.json)
+    _report(args, summary)
+    return 0 if summary.complete else 1
+
+
+def _report(args: argparse.Namespace, summary) -> None:  # noqa: ANN001 - an ImportSummary
     if not args.json:
         for line in summary.bad_rows:
             print(f"bad row (skipped): {line}", file=sys.stderr)
+        for line in summary.duplicates:
+            print(f"duplicate id: {line}", file=sys.stderr)
         for line in summary.failed:
             print(f"failed: {line}", file=sys.stderr)
-    _print(args, summary.to_dict(), text)
-    return 1 if summary.failed or (args.strict and summary.bad_rows) else 0
+        if summary.stopped:
+            print(
+                f"stopped: {summary.stopped}. {summary.not_sent} questions read were not sent; what was "
+                "acknowledged stays stored: run the same command again to resume",
+                file=sys.stderr,
+            )
+    _print(args, summary.to_dict(), summary.line())
 
 
 def cmd_text2image(args: argparse.Namespace, client: QbankClient) -> int:
@@ -199,18 +220,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("import", help="import questions from a bank file (.jsonl, .json, .csv) or a folder (resumable)")
-    p.add_argument("path", help="a .jsonl, .json (a list) or .csv bank, or a folder searched for them")
+    p = sub.add_parser(
+        "import",
+        help="import questions from a bank file (.jsonl, .json, .csv, .xlsx) or a folder (resumable)",
+        description="Import a bank: rows are read, checked and sent as the file is read. Parts of a question: "
+        + ", ".join(sorted(KNOWN_KEYS))
+        + "; other fields are kept as metadata. Exit codes: 0 every row stored or already there; 1 a row was "
+        "bad, an id was used twice with different content, or the service refused or went away (each named); "
+        "2 the bank cannot be read (format, encoding, a --map column it does not have).",
+    )
+    p.add_argument("path", help="a .jsonl, .json (a list), .csv or .xlsx bank, or a folder searched for them")
     p.add_argument(
         "--map",
         action="append",
         metavar="PART=FIELD[,FIELD...]",
-        help="which of the bank's fields hold a part of the question (repeatable), e.g. for CMMLU's CSV: "
-        "--map stem=Question --map options=A,B,C,D --map answer=Answer",
+        help="which of the bank's fields hold a part of the question (repeatable; a column by name or by "
+        "position, #1 the first), e.g. for CMMLU's CSV: --map stem=Question --map options=A,B,C,D --map answer=Answer",
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a value every row gets (repeatable): subject, grade, type or a metadata field such as source; "
+        "{file}, {folder} and {sheet} stand for where the row comes from, e.g. --set subject={file}",
+    )
+    p.add_argument(
+        "--encoding", help="the text encoding of CSV/JSON files (default: detected: UTF-8, GB18030, UTF-16, ...)"
+    )
+    p.add_argument("--sheet", help="the one sheet of an .xlsx to read (default: every sheet with a header row)")
+    p.add_argument("--check", action="store_true", help="read and check the bank as an import would; send nothing")
     p.add_argument("--batch-size", type=int, default=32, help="questions per request (default %(default)s)")
     p.add_argument("--concurrency", type=int, default=2, help="requests in flight (default %(default)s)")
-    p.add_argument("--strict", action="store_true", help="any bad row fails the run (exit 1) before anything is sent")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="any bad row or duplicate id fails the run (exit 1) before anything is sent",
+    )
     p.add_argument("--force", action="store_true", help="re-encode items even when they are already stored")
     p.set_defaults(run=cmd_import)
 

@@ -38,7 +38,42 @@ ID_MAX_LENGTH = 256
 # a Milvus expression literal: "token recognition error", measured) and the single quote (Milvus
 # Lite 2.5.1 puts an upserted id into SQL between single quotes, unescaped: an id with ' fails with
 # "internal error" and could rewrite that statement).
+# The service's size limits, defined once: the executors' settings default to these (qbank.config),
+# and the importer checks each row against them before sending (qbank_client.bank), so a bad row is
+# named by its file and line and the good rows of its batch are stored.
 MAX_TAG_BYTES = 65_536  # default of QBANK_MAX_TAG_BYTES: tags of one item as JSON
+# Nesting of one item's tags (objects and lists inside each other). Tags travel as a protobuf Struct,
+# which refuses a message nested past 100; a question's metadata is a few levels deep.
+MAX_TAG_DEPTH = 32
+MAX_TEXT_CHARS = 20_000  # default of QBANK_MAX_TEXT_CHARS: one text item (a stem with its options)
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # default of QBANK_MAX_IMAGE_BYTES: one image as sent
+MAX_IMAGE_PIXELS = 40_000_000  # default of QBANK_MAX_IMAGE_PIXELS: pixels an image declares
+MAX_DOCS_PER_REQUEST = 1000  # default of QBANK_MAX_DOCS_PER_REQUEST
+# Options of one question: A-Z. (An object of 3,000 "options" once failed a whole batch.)
+MAX_OPTIONS = 26
+
+
+def default_request_bytes(max_image_bytes: int = MAX_IMAGE_BYTES) -> int:
+    """The gateway's request limit when QBANK_MAX_REQUEST_BYTES is not set: two of the largest images,
+    base64 included, and room for the rest."""
+    return 3 * max_image_bytes
+
+
+def nesting_depth(value: Any, stop_at: int | None = None) -> int:
+    """How deeply lists and objects nest in ``value`` (a scalar is 0), without recursion: a JSON value
+    nested 100,000 deep must not overflow the stack. Counting stops past ``stop_at``."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            depth += 1
+            deepest = max(deepest, depth)
+            if stop_at is not None and deepest > stop_at:
+                return deepest
+            stack.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 # How near-duplicate stems are measured (qbank.domain.duplicates): bigram Jaccard of the text, or CLIP cosine.
 DUPLICATE_MEASURES = ("text", "dense")
 TEXT_MAX_BYTES = 65_535  # Milvus VARCHAR limit; longer stems are stored truncated (display copy)
@@ -151,6 +186,8 @@ def tags_to_fields(
             scalars[column] = check_scalar(doc_id, column, value)
         else:
             metadata[key] = value
+    if nesting_depth(metadata, MAX_TAG_DEPTH) > MAX_TAG_DEPTH:
+        raise ItemError(f"item {doc_id!r}: tags nest deeper than {MAX_TAG_DEPTH} levels (lists and objects)")
     try:
         size = len(json.dumps(metadata, ensure_ascii=False).encode("utf-8", "surrogatepass"))
     except (TypeError, ValueError, RecursionError) as exc:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from qbank.domain.schema import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from qbank.media.fetch import FetchError, FetchPolicy
 from qbank.media.fetch import read_uri as read_bounded
 
@@ -28,8 +29,8 @@ class ImageInputError(ValueError):
 
 @dataclass(frozen=True)
 class ImageLimits:
-    max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    max_bytes: int = MAX_IMAGE_BYTES
+    max_pixels: int = MAX_IMAGE_PIXELS
     fetch_timeout: float = 10.0
 
 
