@@ -163,6 +163,11 @@ def test_mappings_are_checked_against_the_header_before_anything_is_read(tmp_pat
         (tmp_path / name).write_text("x", encoding="utf-8")
         rc, _, err = qbank("import", str(tmp_path / name), "--check")
         assert rc == 2 and words in err, name
+    (tmp_path / "m.jsonl").write_text('{"id": "1", "题干": "甲"}\n{"id": "2", "题干": "乙"}\n', encoding="utf-8")
+    rc, _, err = qbank("import", str(tmp_path / "m.jsonl"), "--map", "stem=题目", "--check")  # JSONL: its first row
+    assert rc == 2 and "no field '题目'" in err and "'题干'" in err
+    rc, summary, _ = qbank("import", str(tmp_path / "m.jsonl"), "--map", "stem=题干", "--check")
+    assert rc == 0 and summary["questions"] == 2
     wide = tmp_path / "wide.csv"  # a header of 1,000,000 columns: refused by its limit, in flat memory
     wide.write_text(",".join(f"c{i}" for i in range(1_000_000)) + "\n" + "x," * 999_999 + "x\n", encoding="utf-8")
     rc, _, err = qbank("import", str(wide), "--check")
@@ -254,14 +259,17 @@ def test_thirty_good_rows_are_stored_beside_hostile_ones_in_one_batch(flow, tmp_
     ]
     rows = good[:10] + hostile[:3] + good[10:20] + hostile[3:] + good[20:]
     bank = tmp_path / "bank.jsonl"
-    bank.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    lines += ["[" * 100_000 + "]" * 100_000, '{"id": "big", "stem": "x", "n": ' + "9" * 5000 + "}"]  # lines 37, 38
+    bank.write_text("\n".join(lines) + "\n", encoding="utf-8")
     rc, summary, err = qbank("import", str(bank), "--batch-size", "32", url=flow["grpc"])
     assert rc == 1, err
     bad = {line_of(b): b for b in summary["bad_rows"]}
-    assert sorted(bad) == [12, 13, 24, 25], summary["bad_rows"]
+    assert sorted(bad) == [12, 13, 24, 25, 37, 38], summary["bad_rows"]
     assert "20001 characters" in bad[12] and "QBANK_MAX_TEXT_CHARS" in bad[12]
     assert "QBANK_MAX_TAG_BYTES" in bad[13] and "'analysis'" in bad[13]
     assert "3000 options" in bad[24] and "not a readable image" in bad[25]
+    assert "nested deeper" in bad[37] and "digits" in bad[38]
     assert len(summary["duplicates"]) == 1 and summary["duplicates"][0].startswith(f"{bank}:11")
     assert summary["imported"] == 31 and summary["failed"] == [] and summary["items_sent"] == 32
     client = QbankClient(flow["grpc"])
@@ -296,6 +304,21 @@ def test_a_gbk_csv_and_an_xlsx_of_cmmlu_import_whole(flow, tmp_path):
     assert client.count(subject="marketing") == rows and client.count(subject="physics") == 50
     rc, summary, _ = qbank(*command, url=flow["grpc"])  # resumed: nothing sent again
     assert rc == 0 and summary["items_sent"] == 0 and summary["items_skipped"] == rows + 50
+
+
+def test_a_csv_with_a_long_field_and_an_encoding_break_stores_every_other_row(flow, tmp_path):
+    rows = [["id", "stem"]] + [[f"e{n}", f"第{n}题 下列说法正确的是"] for n in range(40)]
+    rows[10][1] = "长" * 50_000  # 150 KB of UTF-8: over the csv module's own limit
+    path = tmp_path / "bank.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    data = path.read_bytes().replace("第30题".encode(), "第30题".encode("gbk"))
+    path.write_bytes(data)
+    rc, summary, err = qbank("import", str(path), "--batch-size", "8", url=flow["grpc"])
+    assert rc == 1 and sorted(line_of(b) for b in summary["bad_rows"]) == [11, 32], err
+    assert summary["imported"] == 38 and QbankClient(flow["grpc"]).count() >= 38
+    stored = QbankClient(flow["grpc"]).existing([f"e{n}:text:0" for n in range(40)])
+    assert stored == {f"e{n}:text:0" for n in range(40) if n not in (9, 30)}
 
 
 def test_a_batch_the_service_refuses_is_split_and_only_the_refused_row_is_lost(tiny_model, tmp_path):

@@ -3,6 +3,8 @@ with a request short of Milvus."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from docarray import Document, DocumentArray
@@ -43,6 +45,7 @@ def test_a_document_becomes_a_row_with_scalar_columns_and_metadata():
         (Document(id="长" * 60, embedding=vec(1, 0, 0)), "has no tags.question_id"),
         (Document(id="x", embedding=vec(1, 0, 0), tags={"note": "注" * 30_000}), "QBANK_MAX_TAG_BYTES"),
         (Document(id="x", embedding=vec(1, 0, 0), tags={"subject": ["数学"]}), "'subject' must be a string"),
+        (Document(id="x", embedding=vec(1, 0, 0), tags={"m": json.loads("[" * 34 + "]" * 34)}), "deeper than 32"),
     ],
 )
 def test_a_bad_document_is_refused_naming_item_and_field(doc, problem):

@@ -503,7 +503,29 @@ def open_bank(
             shown = [n or f"#{i}" for i, n in enumerate(header, 1)]
             raise BankError(f"{wheres[0]}: --map {part}={column}: no column {column!r}; the columns are {shown}")
         bank.notes.extend(f"{where}: no column {column!r} (--map {part}): its rows go without it" for where in wheres)
+    _check_json_fields(bank, fields)
     return bank
+
+
+def _check_json_fields(bank: Bank, fields: FieldMap) -> None:
+    """A JSON bank has no header: its first question's fields stand for one. A mapped field that no
+    JSON file's first question has is refused (a typo); one only some lack is a note."""
+    firsts = {}
+    for file in bank.files:
+        if file.format in ("json", "jsonl"):
+            first = next((row.values for row in file.rows() if isinstance(row.values, dict)), None)
+            file.bytes_read = 0
+            if first is not None:
+                firsts[file.path] = set(first)
+    for part, columns in fields.fields.items():
+        for column in columns:
+            lacking = [path for path, keys in firsts.items() if column not in keys]
+            if firsts and len(lacking) == len(firsts) and not bank.mapped:
+                keys = sorted(firsts[lacking[0]])
+                raise BankError(
+                    f"{lacking[0]}: --map {part}={column}: its first question has no field {column!r}; its fields are {keys}"
+                )
+            bank.notes.extend(f"{path}: its first question has no field {column!r} (--map {part})" for path in lacking)
 
 
 def read_bank(

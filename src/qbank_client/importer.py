@@ -39,6 +39,9 @@ BATCH_BYTES = min(16 * 1024 * 1024, REQUEST_BYTES // 2)
 # the import stops with its summary.
 UNAVAILABLE_RETRIES = (1.0, 2.0, 4.0, 8.0)
 _NAMED_ITEM = re.compile(r"item '([^']+)'")
+# Refusals of what a batch holds or how large it is: a smaller batch may pass, so the batch is split.
+# Others (a full disk, an internal error) fail the batch whole, as a smaller one would fail too.
+_SPLIT_WHEN = re.compile(r"items? (?:rejected|cannot be encoded)|item '|over the limit|too large|RESOURCE_EXHAUSTED")
 # Refusals that no other batch would escape (the token): the import stops at the first.
 _WHOLE_IMPORT_REFUSED = ("UNAUTHENTICATED", "missing or wrong token", "PERMISSION_DENIED")
 
@@ -56,6 +59,7 @@ class ImportSummary:
     stopped: str | None = None  # why the import ended before the bank did (the service went away)
     not_sent: int = 0  # good questions read but not sent because the import stopped
     files: list[str] = field(default_factory=list)  # how each file was read (format, encoding)
+    checked_only: bool = False  # --check: read and checked, nothing sent
 
     @property
     def complete(self) -> bool:
@@ -66,6 +70,11 @@ class ImportSummary:
         return dict(self.__dict__, complete=self.complete)
 
     def line(self) -> str:
+        if self.checked_only:
+            return (
+                f"checked, nothing sent: questions ready to import: {self.questions}  bad rows: {len(self.bad_rows)}  "
+                f"duplicate ids: {len(self.duplicates)}"
+            )
         return (
             f"questions read: {self.questions}  imported: {self.imported}  items written: {self.items_sent}  "
             f"already stored (skipped): {self.items_skipped}  bad rows: {len(self.bad_rows)}  "
@@ -144,7 +153,7 @@ def batches(questions: Iterable[Question], size: int, max_bytes: int = BATCH_BYT
 
 def check_bank(rows: Iterable[Question | BadRow] | Bank) -> ImportSummary:
     """Read and check a bank as an import would, sending nothing (``qbank import --check``)."""
-    summary = ImportSummary()
+    summary = ImportSummary(checked_only=True)
     seen = SeenIds()
     if isinstance(rows, Bank):
         summary.files = [f.describe() for f in rows.files]
@@ -206,10 +215,13 @@ class _Importer:
             self.summary.imported += len(batch)
 
     def _refused(self, batch: list[Question], message: str) -> None:
-        """The service refused ``batch``: the questions its message names fail, the rest is sent
-        again (split in halves while nothing is named), so only refused questions are left out."""
+        """The service refused ``batch``: the questions its message names fail and the rest is sent
+        again (split in halves while a refusal of items or size names none), so only refused
+        questions are left out."""
         named = set(_NAMED_ITEM.findall(message))
-        failing = [q for q in batch if named & set(q.item_ids())] or (batch if len(batch) == 1 else [])
+        failing = [q for q in batch if named & set(q.item_ids())]
+        if not failing and (len(batch) == 1 or not _SPLIT_WHEN.search(message)):
+            failing = batch
         with self.lock:
             self.summary.failed.extend(f"{q.source}: {q.id}: {message[:300]}" for q in failing)
         rest = [q for q in batch if q not in failing]
