@@ -136,6 +136,67 @@ def test_services_select_one_deployment_and_name_its_ports(overlay):
             assert port["targetPort"] in container_ports, (service["metadata"]["name"], port)
 
 
+def selects(selector: dict, labels: dict) -> bool:
+    """Whether a Kubernetes label selector (matchLabels, matchExpressions) selects these labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for rule in selector.get("matchExpressions", []):
+        present, value = rule["key"] in labels, labels.get(rule["key"])
+        ok = {
+            "In": present and value in rule.get("values", []),
+            "NotIn": not present or value not in rule.get("values", []),
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[rule["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+def who_may_reach(overlay: Path, deployment: dict, port_name: str) -> list[dict] | None:
+    """The pod selectors that may reach ``port_name`` of the deployment's pods under the rendered
+    NetworkPolicies; None when no policy selects them (anyone may)."""
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    number = {p["name"]: p["containerPort"] for p in main_container(deployment)["ports"]}[port_name]
+    policies = [
+        p
+        for p in objects(overlay, "NetworkPolicy")
+        if selects(p["spec"]["podSelector"], labels) and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+    ]
+    if not policies:
+        return None
+    peers: list[dict] = []
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            ports = rule.get("ports")
+            if ports and not any(p.get("port") in (port_name, number) for p in ports):
+                continue
+            if "from" not in rule:
+                return [{}]  # a rule without peers: everyone
+            peers += rule["from"]
+    return peers
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS.values(), ids=OVERLAYS.keys())
+def test_only_the_gateway_reaches_the_executors(overlay):
+    """The executors take no token: the NetworkPolicy lets only the gateway's pods reach their gRPC
+    port (their metrics port stays open to the cluster); the gateway itself stays reachable."""
+    gateway = named(overlay, "Deployment", "gateway")
+    gateway_labels = gateway["spec"]["template"]["metadata"]["labels"]
+    for name in ("reader", "encoder", "indexer"):
+        executor = named(overlay, "Deployment", name)
+        peers = who_may_reach(overlay, executor, "grpc")
+        assert peers, f"{name}: no NetworkPolicy closes its gRPC port"
+        for peer in peers:
+            assert set(peer) == {"podSelector"}, (name, peer)  # no namespaceSelector, no ipBlock
+            assert selects(peer["podSelector"], gateway_labels), (name, peer)
+            for other in ("reader", "encoder", "indexer"):
+                other_labels = named(overlay, "Deployment", other)["spec"]["template"]["metadata"]["labels"]
+                assert not selects(peer["podSelector"], other_labels), (name, peer, other)
+        assert who_may_reach(overlay, executor, "metrics") == [{}], name
+    assert who_may_reach(overlay, gateway, "http") is None
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS.values(), ids=OVERLAYS.keys())
 def test_gateway_serves_flow_yml_protocols_and_reaches_every_executor(overlay):
     gateway = main_container(named(overlay, "Deployment", "gateway"))

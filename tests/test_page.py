@@ -414,7 +414,7 @@ def test_stored_latex_is_typeset_options_listed_and_answer_folded_with_trust_off
     found = search(browser, "求x的值 另有 点我", mode="bm25")
     assert found[0] == MATH
     card = f"#results > .card[data-question='{MATH}']"
-    assert js(browser, f'return document.querySelectorAll("{card} .stem .katex .mfrac").length') >= 1
+    wait_for(lambda: js(browser, f'return document.querySelectorAll("{card} .stem .katex .mfrac").length'), "KaTeX")
     options = js(browser, f'return [...document.querySelectorAll("{card} .options li")].map(li => li.dataset.label)')
     assert options == ["A", "B", "C", "D"]
     assert js(browser, f"return document.querySelector(\"{card} .options li\").querySelector('.katex .mfrac') !== null")
@@ -426,7 +426,10 @@ def test_stored_latex_is_typeset_options_listed_and_answer_folded_with_trust_off
     wait_for(lambda: js(browser, "return document.querySelector('#detail details.analysis') !== null"), "the analysis")
     assert js(browser, "return document.querySelector('#detail details.answer').open") is False  # folded
     assert js(browser, "return document.querySelector('#detail details.answer p').textContent") == "A"
-    assert js(browser, "return document.querySelector('#detail details.analysis .katex .mfrac') !== null")
+    wait_for(
+        lambda: js(browser, "return document.querySelector('#detail details.analysis .katex .mfrac') !== null"),
+        "the analysis typeset",
+    )
     assert not [e for e in errors_in_console(browser) if "Content Security Policy" in e or "katex" in e.lower()]
     assert js(browser, "return window.__xss") is None
 
@@ -506,3 +509,69 @@ def test_an_image_can_be_dropped_or_pasted(flow, browser, how):
         "results",
     )
     assert first == PLANTED
+
+
+HOSTILE_MATH = {
+    "hm-frac160": "恶意公式 分式一百六十层 $" + "\\frac{1}{" * 160 + "x" + "}" * 160 + "$",  # crashed the tab
+    "hm-frac1900": "恶意公式 分式一千九百层 $" + "\\frac{1}{" * 1900 + "x" + "}" * 1900 + "$",  # RangeError
+    "hm-sqrt": "恶意公式 根号 $" + "\\sqrt{" * 2800 + "x" + "}" * 2800 + "$",
+    "hm-power": "恶意公式 乘方 $" + "x^{" * 3000 + "2" + "}" * 3000 + "$",
+    "hm-spans": "恶意公式 五千个公式 " + "$x$ " * 4990,  # blocked the page 2-4 s
+    "hm-broken": "恶意公式 写错的公式 $\\frac{1}{$ 和 $\\sqrt{2$",  # KaTeX's error markup used a style attribute
+}
+
+
+def test_a_result_list_with_hostile_formulas_shows_every_card_and_the_tab_survives(flow, browser):
+    """Stored formulas nested 160 to 3,000 deep, 5,000 spans, broken ones: each is shown as written, the
+    ordinary cards beside them are typeset, the tab stays alive, an analysis nested 1,500 deep opens."""
+    from docarray import Document, DocumentArray
+
+    docs = [Document(id=f"{q}:text:0", text=t, tags={"question_id": q}) for q, t in HOSTILE_MATH.items()]
+    docs += [
+        Document(
+            id=f"hm-plain{i}:text:0",
+            text=f"恶意公式 普通题{i} 求 $\\frac{{1}}{{{i + 2}}}$ 的值",
+            tags={"question_id": f"hm-plain{i}"},
+        )
+        for i in range(2)
+    ]
+    deep_analysis = "$" + "\\frac{1}{" * 1500 + "x" + "}" * 1500 + "$"
+    docs.append(
+        Document(
+            id="hm-analysis:text:0",
+            text="恶意公式 解析很深的题",
+            tags={"question_id": "hm-analysis", "analysis": deep_analysis, "answer": "$\\frac{1}{2}$"},
+        )
+    )
+    with QbankClient(flow["grpc"], token=TOKEN) as client:
+        client.index(DocumentArray(docs))
+    browser.get(flow["http"] + "/ui")
+    wait_for(lambda: js(browser, "return document.getElementById('stats').dataset.loaded"), "the page")
+    browser.get_log("browser")  # what came before
+    started = time.monotonic()
+    found = search(browser, "恶意公式", mode="bm25")
+    assert sorted(found) == sorted(d.tags["question_id"] for d in docs)
+    for i in range(2):  # the ordinary cards are typeset
+        card = f"#results > .card[data-question='hm-plain{i}']"
+        wait_for(
+            lambda card=card: js(browser, f'return document.querySelectorAll("{card} .katex .mfrac").length'), card
+        )
+    elapsed = time.monotonic() - started
+    assert js(browser, "return 1 + 1") == 2 and elapsed < 20  # the tab is alive
+    shown = js(
+        browser,
+        "return [...document.querySelectorAll('#results .stem.math-source')].map(e => e.closest('.card').dataset.question)",
+    )
+    assert sorted(shown) == sorted(q for q in HOSTILE_MATH if q != "hm-broken"), shown
+    broken = browser.find_element("css selector", "#results > .card[data-question='hm-broken'] .stem").text
+    assert "\\frac{1}{" in broken and "\\sqrt{2" in broken  # left as written by KaTeX, not as error markup
+    assert not [e for e in errors_in_console(browser) if "Content Security Policy" in e or "call stack" in e]
+    browser.find_element("css selector", "#results > .card[data-question='hm-analysis']").click()
+    wait_for(
+        lambda: js(browser, "return document.getElementById('detail').dataset.question") == "hm-analysis", "the detail"
+    )
+    wait_for(lambda: js(browser, "return document.querySelector('#detail details.analysis') !== null"), "the analysis")
+    assert js(browser, "return document.querySelector('#detail details.analysis').classList.length >= 0")
+    assert "\\frac{1}{" in js(browser, "return document.querySelector('#detail details.analysis').textContent")
+    with QbankClient(flow["grpc"], token=TOKEN) as client:  # leave the module's bank as it was
+        client.delete_questions([d.tags["question_id"] for d in docs])

@@ -101,12 +101,29 @@ def test_a_hundred_million_questions_get_a_cluster_whose_every_number_has_its_so
 
 
 def test_out_of_range_inputs_are_refused_naming_them(capsys):
-    with pytest.raises(ValueError, match="plan: figure_share must be between 0 and 1, got 1.5"):
+    with pytest.raises(ValueError, match="plan: figure_share must be >= 0 and <= 1 \\(a share\\), got 1.5"):
         plan(1000, figure_share=1.5)
-    with pytest.raises(ValueError, match="plan: recall must be in \\(0, 1\\], got 1.2"):
+    with pytest.raises(ValueError, match="plan: recall must be > 0 and <= 1 \\(a share\\), got 1.2"):
         plan(1000, recall=1.2)
     assert main(["plan", "--questions", "0"]) == 2
-    assert "questions must be at least 1, got 0" in capsys.readouterr().err
+    assert "questions must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--qps", "inf"], "qps must be a finite number, got inf"),
+        (["--qps", "nan"], "qps must be a finite number"),
+        (["--qps", "1e308"], "qps must be > 0 and <= 1,000,000 (a million searches a second), got 1e+308"),
+        (["--questions", "1" + "0" * 400], "got a 401-digit number"),
+        (["--photo-qps=-inf"], "photo_qps must be a finite number"),
+        (["--node-memory-gb", "1e30"], "node_memory_gb must be > 0 and <= 65,536"),
+    ],
+)
+def test_non_finite_and_absurd_inputs_exit_2_with_the_bound_and_why(args, words, capsys):
+    argv = ["plan", "--questions", "1000", *args] if "--questions" not in args else ["plan", *args]
+    assert main(argv) == 2
+    assert words in capsys.readouterr().err
 
 
 def test_the_overlay_it_writes_renders_with_the_plans_replicas_and_index(tmp_path, capsys):

@@ -528,3 +528,46 @@ def test_every_bench_that_starts_a_server_stops_it_on_sigterm():
         if any(start in source for start in STARTS_A_SERVER) and not handled:
             missing.append(path.name)
     assert not missing, f"bench scripts that start a server without exit_on_sigterm(): {missing}"
+
+
+def test_ready_means_an_import_sent_that_moment_succeeds_and_probes_log_no_errors(env):
+    """A script polls GET / while qbank-serve starts and imports the moment it says ready: no error
+    (jina's own GET / answered 200 while the encoder still loaded: 'Communication error with
+    deployment encoder'). Every probe passes through the executors without an ERROR line."""
+    import json
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from docarray import Document
+
+    served = Served(env)
+    threading.Thread(target=lambda: served.lines.extend(served.process.stdout), daemon=True).start()
+    base = f"http://127.0.0.1:{env['QBANK_HTTP_PORT']}"
+    statuses: list[int | str] = []
+    deadline = time.monotonic() + START_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(base + "/", timeout=10) as response:
+                    statuses.append(response.status)
+                    assert json.loads(response.read()) == {"ready": True}
+                    break
+            except urllib.error.HTTPError as exc:
+                statuses.append(exc.code)
+                assert exc.code == 503 and "ready" in json.loads(exc.read())
+            except OSError:
+                statuses.append("down")
+            time.sleep(0.1)
+        assert statuses and statuses[-1] == 200, statuses[-10:]
+        client = QbankClient(served.url)
+        client.index(DocumentArray([Document(id="ready:text:0", text="三角形的内角和", tags={"question_id": "ready"})]))
+        assert client.count() == 1
+        for path in ("/dry_run", "/", "/dry_run"):
+            with urllib.request.urlopen(base + path, timeout=30) as response:
+                assert response.status == 200
+        time.sleep(1)
+        logged = "".join(served.lines)
+        assert "_jina_dry_run_" not in logged and "UnknownEndpointError" not in logged, logged[-2000:]
+    finally:
+        served.kill()

@@ -196,6 +196,71 @@ def test_health_probes_stay_open_and_everything_else_is_closed(guarded):
         assert JinaClient(host=host, port=int(port), protocol=protocol).is_flow_ready(timeout=5), protocol
 
 
+def executor_ports() -> dict[str, list[tuple[str, int]]]:
+    """The addresses each executor process of this test's Flow listens on (from ss)."""
+    import multiprocessing
+    import subprocess
+
+    pids = {c.pid: c.name.split("/")[0] for c in multiprocessing.active_children()}
+    listening: dict[str, list[tuple[str, int]]] = {}
+    for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines():
+        for pid, name in pids.items():
+            if f"pid={pid}," in line and name in ("reader", "encoder", "indexer"):
+                address, port = line.split()[3].rsplit(":", 1)
+                listening.setdefault(name, []).append((address.strip("[]").removeprefix("::ffff:"), int(port)))
+    return listening
+
+
+def outside_address() -> str | None:
+    """An address of this machine that is not loopback (how another machine would come in)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_the_executors_take_nothing_but_the_gateway(guarded):
+    """With a token on the gateway, /count and /delete sent straight to an executor's own port (the
+    indexer answered {'count': 1004.0} from anywhere before) are refused: the executors listen on
+    loopback only."""
+    import grpc
+    from jina import Client as JinaClient
+
+    QbankClient(guarded["grpc"], token=TOKEN).index(question_items("door", 1, "数学"))
+    ports = executor_ports()
+    assert sorted(ports) == ["encoder", "indexer", "reader"], ports
+    assert all(address == "127.0.0.1" for found in ports.values() for address, _ in found), ports
+    outside = outside_address()
+    if outside is None:
+        pytest.skip("this machine has no address but loopback to come in from")
+    for found in ports.values():
+        for _, port in found:
+            for endpoint in ("/count", "/delete"):
+                client = JinaClient(host=outside, port=port, protocol="grpc")
+                with pytest.raises(
+                    (ConnectionError, grpc.RpcError, Exception), match="(?i)unavailable|connect|refused"
+                ):
+                    client.post(endpoint, parameters={"question_ids": ["door"]}, timeout=5)
+    assert QbankClient(guarded["grpc"], token=TOKEN).count() >= 2  # nothing was deleted
+
+
+def test_readiness_means_every_executor_answers_and_probes_log_no_errors(guarded, capfd):
+    http_base = guarded["http"]
+    for _ in range(3):
+        with urllib.request.urlopen(http_base + "/dry_run", timeout=30) as response:
+            assert json.loads(response.read())["code"] == 0
+        with urllib.request.urlopen(http_base + "/", timeout=10) as response:
+            assert json.loads(response.read()) == {"ready": True}
+    time.sleep(0.5)
+    logged = capfd.readouterr()
+    assert "_jina_dry_run_" not in logged.out + logged.err  # 42 ERROR lines a probe before
+
+
 def test_served_flow_refuses_loopback_urls_and_files_by_default(guarded, web, tmp_path):
     (tmp_path / "fig.png").write_bytes(PNG)
     client = QbankClient(guarded["grpc"], token=TOKEN)

@@ -327,6 +327,9 @@ class IndexerSettings(QbankSettings):
     max_ids_per_request: int = 10_000  # ids / question_ids in one /delete or /exists
     max_results_per_request: int = 10_000  # queries x limit in one /search (300 x 1000 took Milvus to 9.5 GB)
     max_tag_bytes: int = MAX_TAG_BYTES  # one item's tags as JSON (10 MB of tags took the indexer to 3.6 GB)
+    # The words of a bm25 or hybrid query (the encoder's setting of the same name bounds what it
+    # embeds; a 40,000-character bm25 query, which never reached the encoder's check, took 21-45 s).
+    max_text_chars: int = MAX_TEXT_CHARS
     max_delete: int = 1000  # a /delete removing more items needs allow_many: true
     # Milvus Lite file only: a write is refused unless the disk keeps this many bytes free after it
     # (sized from the request: qbank.store.lite.disk_needed). Milvus Lite 2.5.1 acknowledges writes
@@ -348,7 +351,13 @@ class IndexerSettings(QbankSettings):
         _positive("connect_timeout", self.connect_timeout)
         if self.retry_times < 0:
             raise ConfigError(f"setting 'retry_times' must be >= 0, got {self.retry_times}")
-        for name in ("max_docs_per_request", "max_ids_per_request", "max_results_per_request", "max_tag_bytes"):
+        for name in (
+            "max_docs_per_request",
+            "max_ids_per_request",
+            "max_results_per_request",
+            "max_tag_bytes",
+            "max_text_chars",
+        ):
             _positive(name, getattr(self, name))
         if self.max_docs_per_request > 10_000:
             raise ConfigError(
@@ -428,6 +437,10 @@ class ServeSettings(QbankSettings):
     encoder_replicas: int = 1
     # More than 1 only with a Milvus server: Milvus Lite holds one process per file.
     indexer_replicas: int = 1
+    # Where the executors of flow.yml listen: loopback, so only this machine's gateway reaches them
+    # (they take no token; with one set on the gateway, /count and /delete still answered on the
+    # indexer's own port from anywhere). 0.0.0.0 only with a firewall that does the same job.
+    executor_host: str = "127.0.0.1"
     flow: str = ""  # the flow YAML; "" -> ./flow.yml
     # Show the third-party warnings qbank.quiet knows to be noise (pkg_resources, jina's annotation
     # notes, progress bars of loading a model) instead of silencing them.
@@ -478,7 +491,15 @@ class GatewaySettings(QbankSettings):
 # What flow.yml reads as ${{ ENV.* }}; qbank-serve fills in those the operator left unset.
 FLOW_ENV_DEFAULTS: dict[str, str] = {
     f"QBANK_{name.upper()}": str(ServeSettings.__fields__[name].default)
-    for name in ("grpc_port", "http_port", "ws_port", "ocr_replicas", "encoder_replicas", "indexer_replicas")
+    for name in (
+        "grpc_port",
+        "http_port",
+        "ws_port",
+        "ocr_replicas",
+        "encoder_replicas",
+        "indexer_replicas",
+        "executor_host",
+    )
 }
 
 

@@ -8,8 +8,13 @@ from typing import Any, ClassVar
 
 from jina import Executor
 from jina.constants import __default_endpoint__
+from jina.serve.executors import __dry_run_endpoint__
 
 from qbank.service.params import UNKNOWN_ENDPOINT, Limits, UnknownEndpointError, check_request
+
+
+class NotReadyError(RuntimeError):
+    """A readiness probe reached an executor that cannot serve; the message says why."""
 
 
 class CheckedExecutor(Executor):
@@ -22,7 +27,19 @@ class CheckedExecutor(Executor):
     refuses_unknown_endpoints: ClassVar[bool] = True
     request_limits: Limits
 
+    async def readiness_problem(self) -> str | None:
+        """Why this executor cannot serve now (a part it needs is down), or None."""
+        return None
+
     async def __acall__(self, req_endpoint: str, **kwargs: Any) -> Any:
+        if req_endpoint == __dry_run_endpoint__:
+            # jina's readiness probe (GET /, /dry_run, `jina ping`) passes through every executor:
+            # answered without work (it was refused as an unknown endpoint: 42 ERROR lines a probe),
+            # or failed with what keeps this executor from serving.
+            problem = await self.readiness_problem()
+            if problem:
+                raise NotReadyError(problem)
+            return None
         if req_endpoint == __default_endpoint__:
             if self.refuses_unknown_endpoints:
                 raise UnknownEndpointError(UNKNOWN_ENDPOINT)

@@ -16,9 +16,11 @@ serves that page at ``/ui``; otherwise, with ``QBANK_AUTH_TOKEN`` unset, this is
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -475,6 +477,54 @@ class MalformedFrameMiddleware:
         await self.app(scope, checked_receive, send)
 
 
+# A readiness probe's dry run through every executor must come back within this (Kubernetes' probe
+# on GET / gives it 5 s: k8s/base/gateway.yaml).
+READY_TIMEOUT = 3.0
+
+
+async def flow_ready(streamer: Any, timeout: float = READY_TIMEOUT) -> str | None:
+    """None when jina's dry run passes through every executor within ``timeout``; else why not (an
+    executor unreachable or still loading, Milvus down behind the indexer)."""
+    from docarray import Document, DocumentArray
+    from jina.serve.executors import __dry_run_endpoint__
+
+    async def dry_run() -> None:
+        async for _ in streamer.stream_docs(
+            docs=DocumentArray([Document()]), exec_endpoint=__dry_run_endpoint__, request_size=1
+        ):
+            pass
+
+    try:
+        await asyncio.wait_for(dry_run(), timeout)
+    except asyncio.TimeoutError:
+        return f"an executor did not answer the readiness probe within {timeout} s"
+    except Exception as exc:  # jina raises the executor's error, or the connection's
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
+    return None
+
+
+class ReadinessMiddleware:
+    """``GET /`` answers 200 only when every executor answers (jina's own answered 200 as soon as the
+    gateway ran: 13 s before the encoder had loaded its model, and imports sent then failed), 503
+    with the reason otherwise. Kubernetes' readiness probe and jina's start-up wait read it."""
+
+    def __init__(self, app: Any, streamer: Callable[[], Any]):
+        self.app = app
+        self.streamer = streamer
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path") == "/" and scope.get("method") in ("GET", "HEAD"):
+            problem = await flow_ready(self.streamer())
+            body = json.dumps(
+                {"ready": problem is None, **({"detail": problem} if problem else {})}, ensure_ascii=False
+            )
+            headers = [(b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": 503 if problem else 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body.encode()})
+            return
+        await self.app(scope, receive, send)
+
+
 class _TokenHolder:
     """Takes the gateway's settings for the guarded server classes below (first in their MRO)."""
 
@@ -505,6 +555,7 @@ class TokenHTTPGateway(_TokenHolder, HTTPGateway):
         app.add_middleware(MalformedRequestMiddleware, max_bytes=settings.request_byte_limit)
         if self._qbank_token:
             app.add_middleware(TokenMiddleware, token=self._qbank_token)
+        app.add_middleware(ReadinessMiddleware, streamer=lambda: self._request_handler.streamer)
         return app
 
 

@@ -8,6 +8,7 @@ through; any other endpoint is refused. Each request is all-or-nothing: it is ch
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,18 @@ class QbankMilvusIndexer(CheckedExecutor):
             self.logger.warning(f"indexer ready, Milvus is not: {exc}")
 
     __init__.__signature__ = IndexerSettings.executor_signature()
+
+    async def readiness_problem(self) -> str | None:
+        """Milvus must answer: the indexer serves without it (requests fail fast), but is not ready."""
+
+        def ask() -> str | None:
+            try:
+                self.store.connection.call("has_collection", self.store.collection)
+                return None
+            except StoreError as exc:
+                return str(exc)
+
+        return await asyncio.to_thread(ask)
 
     @requests(on="/index")
     def index(self, docs: DocumentArray, **kwargs: Any) -> DocumentArray:
@@ -151,6 +164,13 @@ class QbankMilvusIndexer(CheckedExecutor):
         forms: dict[str, str] = {}
         if not docs:
             return forms
+        most = self.settings.max_text_chars
+        too_long = [f"{d.id!r} ({len(t)})" for d, t in zip(docs, texts, strict=True) if t and len(t) > most]
+        if too_long:
+            raise ItemError(
+                f"query text over the limit of {most} characters (QBANK_MAX_TEXT_CHARS): "
+                f"{', '.join(too_long[:MAX_REPORTED_ERRORS])}"
+            )
         if mode != "dense":  # full text reads the query's words
             no_text = [d.id for d, t in zip(docs, texts, strict=True) if not (t or "").strip()][:MAX_REPORTED_ERRORS]
             if no_text:

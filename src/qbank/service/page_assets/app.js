@@ -164,18 +164,99 @@ const MATH_DELIMITERS = [
   { left: "\\(", right: "\\)", display: false },
   { left: "$", right: "$", display: false },
 ];
+// throwOnError: a formula KaTeX cannot parse is left as its text by auto-render (KaTeX's own error
+// markup sets its colour as a style attribute, which this page's CSP refuses).
 const KATEX_OPTIONS = {
-  delimiters: MATH_DELIMITERS, throwOnError: false, trust: false, strict: "ignore", maxExpand: 200, maxSize: 20,
+  delimiters: MATH_DELIMITERS, throwOnError: true, errorCallback: () => {}, trust: false, strict: "ignore",
+  maxExpand: 200, maxSize: 20,
 };
+// Bounds checked before KaTeX runs, since a stored formula is anyone's: nested 160 deep, KaTeX's output
+// crashed Chromium's tab; 1,900 deep it threw a RangeError that throwOnError does not catch and no
+// result card was shown at all; 5,000 spans in one stem blocked the page for 2-4 s. Over a bound, the
+// text is shown as written.
+const MAX_MATH_DEPTH = 24; // groups ({…}, \left…\right) inside each other; exams use a handful
+const MAX_MATH_SPANS = 200; // math spans in one stem, option, answer or analysis
+const TYPESET_SLICE_MS = 12; // typesetting runs in slices this long, so the page answers meanwhile
 
 function hasMath(text) {
   return /\$|\\\(|\\\[/.test(text);
 }
 
-// Typeset the math in an element's text nodes (KaTeX's auto-render); text without math is left alone.
+// Why the math of ``text`` is not typeset (too deep, too many spans), or "" when it may be: one pass.
+function mathProblem(text) {
+  let depth = 0;
+  let deepest = 0;
+  let dollars = 0;
+  let openers = 0;
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text[i];
+    if (c === "{") {
+      depth += 1;
+      deepest = Math.max(deepest, depth);
+    } else if (c === "}") {
+      depth = Math.max(0, depth - 1);
+    } else if (c === "$") {
+      dollars += 1;
+    } else if (c === "\\") {
+      if (text.startsWith("left", i + 1)) {
+        depth += 1;
+        deepest = Math.max(deepest, depth);
+        i += 4;
+      } else if (text.startsWith("right", i + 1)) {
+        depth = Math.max(0, depth - 1);
+        i += 5;
+      } else {
+        if (text[i + 1] === "(" || text[i + 1] === "[") openers += 1;
+        i += 1; // an escaped character (\{, \$) is no group and no delimiter
+      }
+    }
+  }
+  if (deepest > MAX_MATH_DEPTH) return `math nested ${deepest} deep (the page typesets at most ${MAX_MATH_DEPTH})`;
+  const spans = Math.floor(dollars / 2) + openers;
+  if (spans > MAX_MATH_SPANS) return `${spans} math spans (the page typesets at most ${MAX_MATH_SPANS})`;
+  return "";
+}
+
+function asWritten(element, text, why) {
+  element.textContent = text;
+  element.classList.add("math-source");
+  element.title = `shown as written: ${why}`;
+}
+
+// Elements waiting to be typeset, in the order they were shown; worked through in slices.
+const typesetQueue = [];
+let typesetScheduled = false;
+
+function typesetSome() {
+  const started = performance.now();
+  while (typesetQueue.length && performance.now() - started < TYPESET_SLICE_MS) {
+    const element = typesetQueue.shift();
+    if (!element.isConnected) continue; // a newer search replaced it
+    const text = element.textContent;
+    try {
+      window.renderMathInElement(element, KATEX_OPTIONS);
+    } catch (err) { // anything KaTeX throws stays in this element: every other card is shown
+      asWritten(element, text, err && err.message ? err.message : String(err));
+    }
+  }
+  typesetScheduled = typesetQueue.length > 0;
+  if (typesetScheduled) setTimeout(typesetSome, 0);
+}
+
+// Typeset the math in an element's text nodes (KaTeX's auto-render), soon and in slices; text without
+// math is left alone, and math over the bounds is shown as written.
 function typeset(element) {
-  if (typeof window.renderMathInElement === "function" && hasMath(element.textContent)) {
-    window.renderMathInElement(element, KATEX_OPTIONS);
+  const text = element.textContent;
+  if (typeof window.renderMathInElement !== "function" || !hasMath(text)) return element;
+  const problem = mathProblem(text);
+  if (problem) {
+    asWritten(element, text, problem);
+    return element;
+  }
+  typesetQueue.push(element);
+  if (!typesetScheduled) {
+    typesetScheduled = true;
+    setTimeout(typesetSome, 0);
   }
   return element;
 }
