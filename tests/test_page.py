@@ -512,12 +512,12 @@ def test_an_image_can_be_dropped_or_pasted(flow, browser, how):
 
 
 HOSTILE_MATH = {
-    "hm-frac160": "恶意公式 分式一百六十层 $" + "\\frac{1}{" * 160 + "x" + "}" * 160 + "$",  # crashed the tab
-    "hm-frac1900": "恶意公式 分式一千九百层 $" + "\\frac{1}{" * 1900 + "x" + "}" * 1900 + "$",  # RangeError
-    "hm-sqrt": "恶意公式 根号 $" + "\\sqrt{" * 2800 + "x" + "}" * 2800 + "$",
-    "hm-power": "恶意公式 乘方 $" + "x^{" * 3000 + "2" + "}" * 3000 + "$",
-    "hm-spans": "恶意公式 五千个公式 " + "$x$ " * 4990,  # blocked the page 2-4 s
-    "hm-broken": "恶意公式 写错的公式 $\\frac{1}{$ 和 $\\sqrt{2$",  # KaTeX's error markup used a style attribute
+    "hm-frac160": "怪诞公式 分式一百六十层 $" + "\\frac{1}{" * 160 + "x" + "}" * 160 + "$",  # crashed the tab
+    "hm-frac1900": "怪诞公式 分式一千九百层 $" + "\\frac{1}{" * 1900 + "x" + "}" * 1900 + "$",  # RangeError
+    "hm-sqrt": "怪诞公式 根号 $" + "\\sqrt{" * 2800 + "x" + "}" * 2800 + "$",
+    "hm-power": "怪诞公式 乘方 $" + "x^{" * 3000 + "2" + "}" * 3000 + "$",
+    "hm-spans": "怪诞公式 五千个公式 " + "$x$ " * 4990,  # blocked the page 2-4 s
+    "hm-broken": "怪诞公式 写错的公式 $\\frac{1}{$ 和 $\\sqrt{2$",  # KaTeX's error markup used a style attribute
 }
 
 
@@ -530,7 +530,7 @@ def test_a_result_list_with_hostile_formulas_shows_every_card_and_the_tab_surviv
     docs += [
         Document(
             id=f"hm-plain{i}:text:0",
-            text=f"恶意公式 普通题{i} 求 $\\frac{{1}}{{{i + 2}}}$ 的值",
+            text=f"怪诞公式 普通题{i} 求 $\\frac{{1}}{{{i + 2}}}$ 的值",
             tags={"question_id": f"hm-plain{i}"},
         )
         for i in range(2)
@@ -539,17 +539,19 @@ def test_a_result_list_with_hostile_formulas_shows_every_card_and_the_tab_surviv
     docs.append(
         Document(
             id="hm-analysis:text:0",
-            text="恶意公式 解析很深的题",
+            text="怪诞公式 解析很深的题",
             tags={"question_id": "hm-analysis", "analysis": deep_analysis, "answer": "$\\frac{1}{2}$"},
         )
     )
     with QbankClient(flow["grpc"], token=TOKEN) as client:
         client.index(DocumentArray(docs))
     browser.get(flow["http"] + "/ui")
+    js(browser, "sessionStorage.setItem('qbank-token', arguments[0])", TOKEN)
+    browser.get(flow["http"] + "/ui")
     wait_for(lambda: js(browser, "return document.getElementById('stats').dataset.loaded"), "the page")
     browser.get_log("browser")  # what came before
     started = time.monotonic()
-    found = search(browser, "恶意公式", mode="bm25")
+    found = search(browser, "怪诞公式", mode="bm25")
     assert sorted(found) == sorted(d.tags["question_id"] for d in docs)
     for i in range(2):  # the ordinary cards are typeset
         card = f"#results > .card[data-question='hm-plain{i}']"
