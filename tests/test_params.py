@@ -60,6 +60,7 @@ ACCEPTS = {
     "mode": set(),
     "group_by": set(),  # only "question_id": none of the samples
     "search_in": set(),  # "stem" or "analysis": none of the samples
+    "deadline": {"integer", "float", "whole float", "huge"},  # Unix seconds, 0..1e11
     "by": set(),
     "weights": set(),
     "ids": {"list of strings", "empty list"},

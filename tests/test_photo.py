@@ -54,7 +54,8 @@ def cropped(png: bytes, padding: int = 8) -> bytes:
 
 @pytest.fixture(scope="module")
 def flow(tiny_model, tmp_path_factory):
-    with running_flow(model=tiny_model, data_dir=tmp_path_factory.mktemp("photo-data")) as urls:
+    # ocr_max_queue: few enough that the quitting clients below overfill it
+    with running_flow(model=tiny_model, data_dir=tmp_path_factory.mktemp("photo-data"), ocr_max_queue=4) as urls:
         docs = DocumentArray()
         for a, b in NEAR_DUPLICATES:
             qid = PLANTED if (a, b) == (3, 7) else f"photo-dup-{a}-{b}"
@@ -232,3 +233,52 @@ def test_a_short_wide_photo_of_a_one_or_two_line_question_finds_its_question(flo
     distort(wide, kind, seed=3).save(buffer, format="JPEG", quality=90)
     answer = QbankClient(flow["grpc"]).photo_search(buffer.getvalue(), limit=3)
     assert answer["questions"][0].question_id == PLANTED, answer["text"]
+
+
+def photo_search_with_deadline(url: str, pages: list[bytes], seconds: float) -> str:
+    """A photo search over gRPC that gives up after ``seconds`` (a client's deadline): its outcome."""
+    import grpc
+    from jina.types.request.data import DataRequest
+
+    transport = QbankClient(url)._grpc
+    request = DataRequest()
+    request.header.exec_endpoint = "/search"
+    request.data.docs = DocumentArray(Document(blob=page) for page in pages)
+    request.parameters = {"ocr": True, "limit": 3}
+    try:
+        response = transport._call(request, timeout=seconds)
+    except grpc.RpcError as exc:
+        return exc.code().name
+    finally:
+        transport.close()
+    return response.status.description if response.status.code == response.status.ERROR else "answered"
+
+
+def test_photo_searches_whose_clients_gave_up_are_dropped_and_a_new_search_answers_in_its_time(flow):
+    """10 clients each send 4 dense pages and give up after 1 s: the reader drops what waits and
+    stops what it reads before the next page, the queue beyond QBANK_OCR_MAX_QUEUE is refused at once,
+    and a new user's photo search answers in about its normal time (before: 709 s behind 20 such)."""
+    one = photo_bytes(TEMPLATE.format(a=3, b=7), "clean", seed=1)
+    client = QbankClient(flow["grpc"])
+    client.photo_search(one, limit=1)  # warm
+    started = time.monotonic()
+    assert client.photo_search(one, limit=1)["questions"][0].question_id == PLANTED
+    normal = time.monotonic() - started
+    dense = [photo_bytes(TEMPLATE.format(a=i, b=i + 1) * 6, "clean", seed=i) for i in range(4)]
+    outcomes: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: outcomes.append(photo_search_with_deadline(flow["grpc"], dense, 1.0)))
+        for _ in range(10)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    started = time.monotonic()
+    assert client.photo_search(one, limit=1)["questions"][0].question_id == PLANTED
+    after = time.monotonic() - started
+    # what the reader still owes: at most the page each engine was reading when its client left
+    assert after < normal + 3.0, (normal, after, outcomes)
+    assert outcomes.count("DEADLINE_EXCEEDED") >= 4, outcomes
+    refused = [o for o in outcomes if "QBANK_OCR_MAX_QUEUE" in o]
+    assert refused and all("retry" in o for o in refused), outcomes

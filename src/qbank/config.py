@@ -271,7 +271,13 @@ class OcrSettings(ImageInputSettings):
     # Bounds on one request's OCR work, each refused naming its setting before any OCR runs:
     ocr_max_images: int = 16  # photos one /search request may have read
     ocr_max_request_pixels: int = 120_000_000  # pixels of all the images one request has read (photos or figures)
-    ocr_timeout: float = 60.0  # seconds of OCR one request may take (checked before each image)
+    # Seconds a photo search may take in the reader, counted from its arrival (time waiting for a free
+    # engine included: counted from when a thread picked it up, 20 quitting clients kept a new search
+    # waiting 709 s); checked before each image.
+    ocr_timeout: float = 60.0
+    # Photo searches a replica holds waiting for an engine beyond the ocr_concurrency being read; more
+    # are refused at once with a retry hint instead of queueing without end.
+    ocr_max_queue: int = 16
 
     def check(self) -> None:
         super().check()
@@ -285,6 +291,8 @@ class OcrSettings(ImageInputSettings):
         _positive("ocr_max_images", self.ocr_max_images)
         _positive("ocr_max_request_pixels", self.ocr_max_request_pixels)
         _positive("ocr_timeout", self.ocr_timeout)
+        if self.ocr_max_queue < 0:
+            raise ConfigError(f"setting 'ocr_max_queue' must be >= 0, got {self.ocr_max_queue}")
         _choice("ocr_engine", self.ocr_engine, ("openvino", "onnxruntime"))
         if not 0.0 <= self.ocr_min_score <= 1.0:
             raise ConfigError(f"setting 'ocr_min_score' must be in [0, 1], got {self.ocr_min_score}")

@@ -212,6 +212,10 @@ def _parameter_table(limits: Limits) -> dict[str, dict[str, Check]]:
             "ocr": boolean,  # image queries: search stems with the text read from them (the OCR executor)
             "group_by": choice("question_id"),  # limit counts questions, each its best item
             "search_in": choice(*SEARCH_PARTS),  # bm25 over the stems (default) or the analyses
+            # Unix seconds after which the caller no longer wants the answer: the reader drops a photo
+            # search still waiting then and stops reading before its next image. The gateway sets it
+            # from a gRPC call's deadline when the call has one and the request names none.
+            "deadline": number(0, 1e11),
         },
         "/delete": {"ids": ids, "question_ids": ids, "filter": filter_object, "allow_many": boolean},
         "/exists": {"ids": ids},
