@@ -46,6 +46,7 @@ ACCEPTS = {
     "drop_image_content": {"boolean"},
     "allow_many": {"boolean"},
     "ocr": {"boolean"},
+    "page": {"boolean"},
     "model_name": {"string", "empty string"},
     "access_paths": {"string", "empty string"},
     "traversal_paths": {"string", "empty string"},

@@ -282,3 +282,37 @@ def test_photo_searches_whose_clients_gave_up_are_dropped_and_a_new_search_answe
     assert outcomes.count("DEADLINE_EXCEEDED") >= 4, outcomes
     refused = [o for o in outcomes if "QBANK_OCR_MAX_QUEUE" in o]
     assert refused and all("retry" in o for o in refused), outcomes
+
+
+def test_a_count_answers_within_a_second_while_blank_40_megapixel_photos_fall_back_to_clip(flow):
+    """Photos with no text are embedded by the encoder (their dense fallback), which decodes each:
+    4 clients sending blank 40 Mpx photos held /count 4-6 s behind the encoder before its store-only
+    endpoints became async."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8000, 5000), "white").save(buffer, format="PNG")
+    blank = buffer.getvalue()
+    client = QbankClient(flow["grpc"])
+    client.count()
+    done = threading.Event()
+
+    def send() -> None:
+        sender = QbankClient(flow["grpc"])
+        while not done.is_set():
+            sender.photo_search(blank, limit=1)
+
+    senders = [threading.Thread(target=send) for _ in range(4)]
+    for thread in senders:
+        thread.start()
+    time.sleep(1.0)  # the photos are in the reader and the encoder
+    waits = []
+    try:
+        for _ in range(15):
+            started = time.monotonic()
+            client.count()
+            waits.append(time.monotonic() - started)
+            time.sleep(0.2)
+    finally:
+        done.set()
+        for thread in senders:
+            thread.join()
+    assert max(waits) < 1.0, waits

@@ -11,7 +11,17 @@ from urllib.parse import urlparse
 
 from docarray import Document, DocumentArray
 
-from qbank.domain.schema import FIGURE_REGION_TAG, IMAGE, OCR_NOTE_TAG, OCR_TEXT_TAG, TEXT, figure_chunks
+from qbank.domain.schema import (
+    FIGURE_REGION_TAG,
+    IMAGE,
+    OCR_NOTE_TAG,
+    OCR_TEXT_TAG,
+    SEGMENT_BOX_TAG,
+    SEGMENT_NUMBER_TAG,
+    TEXT,
+    figure_chunks,
+    segment_chunks,
+)
 from qbank_client.bank import read_image_ref
 
 PROTOCOLS = {
@@ -358,7 +368,7 @@ class QbankClient:
         return self._search(Document(text=text), TEXT, limit, filters, **options)
 
     def photo_search(
-        self, image: str | Path | bytes, limit: int = 10, mode: str | None = None, **filters: Any
+        self, image: str | Path | bytes, limit: int = 10, mode: str | None = None, page: bool = False, **filters: Any
     ) -> dict[str, Any]:
         """A photo of a question -> its question: the server reads the photo's text (OCR) and searches
         the stems with it (``mode``: bm25 by default, or hybrid with the photo's CLIP vector); a photo
@@ -366,7 +376,9 @@ class QbankClient:
         on the page (outside its text lines) is matched against the bank's figures by CLIP. Returns
         the text read (``text``), ``note``, the ``questions`` (best first), the figure's
         ``figure_region`` ([left, top, right, bottom] in the photo, or None) and ``figures``: the
-        questions whose figures match it, best first."""
+        questions whose figures match it, best first. ``page``: the photo holds several questions (a
+        whole sheet): ``segments`` lists each question found on it, in reading order, with its
+        ``number`` as printed, its ``box`` in the photo, the ``text`` read and its own ``questions``."""
         wanted = _given(filters)
         parameters: dict[str, Any] = {
             "limit": min(limit * PHOTO_CANDIDATES, 1000),
@@ -376,10 +388,22 @@ class QbankClient:
         }
         if mode:
             parameters["mode"] = mode
+        if page:
+            parameters["page"] = True
         docs, _ = self.post("/search", DocumentArray([image_document(image)]), parameters)
         query = docs[0]
         figure = next(iter(figure_chunks(query)), None)
+        segments = [
+            {
+                "number": chunk.tags.get(SEGMENT_NUMBER_TAG) or None,
+                "box": [int(v) for v in chunk.tags[SEGMENT_BOX_TAG]],
+                "text": chunk.text,
+                "questions": group_by_question(chunk.matches, limit),
+            }
+            for chunk in segment_chunks(query)
+        ]
         return {
+            "segments": segments,
             "text": query.tags.get(OCR_TEXT_TAG, ""),
             "note": query.tags.get(OCR_NOTE_TAG, ""),
             "questions": group_by_question(query.matches, limit),

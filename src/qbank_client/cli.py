@@ -123,12 +123,22 @@ def cmd_image2text(args: argparse.Namespace, client: QbankClient) -> int:
 
 def cmd_photo(args: argparse.Namespace, client: QbankClient) -> int:
     try:
-        found = client.photo_search(args.image, args.limit, mode=args.mode, **_filters(args))
+        found = client.photo_search(args.image, args.limit, mode=args.mode, page=args.page, **_filters(args))
     except OSError as exc:
         print(f"error: cannot read image {args.image}: {exc}", file=sys.stderr)
         return 2
     heading = f"read from the photo: {found['text']!r}" if found["text"] else found["note"]
-    text = heading + "\n\n" + format_table("questions matching the photo", found["questions"])
+    if args.page:  # one block per question found on the page
+        blocks = [
+            format_table(
+                f"question {segment['number'] or '(unnumbered)'} at {segment['box']}: {segment['text'][:40]!r}",
+                segment["questions"],
+            )
+            for segment in found["segments"]
+        ]
+        text = f"{len(found['segments'])} questions found on the page\n\n" + "\n\n".join(blocks)
+    else:
+        text = heading + "\n\n" + format_table("questions matching the photo", found["questions"])
     if found["figure_region"]:
         text += "\n\n" + format_table(
             f"questions whose figures match the figure at {found['figure_region']}", found["figures"]
@@ -139,6 +149,7 @@ def cmd_photo(args: argparse.Namespace, client: QbankClient) -> int:
         "questions": [h.to_dict() for h in found["questions"]],
         "figure_region": found["figure_region"],
         "figures": [h.to_dict() for h in found["figures"]],
+        "segments": [dict(s, questions=[h.to_dict() for h in s["questions"]]) for s in found["segments"]],
     }
     _print(args, payload, text)
     return 0
@@ -298,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_photo,
     )
     sub.choices["photo"].add_argument("--mode", choices=("bm25", "hybrid"), help="bm25 (default) or hybrid with CLIP")
+    sub.choices["photo"].add_argument(
+        "--page",
+        action="store_true",
+        help="the photo is a whole page (an exam sheet): find each question on it and answer each on its own",
+    )
 
     p = sub.add_parser("dups", help="groups of near-duplicate questions, as JSON or CSV (cleaning a bank)")
     p.add_argument("--by", choices=DUPLICATE_MEASURES, default="text", help="text: BM25 + bigram overlap; dense: CLIP")

@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from qbank.service.flow import load_flow, patched_env, run
     from qbank_client import BadRow, QbankClient, read_bank
+    from qbank_client.bank import open_bank
     from qbank_client.cli import format_table
     from qbank_client.importer import import_bank
 
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def demo() -> None:
         client = QbankClient(grpc)
-        summary = import_bank(client, read_bank(bank_path), batch_size=32, total=args.questions)
+        summary = import_bank(client, open_bank(bank_path), batch_size=32)  # progress in the bank's bytes
         print(
             f"\nimported {summary.imported} questions from {bank_path}: {summary.items_sent} items written, "
             f"{summary.items_skipped} already stored; model {model}"

@@ -122,6 +122,18 @@ FIGURE_TEXT_TAG = "figure_text"
 FIGURE_REGION_TAG = "figure_region"
 
 
+# A page photo searched question by question (/search with ocr and page): each question the reader
+# found is a chunk of the photo's query with its text, its box [left, top, right, bottom] in the
+# photo's pixels and its number as printed; the indexer gives each chunk its own matches.
+SEGMENT_BOX_TAG = "segment_box"
+SEGMENT_NUMBER_TAG = "segment_number"
+
+
+def segment_chunks(doc: Any) -> list[Any]:
+    """The questions the OCR reader found on a page photo (chunks it tagged with their box)."""
+    return [chunk for chunk in doc.chunks if SEGMENT_BOX_TAG in chunk.tags]
+
+
 def figure_chunks(doc: Any) -> list[Any]:
     """The crops of the figure the OCR reader found in a photo query (chunks it tagged)."""
     return [chunk for chunk in doc.chunks if FIGURE_REGION_TAG in chunk.tags]

@@ -27,6 +27,7 @@ from qbank.domain.schema import (
     figure_chunks,
     id_problem,
     query_text,
+    segment_chunks,
 )
 from qbank.model.clip import model_identity
 from qbank.service.checked import CheckedExecutor
@@ -140,6 +141,12 @@ class QbankMilvusIndexer(CheckedExecutor):
             for doc, text in zip(read, texts, strict=True):
                 doc.matches = rerank_by_text(doc.matches, text, forms)
         self._search(unread, [""] * len(unread), "dense", limit, expr, rrf_k, weights, group_by)
+        # A page photo (page: true): each question found on it, by its own words.
+        segments = DocumentArray(c for d in docs for c in segment_chunks(d) if c.text)
+        segment_texts = [c.text for c in segments]
+        forms = self._search(segments, segment_texts, "bm25", limit, expr, rrf_k, weights, group_by)
+        for chunk, text in zip(segments, segment_texts, strict=True):
+            chunk.matches = rerank_by_text(chunk.matches, text, forms)
         # The figure found in a photo, by its CLIP vector, against the bank's figures.
         figures = DocumentArray(c for d in docs for c in figure_chunks(d))
         figure_expr = build_filter({**filters, "modality": IMAGE})

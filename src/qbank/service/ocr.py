@@ -40,9 +40,12 @@ from qbank.domain.schema import (
     IMAGE,
     OCR_NOTE_TAG,
     OCR_TEXT_TAG,
+    SEGMENT_BOX_TAG,
+    SEGMENT_NUMBER_TAG,
     content_modality,
     item_errors_message,
 )
+from qbank.domain.segments import split_page
 from qbank.media.images import ImageInputError, declared_pixels, document_image, image_policy, original_size
 from qbank.media.regions import figure_region
 from qbank.model.ocr import OcrReader, OcrResult
@@ -90,7 +93,7 @@ class QbankOcrReader(CheckedExecutor):
     every other request passes through. Checks every request's size before reading anything, and
     ``ocr``; an unknown endpoint passes on to the encoder, which refuses it."""
 
-    checked_parameters = frozenset({"ocr", "deadline"})
+    checked_parameters = frozenset({"ocr", "deadline", "page"})
     refuses_unknown_endpoints = False
 
     def __init__(self, **kwargs: Any):
@@ -241,6 +244,17 @@ class QbankOcrReader(CheckedExecutor):
         doc.tags[FIGURE_REGION_TAG] = region
         doc.chunks = DocumentArray([Document(blob=buffer.getvalue(), tags={FIGURE_REGION_TAG: region})])
 
+    def _add_segments(self, doc: Any, image: Any, result: OcrResult) -> None:
+        """The questions of a page photo (qbank.domain.segments), each a chunk with its text, number
+        and box in the photo's own pixels, which the indexer searches on its own."""
+        scale = original_size(image)[0] / image.width
+        for segment in split_page(result.lines, result.boxes):
+            tags = {
+                SEGMENT_BOX_TAG: [round(value * scale) for value in segment.box],
+                SEGMENT_NUMBER_TAG: segment.number or "",
+            }
+            doc.chunks.append(Document(text=segment.text[: self.settings.ocr_max_chars], tags=tags))
+
     @requests(on="/search")
     async def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray | None:
         """Read the text of each image query when the request asks for it (``ocr: true``); a text
@@ -253,11 +267,15 @@ class QbankOcrReader(CheckedExecutor):
         deadline = parameters.get("deadline")
         token = self._admit(deadline)
 
+        page = bool(parameters.get("page"))
+
         def found(doc: Any, image: Any, result: OcrResult) -> None:
             text = self._text(result)
             doc.tags[OCR_TEXT_TAG] = text
             if self.settings.ocr_figure_search:
                 self._add_figure(doc, image, result)
+            if page:
+                self._add_segments(doc, image, result)
             if not text:
                 doc.tags[OCR_NOTE_TAG] = NO_TEXT_NOTE
 

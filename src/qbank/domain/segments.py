@@ -1,0 +1,142 @@
+"""A photographed page split into its questions, from the lines OCR read and where they stand.
+
+Students photograph whole exam sheets and workbook pages; read as one text, a sheet's questions run
+together ("…极坐标方程 13. △ABC 的内角…") and the whole text ranks one question, or a neighbour.
+What separates them survives OCR: the question numbers and the section headers of Chinese exams
+(``1.`` ``1、`` ``例3`` ``第4题``, ``一、选择题``). A question starts at a line that begins with one;
+its options (``A.``-``D.``) and sub-questions (``（1）`` ``(2)``) stay with it. Lines are put in
+reading order first: rows top to bottom, left to right within a row, and a page in two columns
+(a clear vertical gap that no line crosses) read column by column.
+
+Pure: lines in, segments out; the reader (qbank.service.ocr) calls it, the indexer searches each.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# The number a question starts with: "12." "12、" "12．" (not "1.5", a decimal), "例3", "第4题".
+_QUESTION_START = re.compile(r"^\s*(?:(\d{1,3})\s*[.、,](?!\d)|例\s*(\d{1,3})|第\s*(\d{1,3})\s*题)")
+# A section header: "一、选择题", "二. 填空题（每题5分）" — it ends the question before it.
+_SECTION = re.compile(r"^\s*[一二三四五六七八九十]{1,3}\s*[、.]")
+_COLUMN_GAP = 0.04  # of the page's width: the empty band between two columns
+
+
+@dataclass
+class Segment:
+    """One question of a page: its number as printed (None for the lines above the first number,
+    such as the end of a question cut off at the top), its text and its box [left, top, right,
+    bottom] in the photo's pixels."""
+
+    number: str | None
+    lines: list[str] = field(default_factory=list)
+    box: list[float] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return unicodedata.normalize("NFKC", "".join(self.lines)).strip()
+
+    def add(self, line: str, box: list[float]) -> None:
+        self.lines.append(line)
+        if not self.box:
+            self.box = list(box)
+        else:
+            self.box = [
+                min(self.box[0], box[0]),
+                min(self.box[1], box[1]),
+                max(self.box[2], box[2]),
+                max(self.box[3], box[3]),
+            ]
+
+
+def _rect(points: Any) -> list[float]:
+    """[left, top, right, bottom] of a box given as 4 corner points (OCR) or as a rectangle."""
+    values = [float(v) for v in (points.flatten().tolist() if hasattr(points, "flatten") else _flat(points))]
+    if len(values) == 4:
+        return values
+    xs, ys = values[0::2], values[1::2]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def _flat(points: Any) -> list[float]:
+    out: list[float] = []
+    for p in points:
+        out.extend(_flat(p) if isinstance(p, list | tuple) else [p])
+    return out
+
+
+def question_number(line: str) -> str | None:
+    """The question number a line starts with, or None."""
+    match = _QUESTION_START.match(unicodedata.normalize("NFKC", line))
+    return next((g for g in match.groups() if g), None) if match else None
+
+
+def _columns(rects: list[list[float]]) -> float | None:
+    """The x of a gap that splits the page into two columns (no line crosses it, lines on both
+    sides), or None for one column."""
+    left, right = min(r[0] for r in rects), max(r[2] for r in rects)
+    width = right - left
+    if width <= 0 or len(rects) < 4:
+        return None
+    covered = sorted((r[0], r[2]) for r in rects)
+    best, best_gap = None, _COLUMN_GAP * width
+    reach = covered[0][1]
+    for start, end in covered[1:]:
+        if start - reach > best_gap and 0.3 * width < (start + reach) / 2 - left < 0.7 * width:
+            best, best_gap = (start + reach) / 2, start - reach
+        reach = max(reach, end)
+    if best is None:
+        return None
+    sides = [sum(1 for r in rects if r[2] <= best), sum(1 for r in rects if r[0] >= best)]
+    return best if min(sides) >= 2 else None
+
+
+def _reading_order(rects: list[list[float]]) -> list[int]:
+    """Line indexes in reading order: rows top to bottom (lines whose middles lie within each
+    other's height), left to right within a row."""
+    order = sorted(range(len(rects)), key=lambda i: (rects[i][1] + rects[i][3]) / 2)
+    rows: list[list[int]] = []
+    for i in order:
+        middle = (rects[i][1] + rects[i][3]) / 2
+        if rows:
+            last = rects[rows[-1][0]]
+            if last[1] <= middle <= last[3]:
+                rows[-1].append(i)
+                continue
+        rows.append([i])
+    return [i for row in rows for i in sorted(row, key=lambda j: rects[j][0])]
+
+
+def split_page(lines: Sequence[str], boxes: Sequence[Any]) -> list[Segment]:
+    """The questions of a page from its OCR lines and their boxes (see the module's rules); lines
+    of section headers are left out. One segment when the page has no question numbers."""
+    rects = [_rect(b) for b in boxes]
+    if not lines:
+        return []
+    split = _columns(rects)
+    if split is None:
+        order = _reading_order(rects)
+    else:
+        left = [i for i, r in enumerate(rects) if (r[0] + r[2]) / 2 < split]
+        right = [i for i, r in enumerate(rects) if (r[0] + r[2]) / 2 >= split]
+        order = [left[i] for i in _reading_order([rects[j] for j in left])]
+        order += [right[i] for i in _reading_order([rects[j] for j in right])]
+    segments: list[Segment] = []
+    current: Segment | None = None
+    for i in order:
+        line = lines[i]
+        if _SECTION.match(unicodedata.normalize("NFKC", line)) and question_number(line) is None:
+            current = None  # a header ends the question before it and belongs to none
+            continue
+        number = question_number(line)
+        if number is not None or current is None:
+            current = Segment(number)
+            segments.append(current)
+        if number is not None:  # the number itself is no word of the question
+            line = _QUESTION_START.sub("", unicodedata.normalize("NFKC", line), count=1)
+        current.add(line, rects[i])
+    return [s for s in segments if s.text]

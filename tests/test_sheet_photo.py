@@ -1,0 +1,119 @@
+"""A whole exam sheet photographed (typeset by KaTeX in Chromium, numbered questions under section
+headers, options on their own lines), read by the real OCR model through the Flow, searched question
+by question (issue 45): each question on the sheet finds its own question, not a twin that differs in
+a number nor its neighbour on the page."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from conftest import running_flow
+from docarray import Document, DocumentArray
+
+from qbank.domain.segments import question_number, split_page
+from qbank_client import QbankClient
+
+SHEET = {  # question id -> (stem, options): printed in this order, numbered 1-3
+    "sheet-set": ("已知集合A={1,2,3}，B={2,3,4}，则A∩B中元素的个数为", ["1", "2", "3", "4"]),
+    "sheet-speed": ("一辆汽车以每小时60千米的速度行驶了3小时，它一共行驶了多少千米", ["120", "180", "200", "240"]),
+    "sheet-salt": ("把20克食盐溶于80克水中，所得盐水的含盐率是多少", ["20%", "25%", "80%", "100%"]),
+}
+TWINS = {  # the same words with other numbers: what a whole-page text ranks instead
+    "twin-set": "已知集合A={1,2,5}，B={2,5,7}，则A∩B中元素的个数为",
+    "twin-speed": "一辆汽车以每小时80千米的速度行驶了2小时，它一共行驶了多少千米",
+    "twin-salt": "把30克食盐溶于70克水中，所得盐水的含盐率是多少",
+}
+
+
+def test_lines_split_at_question_numbers_and_headers_in_reading_order():
+    assert [question_number(line) for line in ("1. 已知", "12、下列", "例3 求", "第4题 如图")] == ["1", "12", "3", "4"]
+    assert [question_number(line) for line in ("1.5米", "（1）求", "A. 3", "一、选择题")] == [None] * 4
+    lines = [
+        "前一题的最后一行",
+        "一、选择题",
+        "1. 已知集合",
+        "A. 1",
+        "B. 2",
+        "2. 下列函数",
+        "是偶函数的是",
+        "二、填空题",
+        "3. 圆的面积",
+    ]
+    boxes = [[10, 10 + 30 * i, 300, 35 + 30 * i] for i in range(len(lines))]
+    segments = split_page(lines, boxes)
+    assert [(s.number, s.text) for s in segments] == [
+        (None, "前一题的最后一行"),
+        ("1", "已知集合A. 1B. 2"),
+        ("2", "下列函数是偶函数的是"),
+        ("3", "圆的面积"),
+    ]
+    assert segments[1].box == [10, 70, 300, 155]
+    # two columns: the left one is read first, then the right, each top to bottom
+    left, right = ["1. 左一", "A. 甲", "2. 左二"], ["3. 右三", "A. 丙", "4. 右四"]
+    lines, boxes = [], []
+    for row, (a, b) in enumerate(zip(left, right, strict=True)):
+        lines += [b, a]  # OCR's order is not the reading order
+        boxes += [[320, 10 + 30 * row, 600, 35 + 30 * row], [10, 10 + 30 * row, 280, 35 + 30 * row]]
+    assert [s.number for s in split_page(lines, boxes)] == ["1", "2", "3", "4"]
+
+
+@pytest.fixture(scope="module")
+def flow(tiny_model, tmp_path_factory):
+    with running_flow(model=tiny_model, data_dir=tmp_path_factory.mktemp("sheet")) as urls:
+        docs = DocumentArray()
+        for qid, (stem, options) in SHEET.items():
+            text = stem + "".join(f"\n{label}. {option}" for label, option in zip("ABCD", options, strict=True))
+            docs.append(Document(id=f"{qid}:text:0", text=text, tags={"question_id": qid}))
+        for qid, stem in TWINS.items():
+            docs.append(Document(id=f"{qid}:text:0", text=stem, tags={"question_id": qid}))
+        QbankClient(urls["grpc"]).index(docs)
+        yield urls
+
+
+@pytest.fixture(scope="module")
+def sheet_photos() -> dict[str, bytes]:
+    from qbank_devtools.photos import distort
+    from qbank_devtools.typeset import Typesetter
+
+    lines = ["一、选择题"]
+    for number, (stem, options) in enumerate(SHEET.values(), 1):
+        if number == 3:
+            lines.append("二、填空题")
+        lines.append(f"{number}. {stem}")
+        lines += [f"{label}. {option}" for label, option in zip("ABCD", options, strict=True)]
+    with Typesetter() as typesetter:
+        page = typesetter.page(lines)
+    photos = {}
+    for kind in ("clean", "tilted", "jpeg40"):
+        buffer = io.BytesIO()
+        distort(page, kind, seed=3).save(buffer, format="JPEG", quality=90)
+        photos[kind] = buffer.getvalue()
+    return photos
+
+
+@pytest.mark.parametrize("kind", ["clean", "tilted", "jpeg40"])
+def test_a_sheet_photo_answers_each_question_with_its_box(flow, sheet_photos, kind):
+    found = QbankClient(flow["grpc"]).photo_search(sheet_photos[kind], limit=3, page=True)
+    segments = found["segments"]
+    assert [s["number"] for s in segments] == ["1", "2", "3"], [(s["number"], s["text"]) for s in segments]
+    for segment, qid in zip(segments, SHEET, strict=True):
+        assert segment["questions"][0].question_id == qid, (segment["text"], segment["questions"][:2])
+    boxes = [s["box"] for s in segments]
+    assert all(a[3] <= b[1] + 5 for a, b in zip(boxes, boxes[1:], strict=False))  # top to bottom, apart
+    plain = QbankClient(flow["grpc"]).photo_search(sheet_photos[kind], limit=3)
+    assert plain["segments"] == [] and plain["questions"]  # a photo without page keeps its answer
+
+
+def test_qbank_photo_page_prints_a_block_per_question(flow, sheet_photos, tmp_path, capsys):
+    from qbank_client.cli import main
+
+    photo = tmp_path / "sheet.jpg"
+    photo.write_bytes(sheet_photos["clean"])
+    assert main(["--url", flow["grpc"], "photo", str(photo), "--page", "--limit", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("3 questions found on the page") and out.count("question ") >= 3
+    assert main(["--url", flow["grpc"], "--json", "photo", str(photo), "--page", "--limit", "1"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [s["questions"][0]["question_id"] for s in payload["segments"]] == list(SHEET)
