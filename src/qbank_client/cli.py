@@ -64,12 +64,9 @@ def cmd_import(args: argparse.Namespace, client: QbankClient) -> int:
     except (FileNotFoundError, BankError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for file in bank.files:
-        print(f"reading {file.describe()}", file=sys.stderr)
-    for note in bank.notes:
-        print(f"note: {note}", file=sys.stderr)
-    for path in bank.left_out:
-        print(f"left out (not a bank format: {', '.join(FORMATS)}): {path}", file=sys.stderr)
+    _tell("reading", [file.describe() for file in bank.files])
+    _tell("note:", bank.notes)
+    _tell(f"left out (not a bank format: {', '.join(FORMATS)}):", [str(path) for path in bank.left_out])
     if args.check or args.strict:
         summary = check_bank(bank)
         if args.check or summary.bad_rows or summary.duplicates:
@@ -83,14 +80,17 @@ def cmd_import(args: argparse.Namespace, client: QbankClient) -> int:
     return 0 if summary.complete else 1
 
 
+def _tell(prefix: str, lines: list[str]) -> None:
+    """Each line on stderr after ``prefix`` (what an import read, left out or refused)."""
+    for line in lines:
+        print(f"{prefix} {line}", file=sys.stderr)
+
+
 def _report(args: argparse.Namespace, summary) -> None:  # noqa: ANN001 - an ImportSummary
     if not args.json:
-        for line in summary.bad_rows:
-            print(f"bad row (skipped): {line}", file=sys.stderr)
-        for line in summary.duplicates:
-            print(f"duplicate id: {line}", file=sys.stderr)
-        for line in summary.failed:
-            print(f"failed: {line}", file=sys.stderr)
+        _tell("bad row (skipped):", summary.bad_rows)
+        _tell("duplicate id:", summary.duplicates)
+        _tell("failed:", summary.failed)
         if summary.stopped:
             print(
                 f"stopped: {summary.stopped}. {summary.not_sent} questions read were not sent; what was "
