@@ -188,8 +188,8 @@ def test_the_cli_prints_what_it_read_and_the_question(flow, tmp_path, capsys):
 
 def test_a_count_and_a_text_search_answer_within_a_second_while_a_large_photo_request_is_read(flow):
     """The reader's handlers never hold jina's one-request lock: requests with nothing to read pass
-    at once while 12 dense photos are being read (before: /count waited the whole read)."""
-    pages = [photo_bytes(TEMPLATE.format(a=i, b=i + 1) * 4, "clean", seed=i) for i in range(12)]
+    at once while 16 dense photos are being read (before: /count waited the whole read)."""
+    pages = [photo_bytes(TEMPLATE.format(a=i, b=i + 1) * 6, "clean", seed=i) for i in range(16)]
     finished: dict[str, float] = {}
 
     def read_photos() -> None:

@@ -196,18 +196,46 @@ def test_health_probes_stay_open_and_everything_else_is_closed(guarded):
         assert JinaClient(host=host, port=int(port), protocol=protocol).is_flow_ready(timeout=5), protocol
 
 
-def executor_ports() -> dict[str, list[tuple[str, int]]]:
-    """The addresses each executor process of this test's Flow listens on (from ss)."""
-    import multiprocessing
-    import subprocess
+def listening_sockets(pid: int) -> list[tuple[str, int]]:
+    """The TCP (address, port) pairs process ``pid`` listens on, from /proc (no ss needed)."""
+    import ipaddress
+    import os
 
-    pids = {c.pid: c.name.split("/")[0] for c in multiprocessing.active_children()}
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table, encoding="ascii") as handle:
+            for line in handle.readlines()[1:]:
+                fields = line.split()
+                if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                    continue
+                raw, port = fields[1].split(":")
+                packed = bytes.fromhex(raw)
+                # /proc writes each 32-bit word of the address in host (little-endian) order
+                packed = b"".join(packed[i : i + 4][::-1] for i in range(0, len(packed), 4))
+                address = ipaddress.ip_address(packed)
+                if getattr(address, "ipv4_mapped", None):
+                    address = address.ipv4_mapped
+                found.append((str(address), int(port, 16)))
+    return found
+
+
+def executor_ports() -> dict[str, list[tuple[str, int]]]:
+    """The addresses each executor process of this test's Flow listens on."""
+    import multiprocessing
+
     listening: dict[str, list[tuple[str, int]]] = {}
-    for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines():
-        for pid, name in pids.items():
-            if f"pid={pid}," in line and name in ("reader", "encoder", "indexer"):
-                address, port = line.split()[3].rsplit(":", 1)
-                listening.setdefault(name, []).append((address.strip("[]").removeprefix("::ffff:"), int(port)))
+    for child in multiprocessing.active_children():
+        name = child.name.split("/")[0]
+        if name in ("reader", "encoder", "indexer"):
+            listening.setdefault(name, []).extend(listening_sockets(child.pid))
     return listening
 
 
