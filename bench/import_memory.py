@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,32 +72,24 @@ def write_bank(path: Path, questions: list[dict], size_mb: int, analysis_chars: 
 
 
 def peak_rss_run(command: list[str], env: dict[str, str]) -> tuple[int, float, float, dict | None, str]:
-    """(exit code, seconds, peak RSS in MB, the JSON summary, stderr's tail) of one client run."""
+    """(exit code, seconds, peak RSS in MB, the JSON summary, stderr's tail) of one client run. Both
+    pipes are drained while it runs (a full stderr pipe would stall the client), VmHWM polled."""
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    peak = 0
     status = Path(f"/proc/{process.pid}/status")
-    out_parts: list[str] = []
-    import threading
-
-    def drain() -> None:
-        out_parts.append(process.stdout.read())
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    err = ""
-    while process.poll() is None:
-        try:
-            for line in status.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
-        except OSError:
-            pass
-        time.sleep(0.2)
-    err = process.stderr.read()
-    reader.join()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        out, err = pool.submit(process.stdout.read), pool.submit(process.stderr.read)
+        peak = 0
+        while process.poll() is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+            except OSError:
+                pass
+            time.sleep(0.2)
+        out, err = out.result(), err.result()
     seconds = time.monotonic() - started
-    out = "".join(out_parts)
     try:
         summary = json.loads(out) if out.strip() else None
     except json.JSONDecodeError:

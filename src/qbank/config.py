@@ -208,9 +208,8 @@ class EncoderSettings(ImageInputSettings):
     # the folder holds (its qbank_onnx.json says which).
     onnx_precision: str = "fp32"  # fp32 | fp16 | int8
     minibatch_size: int = 32
-    max_text_chars: int = (
-        MAX_TEXT_CHARS  # longer texts are refused (a stem is never that long; the model reads 52-77 tokens)
-    )
+    # Longer texts are refused (a stem is never that long; the model reads 52-77 tokens).
+    max_text_chars: int = MAX_TEXT_CHARS
     num_threads: int = 0  # 0: library default
     fp16: str = "auto"  # auto (on when cuda) | true | false
     drop_image_content: bool = True

@@ -130,8 +130,11 @@ UNAVAILABLE_MARKS = (
 )
 
 
-def unavailable(message: str) -> bool:
-    return any(mark in message for mark in UNAVAILABLE_MARKS)
+def server_error(message: str, connection_lost: bool = False) -> ServerError:
+    """The error for a failed request: ServerUnavailable when its message (or a lost connection)
+    says the service is away, ServerError otherwise."""
+    away = connection_lost or any(mark in message for mark in UNAVAILABLE_MARKS)
+    return (ServerUnavailable if away else ServerError)(message)
 
 
 def error_message(exc: BaseException) -> str:
@@ -265,12 +268,9 @@ class QbankClient:
             try:
                 responses = [self._grpc.post(endpoint, docs or DocumentArray(), parameters or {})]
             except ServerError as exc:  # an executor failed the request: its own description
-                kind = ServerUnavailable if unavailable(str(exc)) else ServerError
-                raise kind(f"{endpoint} at {self.url}: {exc}") from exc
+                raise server_error(f"{endpoint} at {self.url}: {exc}") from exc
             except Exception as exc:  # grpc.RpcError: refused (token), unreachable, too large, ...
-                message = error_message(exc)
-                kind = ServerUnavailable if unavailable(message) else ServerError
-                raise kind(f"{endpoint} at {self.url}: {message}") from exc
+                raise server_error(f"{endpoint} at {self.url}: {error_message(exc)}") from exc
             return self._collect(responses)
         try:
             responses = self._client.post(
@@ -285,8 +285,7 @@ class QbankClient:
             message = error_message(exc)
             if self._address["protocol"] == "websocket" and "403" in message:
                 message += " (the gateway refused the WebSocket handshake: missing or wrong token?)"
-            kind = ServerUnavailable if unavailable(message) or isinstance(exc, ConnectionError) else ServerError
-            raise kind(f"{endpoint} at {self.url}: {message}") from exc
+            raise server_error(f"{endpoint} at {self.url}: {message}", isinstance(exc, ConnectionError)) from exc
         return self._collect(responses)
 
     @staticmethod

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -215,18 +216,24 @@ class Question:
         ids = [item_id(self.id, TEXT)] if self.stem else []
         return ids + [item_id(self.id, IMAGE, i) for i in range(len(self.figures))]
 
+    def item_tags(self) -> list[tuple[str, dict[str, Any]]]:
+        """(item id, tags) of each item: the stem's, then each figure's (which also names its figure)."""
+        items = [(item_id(self.id, TEXT), dict(self.tags))] if self.stem else []
+        return items + [(item_id(self.id, IMAGE, i), dict(self.tags, figure=ref)) for i, ref in enumerate(self.figures)]
+
     def documents(self) -> list[Document]:
         """The question's items: its stem and one per figure, all sharing question_id."""
-        docs = []
-        if self.stem:
-            docs.append(Document(id=item_id(self.id, TEXT), text=self.stem, tags=dict(self.tags)))
-        for index, (ref, data) in enumerate(zip(self.figures, self.figure_bytes, strict=True)):
-            tags = dict(self.tags, figure=ref)
-            docs.append(Document(id=item_id(self.id, IMAGE, index), blob=data, tags=tags))
+        tags = self.item_tags()
+        docs = [Document(id=tags[0][0], text=self.stem, tags=tags[0][1])] if self.stem else []
+        figure_tags = tags[1:] if self.stem else tags
+        for (doc_id, item), data in zip(figure_tags, self.figure_bytes, strict=True):
+            docs.append(Document(id=doc_id, blob=data, tags=item))
         return docs
 
+    @functools.cached_property
     def payload_bytes(self) -> int:
-        """About what the question takes in a request: texts, tags and images as base64."""
+        """About what the question takes in a request: texts, tags and images as base64 (weighed
+        once, with its figures read: a 60 KB analysis was serialised three times a question)."""
         tags = len(json.dumps(self.tags, ensure_ascii=False, default=str).encode("utf-8"))
         return (
             len(self.stem.encode("utf-8"))
@@ -389,17 +396,17 @@ def check_items(question: Question) -> None:
     QBANK_MAX_IMAGE_PIXELS, the question within one request."""
     from qbank.media.images import ImageInputError, ImageLimits, decode_image
 
-    docs = question.documents()
-    if len(docs) > MAX_DOCS_PER_REQUEST:
+    items = question.item_tags()
+    if len(items) > MAX_DOCS_PER_REQUEST:
         raise ValueError(
             f"{len(question.figures)} figures: a question's items must fit one request of {MAX_DOCS_PER_REQUEST} "
             "(QBANK_MAX_DOCS_PER_REQUEST)"
         )
-    for doc in docs:
+    for doc_id, tags in items:
         try:
-            tags_to_fields(doc.id, doc.tags)
+            tags_to_fields(doc_id, tags)
         except ItemError as exc:
-            sizes = {k: len(json.dumps(v, ensure_ascii=False, default=str)) for k, v in doc.tags.items()}
+            sizes = {k: len(json.dumps(v, ensure_ascii=False, default=str)) for k, v in tags.items()}
             largest = max(sizes, key=sizes.get)
             raise ValueError(
                 f"{str(exc).split(': ', 1)[1]}; the largest field is {largest!r} ({sizes[largest]} bytes)"
@@ -409,7 +416,7 @@ def check_items(question: Question) -> None:
             decode_image(data, ImageLimits(), max_side=224)  # JPEGs decode at a DCT scale: cheap
         except ImageInputError as exc:
             raise ValueError(f"figure {index + 1} ({question.figures[index][-80:]}): {exc}") from None
-    size = question.payload_bytes()
+    size = question.payload_bytes
     if size > REQUEST_BYTES:
         raise ValueError(
             f"the question takes about {size} bytes, over a request's {REQUEST_BYTES} (QBANK_MAX_REQUEST_BYTES)"
@@ -465,14 +472,13 @@ class Bank:
         record = row.values
         try:
             if isinstance(record, dict):
-                sheet = row.source.rsplit("[", 1)[1].split("]", 1)[0] if bank.format == "xlsx" else ""
-                mapped = self.mapped.get((bank.path, sheet), self.fields.fields)
-                record = self.fields.apply(record, mapped, dict(context, sheet=sheet))
+                mapped = self.mapped.get((bank.path, row.sheet), self.fields.fields)
+                record = self.fields.apply(record, mapped, dict(context, sheet=row.sheet))
                 if bank.format in ("csv", "xlsx"):
                     for key in [k for k in record if k.startswith("#")]:
                         record.pop(key)  # an unnamed column (pandas' row number) is no tag unless mapped
                     if record.get("id") in (None, ""):
-                        record["id"] = default_id(base, bank.path, int(row.source.rsplit(":", 1)[1]), sheet)
+                        record["id"] = default_id(base, bank.path, row.line, row.sheet)
             return parse_question(record, row.source, bank.path.parent)
         except ValueError as exc:
             return BadRow(row.source, str(exc))
@@ -513,7 +519,11 @@ def _check_json_fields(bank: Bank, fields: FieldMap) -> None:
     firsts = {}
     for file in bank.files:
         if file.format in ("json", "jsonl"):
-            first = next((row.values for row in file.rows() if isinstance(row.values, dict)), None)
+            rows = file.rows()
+            try:
+                first = next((row.values for row in rows if isinstance(row.values, dict)), None)
+            finally:
+                rows.close()  # the file, closed now: only its first question was wanted
             file.bytes_read = 0
             if first is not None:
                 firsts[file.path] = set(first)

@@ -146,7 +146,7 @@ def batches(questions: Iterable[Question], size: int, max_bytes: int = BATCH_BYT
     batch: list[Question] = []
     held = 0
     for question in questions:
-        weight = question.payload_bytes()
+        weight = question.payload_bytes
         if batch and (len(batch) == size or held + weight > max_bytes):
             yield batch
             batch, held = [], 0
@@ -172,8 +172,8 @@ def check_bank(rows: Iterable[Question | BadRow] | Bank) -> ImportSummary:
 
 
 class _Importer:
-    def __init__(self, client: QbankClient, force: bool, bar) -> None:  # noqa: ANN001 - a tqdm bar
-        self.client, self.force, self.bar = client, force, bar
+    def __init__(self, client: QbankClient, force: bool) -> None:
+        self.client, self.force = client, force
         self.summary = ImportSummary()
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -221,7 +221,7 @@ class _Importer:
             self.summary.items_sent += sent
             self.summary.items_skipped += len(ids) - sent
             self.summary.imported += len(batch)
-            self.sent_bytes += sum(q.payload_bytes() for q in batch)
+            self.sent_bytes += sum(q.payload_bytes for q in batch)
             collect = self.sent_bytes >= COLLECT_EVERY_BYTES
             if collect:
                 self.sent_bytes = 0
@@ -238,7 +238,8 @@ class _Importer:
             failing = batch
         with self.lock:
             self.summary.failed.extend(f"{q.source}: {q.id}: {message[:300]}" for q in failing)
-        rest = [q for q in batch if q not in failing]
+        refused = {id(q) for q in failing}  # by identity: == compares every field, figures included
+        rest = [q for q in batch if id(q) not in refused]
         if not rest:
             return
         if failing:
@@ -270,7 +271,7 @@ def import_bank(
         desc="import",
         disable=not progress,
     )
-    importer = _Importer(client, force, bar)
+    importer = _Importer(client, force)
     summary = importer.summary
     if bank is not None:
         summary.files = [f.describe() for f in bank.files]

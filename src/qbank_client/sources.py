@@ -84,6 +84,8 @@ class Row:
     source: str  # file:line, file[sheet]:row, or file[n] (the n-th question of a JSON array)
     values: Any = None
     problem: str | None = None
+    line: int = 0  # a table row's line (CSV) or row (sheet): a row without an id is named by it
+    sheet: str = ""  # a sheet row's sheet
 
 
 @dataclass
@@ -348,12 +350,12 @@ def column_keys(header: list[str]) -> list[str]:
     return keys
 
 
-def _table_row(source: str, keys: list[str], values: list[Any]) -> Row:
+def _table_row(source: str, keys: list[str], values: list[Any], line: int, sheet: str = "") -> Row:
     if len(values) > len(keys):
         extra = [v for v in values[len(keys) :] if v not in (None, "")]
         if extra:
             return Row(source, problem=f"has {len(values)} fields, the header has {len(keys)} columns")
-    return Row(source, {key: ("" if i >= len(values) else values[i]) for i, key in enumerate(keys)})
+    return Row(source, {key: ("" if i >= len(values) else values[i]) for i, key in enumerate(keys)}, None, line, sheet)
 
 
 def _csv_rows(bank: BankFile) -> Iterator[Row]:
@@ -369,11 +371,12 @@ def _csv_rows(bank: BankFile) -> Iterator[Row]:
         except csv.Error as exc:
             yield Row(f"{bank.path}:{feeder.first or reader.line_num}", problem=f"not valid CSV: {exc}")
             continue
-        source = f"{bank.path}:{feeder.first or reader.line_num}"
+        line = feeder.first or reader.line_num
+        source = f"{bank.path}:{line}"
         if feeder.problem:
             yield Row(source, problem=feeder.problem)
         elif any(fields):
-            yield _table_row(source, keys, fields)
+            yield _table_row(source, keys, fields, line)
 
 
 def _open_sheets(bank: BankFile, sheet: str | None) -> None:
@@ -438,7 +441,7 @@ def _sheet_rows(bank: BankFile) -> Iterator[Row]:
                 if len(values) > MAX_COLUMNS:
                     yield Row(source, problem=f"has {len(values)} cells, over the limit of {MAX_COLUMNS} (MAX_COLUMNS)")
                     continue
-                yield _table_row(source, keys, [cell_text(v) for v in values])
+                yield _table_row(source, keys, [cell_text(v) for v in values], number, name)
     finally:
         book.close()
 

@@ -32,12 +32,13 @@ SCALAR_FIELDS: dict[str, int] = {
 TAG_ALIASES = {"type": "qtype", "question_type": "qtype"}
 FILTER_FIELDS = tuple(SCALAR_FIELDS)
 
-ID_MAX_LENGTH = 256
 # Ids are opaque strings with two exceptions, refused up front so every accepted id round-trips
 # through index, search, exists, update and delete: control characters (a newline cannot stand in
 # a Milvus expression literal: "token recognition error", measured) and the single quote (Milvus
 # Lite 2.5.1 puts an upserted id into SQL between single quotes, unescaped: an id with ' fails with
 # "internal error" and could rewrite that statement).
+ID_MAX_LENGTH = 256
+
 # The service's size limits, defined once: the executors' settings default to these (qbank.config),
 # and the importer checks each row against them before sending (qbank_client.bank), so a bad row is
 # named by its file and line and the good rows of its batch are stored.

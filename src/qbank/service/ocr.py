@@ -121,7 +121,6 @@ class QbankOcrReader(CheckedExecutor):
             )
         self.pool = ThreadPoolExecutor(max_workers=s.ocr_concurrency, thread_name_prefix="ocr")
         self.searching: dict[object, float | None] = {}  # photo searches held: being read or waiting, by deadline
-        self.abandoned = 0  # requests whose caller went away before their reading ended
         self.logger.info(
             f"OCR reader ready: detector side {s.ocr_det_side}, {'cuda, onnxruntime' if cuda else 'cpu, ' + s.ocr_engine}, "
             f"{s.ocr_concurrency} requests read at once"
@@ -129,33 +128,35 @@ class QbankOcrReader(CheckedExecutor):
 
     __init__.__signature__ = OcrSettings.executor_signature()
 
-    async def _off_loop(self, work: Callable[[OcrReader, threading.Event], T], deadline: float | None = None) -> T:
-        """``work(reader, abandoned)`` in the pool, with an engine no other thread holds meanwhile.
-        When the caller goes away (its ``deadline``, Unix seconds, has passed, or the call is
-        cancelled), work still queued is dropped and work being read stops before its next image
-        (``abandoned``): 20 clients that gave up after 2 s kept the reader busy for 711 s, and a new
-        search waited as long."""
-        abandoned = threading.Event()
+    async def _off_loop(self, work: Callable[[OcrReader, Callable[[], bool]], T], deadline: float | None = None) -> T:
+        """``work(reader, gone)`` in the pool, with an engine no other thread holds meanwhile. When the
+        caller is ``gone()`` (its ``deadline``, Unix seconds, has passed, or the call was cancelled),
+        work still queued is dropped and work being read stops before its next image: 20 clients
+        that gave up after 2 s kept the reader busy for 711 s, and a new search waited as long."""
+        cancelled = threading.Event()
+
+        def gone() -> bool:
+            return cancelled.is_set() or (deadline is not None and time.time() > deadline)
 
         def run() -> T:
-            if abandoned.is_set() or (deadline is not None and time.time() > deadline):
+            if gone():
                 raise _Abandoned()
             reader = self.readers.get()
             try:
-                return work(reader, abandoned)
+                return work(reader, gone)
             finally:
                 self.readers.put(reader)
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self.pool, run)
         except asyncio.CancelledError:
-            abandoned.set()
-            self.abandoned += 1
+            cancelled.set()
             raise
 
     def _admit(self, deadline: float | None) -> object:
-        """Take one more photo search (its token, to :meth:`_release`), or refuse it when the engines
-        are busy and the queue is full; searches whose deadline has passed no longer count."""
+        """Take one more photo search (its token, removed from ``searching`` when it ends), or refuse
+        it when the engines are busy and the queue is full; searches whose deadline has passed no
+        longer count."""
         s = self.settings
         now = time.time()
         held = sum(1 for d in self.searching.values() if d is None or d > now)
@@ -195,16 +196,15 @@ class QbankOcrReader(CheckedExecutor):
         endpoint: str,
         read: Callable[[Any, Any, OcrResult], None],
         arrived: float,
-        abandoned: threading.Event,
-        deadline: float | None = None,
+        gone: Callable[[], bool],
     ) -> list[str]:
         """Read each image in turn under the request's pixel budget and deadline (from its
-        ``arrived`` time), calling ``read(doc, image, result)``, until the caller is ``abandoned``;
+        ``arrived`` time), calling ``read(doc, image, result)``, until the caller is ``gone()``;
         returns the errors of images that could not be had."""
         s = self.settings
         pixels, errors = 0, []
         for number, doc in enumerate(images):
-            if abandoned.is_set() or (deadline is not None and time.time() > deadline):
+            if gone():
                 raise _Abandoned()
             if time.monotonic() - arrived > s.ocr_timeout:
                 raise OcrLimitError(
@@ -281,13 +281,9 @@ class QbankOcrReader(CheckedExecutor):
 
         try:
             errors = await self._off_loop(
-                lambda reader, abandoned: self._read_each(
-                    reader, photos, "/search", found, arrived, abandoned, deadline
-                ),
-                deadline,
+                lambda reader, gone: self._read_each(reader, photos, "/search", found, arrived, gone), deadline
             )
         except _Abandoned:
-            self.abandoned += 1
             raise OcrLimitError(
                 "the caller's deadline passed before its photos were read: nothing more was read"
             ) from None
@@ -313,9 +309,7 @@ class QbankOcrReader(CheckedExecutor):
                 doc.tags[FIGURE_TEXT_TAG] = text
 
         arrived = time.monotonic()
-        await self._off_loop(
-            lambda reader, abandoned: self._read_each(reader, figures, "/index", found, arrived, abandoned)
-        )
+        await self._off_loop(lambda reader, gone: self._read_each(reader, figures, "/index", found, arrived, gone))
         return docs
 
     @requests
