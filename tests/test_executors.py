@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import time
 
 import pytest
 from docarray import Document, DocumentArray
+from PIL import Image
 
 from qbank.service.encoder import QbankClipEncoder
 from qbank.service.indexer import QbankMilvusIndexer
@@ -92,19 +95,57 @@ def test_the_readers_bounds_refuse_a_request_naming_their_setting_before_any_ocr
         ):
             call(reader, "/index", pages)
         assert not any("figure_text" in d.tags for d in pages)  # refused before any OCR
-        with pytest.raises(OcrLimitError, match="QBANK_OCR_TIMEOUT.*1 of 2 left"):
-            call(reader, "/search", photos[:2], ocr=True)  # the first photo is read, then time is up
+        with pytest.raises(OcrLimitError, match="QBANK_OCR_TIMEOUT.*[12] of 2 images not read"):
+            call(reader, "/search", photos[:2], ocr=True)  # time is up within the first photo
         assert call(reader, "/search", DocumentArray([Document(text="文字查询")]), ocr=True) is None  # nothing to read
     finally:
         reader.close()
+
+
+def test_a_dense_page_stops_reading_when_its_timeout_passes_not_after_the_page():
+    """QBANK_OCR_TIMEOUT is asked before every model run, not only between images: one dense page
+    read 11-13 s with the timeout at 2 s. Here a page of 50 lines that takes the reader over a second alone stops
+    within a few lines of a 0.3 s timeout, and the engine reads the next request whole."""
+    from qbank.model.ocr import OcrReader, ReadStopped
+    from qbank.service.ocr import OcrLimitError, QbankOcrReader
+    from qbank_devtools.photos import render_question
+
+    page = render_question(
+        "已知函数f(x)=x²+2x+3，求f(x)在区间[-2,3]上的最大值与最小值。" * 60, width=2000, chars_per_line=48
+    )
+    buffer = io.BytesIO()
+    page.save(buffer, format="PNG")
+    dense = buffer.getvalue()
+    reader = QbankOcrReader(ocr_timeout=0.3, ocr_concurrency=1)
+    try:
+        started = time.monotonic()
+        with pytest.raises(OcrLimitError, match=r"over 0.3 s \(QBANK_OCR_TIMEOUT.*1 of 1 images not read"):
+            call(reader, "/search", DocumentArray([Document(id="page", blob=dense)]), ocr=True)
+        stopped_after = time.monotonic() - started
+    finally:
+        reader.close()
+    engine = OcrReader()
+    started = time.monotonic()
+    whole = engine.read(page)
+    alone = time.monotonic() - started
+    assert len(whole.lines) > 40 and alone > 1.0, (len(whole.lines), alone)
+    assert stopped_after < 0.3 + 0.5 * alone, (stopped_after, alone)
+    runs = []
+
+    def stop_after_three() -> bool:
+        runs.append(1)
+        return len(runs) > 3  # the detector and two lines
+
+    with pytest.raises(ReadStopped):
+        engine.read(page, stop_after_three)
+    assert len(runs) == 4
+    assert engine.read(page).lines == whole.lines  # a stopped read leaves the engine as it was
 
 
 def test_the_figure_crop_of_a_large_photo_is_bounded():
     """A photo search passes the figure on as a crop of at most FIGURE_CROP_SIDE pixels a side,
     whatever the photo's size; the region stays in the photo's own pixels."""
     import io
-
-    from PIL import Image
 
     from qbank.service.ocr import FIGURE_CROP_SIDE, QbankOcrReader
     from qbank_devtools.demo import draw_figure

@@ -284,6 +284,53 @@ def test_photo_searches_whose_clients_gave_up_are_dropped_and_a_new_search_answe
     assert refused and all("retry" in o for o in refused), outcomes
 
 
+def http_photo_search_giving_up(url: str, pages: list[bytes], seconds: float) -> str:
+    """A photo search over HTTP whose client closes its connection after ``seconds``: its outcome."""
+    import requests
+    from jina.types.request.data import DataRequest
+
+    request = DataRequest()
+    request.data.docs = DocumentArray(Document(blob=page) for page in pages)
+    body = {
+        "execEndpoint": "/search",
+        "data": request.to_dict()["data"],
+        "parameters": {"ocr": True, "limit": 3},
+    }
+    try:
+        response = requests.post(f"{url}/post", json=body, timeout=seconds)
+    except requests.Timeout:
+        return "gave up"
+    return f"{response.status_code}: {response.text[:300]}"
+
+
+def test_http_photo_searches_whose_clients_disconnected_are_cancelled(flow):
+    """10 HTTP clients each send 4 dense pages and close their connection after 1 s: the gateway
+    cancels each request when its client disconnects, the reader stops it before its next model run,
+    and a new search answers in about its normal time (before, HTTP had no deadline: every page was
+    read for nobody)."""
+    one = photo_bytes(TEMPLATE.format(a=3, b=7), "clean", seed=1)
+    client = QbankClient(flow["grpc"])
+    started = time.monotonic()
+    assert client.photo_search(one, limit=1)["questions"][0].question_id == PLANTED
+    normal = time.monotonic() - started
+    dense = [photo_bytes(TEMPLATE.format(a=i, b=i + 2) * 6, "clean", seed=i) for i in range(4)]
+    outcomes: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: outcomes.append(http_photo_search_giving_up(flow["http"], dense, 1.0)))
+        for _ in range(10)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    time.sleep(0.3)  # the disconnects reach the gateway
+    started = time.monotonic()
+    assert client.photo_search(one, limit=1)["questions"][0].question_id == PLANTED
+    after = time.monotonic() - started
+    assert after < normal + 3.0, (normal, after, outcomes)
+    assert outcomes.count("gave up") >= 4, outcomes
+
+
 def test_a_count_answers_within_a_second_while_blank_40_megapixel_photos_fall_back_to_clip(flow):
     """Photos with no text are embedded by the encoder (their dense fallback), which decodes each:
     4 clients sending blank 40 Mpx photos held /count 4-6 s behind the encoder before its store-only

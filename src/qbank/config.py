@@ -272,7 +272,8 @@ class OcrSettings(ImageInputSettings):
     ocr_max_request_pixels: int = 120_000_000  # pixels of all the images one request has read (photos or figures)
     # Seconds a photo search may take in the reader, counted from its arrival (time waiting for a free
     # engine included: counted from when a thread picked it up, 20 quitting clients kept a new search
-    # waiting 709 s); checked before each image.
+    # waiting 709 s); checked before each model run (a dense page read 11-13 s past a 2 s timeout when
+    # it was checked only between images).
     ocr_timeout: float = 60.0
     # Photo searches a replica holds waiting for an engine beyond the ocr_concurrency being read; more
     # are refused at once with a retry hint instead of queueing without end.

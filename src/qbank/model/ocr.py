@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +25,30 @@ logger = logging.getLogger("qbank.model.ocr")
 
 class OcrUnavailableError(RuntimeError):
     """rapidocr (the `ocr` extra) is not installed, or its packaged models cannot be loaded."""
+
+
+class ReadStopped(Exception):
+    """A read was stopped between two model runs because its caller asked (``read(stop=...)``)."""
+
+
+class _StoppableSession:
+    """A rapidocr model session that asks its reader's ``stop`` before each run. A dense page is one
+    detection and then one recognition run per line (rec_batch 1): a 2000 x 2000 page of small text
+    read for 11-13 s with QBANK_OCR_TIMEOUT at 2 s, since the timeout was only looked at between
+    images; checked before every run, a read overshoots by one run."""
+
+    def __init__(self, session: Any, reader: OcrReader):
+        self.session = session
+        self.reader = reader
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        stop = self.reader.stop
+        if stop is not None and stop():
+            raise ReadStopped()
+        return self.session(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
 
 
 @dataclass
@@ -138,12 +163,16 @@ class OcrReader:
         if threads > 0:
             params["EngineConfig.onnxruntime.intra_op_num_threads"] = threads
             params["EngineConfig.openvino.inference_num_threads"] = threads
+        self.stop: Callable[[], bool] | None = None  # the read in progress's stop question (one thread a reader)
         try:
             self.engine = RapidOCR(params=params)
             self._warm_up(use_cls)
             if not self.spinning:
                 self._stop_spinning()
                 self._warm_up(use_cls)  # the rebuilt sessions' first run, not a request's
+            for stage in (self.engine.text_det, self.engine.text_cls, self.engine.text_rec):
+                if stage is not None:
+                    stage.session = _StoppableSession(stage.session, self)
         except Exception as exc:  # rapidocr raises its own and plain errors on a broken install
             raise OcrUnavailableError(f"the OCR models could not be loaded: {exc}") from None
         self.min_score = min_score
@@ -181,10 +210,15 @@ class OcrReader:
             providers = [(name, built.get_provider_options().get(name, {})) for name in built.get_providers()]
             ort.session = InferenceSession(built._model_path, sess_options=options, providers=providers)
 
-    def read(self, image: Image.Image) -> OcrResult:
-        """The text lines of ``image`` (an RGB PIL image; rapidocr takes BGR arrays)."""
+    def read(self, image: Image.Image, stop: Callable[[], bool] | None = None) -> OcrResult:
+        """The text lines of ``image`` (an RGB PIL image; rapidocr takes BGR arrays). ``stop`` is asked
+        before each model run; when it answers True the read ends with ReadStopped."""
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
-        output = self.engine(bgr, use_det=True, use_cls=self.use_cls, use_rec=True)
+        self.stop = stop
+        try:
+            output = self.engine(bgr, use_det=True, use_cls=self.use_cls, use_rec=True)
+        finally:
+            self.stop = None
         texts, scores = output.txts or (), output.scores or ()
         boxes = list(output.boxes) if output.boxes is not None else [None] * len(texts)
         kept = [

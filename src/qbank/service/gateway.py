@@ -17,8 +17,10 @@ serves that page at ``/ui``; otherwise, with ``QBANK_AUTH_TOKEN`` unset, this is
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -42,6 +44,8 @@ OPEN_GRPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.", "/jina.Jin
 # jina's health check and dry run (`jina ping` over HTTP and WebSocket); the page's files (no data)
 OPEN_HTTP_PATHS = {"/", "/dry_run", *PAGE_FILES}
 OPEN_WEBSOCKET_PATHS = {"/dry_run"}
+
+logger = logging.getLogger("qbank.gateway")
 
 
 def token_matches(presented: str | bytes | None, token: str) -> bool:
@@ -379,9 +383,13 @@ class MalformedRequestMiddleware:
             )
             return
         pending = list(messages)
+        disconnected = asyncio.Event()
 
         async def replay() -> dict:
-            return pending.pop(0) if pending else await receive()
+            if pending:
+                return pending.pop(0)
+            await disconnected.wait()  # the body is read: what is left to receive is the disconnect
+            return {"type": "http.disconnect"}
 
         started = False
 
@@ -391,7 +399,7 @@ class MalformedRequestMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, replay, tracking_send)
+            await cancelled_on_disconnect(self.app(scope, replay, tracking_send), receive, disconnected, scope)
         except Exception as exc:
             reason = _is_malformed_input(exc)
             if reason is None or started:
@@ -401,6 +409,70 @@ class MalformedRequestMiddleware:
                 "by protobuf to about 30 levels"
             )
             await _send_json(send, 400, detail)
+
+
+# The tasks a request being answered has started, directly or through the tasks it started (jina's
+# stream answers a request in tasks of its own, and sends to each executor in another): what is
+# cancelled when its client disconnects.
+_REQUEST_TASKS: contextvars.ContextVar[list[asyncio.Task] | None] = contextvars.ContextVar(
+    "qbank_request_tasks", default=None
+)
+
+
+def _track_request_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Install, once per event loop, a task factory that notes each task in its request's list."""
+    if getattr(loop.get_task_factory(), "qbank_tracking", False):
+        return
+    previous = loop.get_task_factory()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future:
+        task = previous(loop, coro, **kwargs) if previous else asyncio.Task(coro, loop=loop, **kwargs)
+        tasks = _REQUEST_TASKS.get()
+        if tasks is not None:
+            tasks.append(task)
+        return task
+
+    factory.qbank_tracking = True
+    loop.set_task_factory(factory)
+
+
+async def cancelled_on_disconnect(call: Any, receive: Any, disconnected: asyncio.Event, scope: dict) -> None:
+    """Run ``call`` (an HTTP request being answered, whose body has been read) and cancel it, and
+    every task it started, when its client disconnects: the executor calls are cancelled and the
+    reader stops before its next model run. An HTTP client that gave up kept its photo search
+    reading to the end for nobody (jina answers in tasks of its own, which cancelling the handler
+    alone does not reach). Sets ``disconnected`` for the app's own receive."""
+    _track_request_tasks(asyncio.get_running_loop())
+    tasks: list[asyncio.Task] = []
+    token = _REQUEST_TASKS.set(tasks)
+    try:
+        answering = asyncio.ensure_future(call)
+    finally:
+        _REQUEST_TASKS.reset(token)
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        disconnected.set()
+
+    watching = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({answering, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+        if not answering.done():
+            for task in tasks:
+                task.cancel()
+    try:
+        await answering
+    except asyncio.CancelledError:
+        if not disconnected.is_set():
+            raise
+        logger.info(
+            "%s %s: the client disconnected before its answer; its work was cancelled",
+            scope.get("method"),
+            scope.get("path"),
+        )
 
 
 async def _send_json(send: Any, status: int, detail: str) -> None:

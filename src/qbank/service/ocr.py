@@ -48,7 +48,7 @@ from qbank.domain.schema import (
 from qbank.domain.segments import split_page
 from qbank.media.images import ImageInputError, declared_pixels, document_image, image_policy, original_size
 from qbank.media.regions import figure_region
-from qbank.model.ocr import OcrReader, OcrResult
+from qbank.model.ocr import OcrReader, OcrResult, ReadStopped
 from qbank.service.checked import CheckedExecutor
 from qbank.service.params import Limits
 
@@ -202,16 +202,26 @@ class QbankOcrReader(CheckedExecutor):
         ``arrived`` time), calling ``read(doc, image, result)``, until the caller is ``gone()``;
         returns the errors of images that could not be had."""
         s = self.settings
+
+        def overdue() -> bool:
+            return time.monotonic() - arrived > s.ocr_timeout
+
+        def stop() -> bool:
+            return gone() or overdue()
+
+        def stopped(left: int) -> Exception:
+            if gone():
+                return _Abandoned()
+            return OcrLimitError(
+                f"this request has been in the reader over {s.ocr_timeout:g} s (QBANK_OCR_TIMEOUT, counted from "
+                f"its arrival, waiting included) with {left} of {len(images)} images not read: "
+                "send fewer or smaller images per request, or retry when the service is less busy"
+            )
+
         pixels, errors = 0, []
         for number, doc in enumerate(images):
-            if gone():
-                raise _Abandoned()
-            if time.monotonic() - arrived > s.ocr_timeout:
-                raise OcrLimitError(
-                    f"this request has been in the reader over {s.ocr_timeout:g} s (QBANK_OCR_TIMEOUT, counted from "
-                    f"its arrival, waiting included) with {len(images) - number} of {len(images)} left to read: "
-                    "send fewer or smaller images per request, or retry when the service is less busy"
-                )
+            if stop():
+                raise stopped(len(images) - number)
             try:
                 image = document_image(doc, self.limits, self.fetch_policy, OCR_MAX_SIDE)
             except ImageInputError as exc:
@@ -221,7 +231,11 @@ class QbankOcrReader(CheckedExecutor):
             pixels += width * height
             if pixels > s.ocr_max_request_pixels:
                 raise OcrLimitError(self._pixels_message(pixels, endpoint))
-            read(doc, image, reader.read(image))
+            try:
+                result = reader.read(image, stop)
+            except ReadStopped:
+                raise stopped(len(images) - number) from None
+            read(doc, image, result)
         return errors
 
     def _text(self, result: OcrResult) -> str:
