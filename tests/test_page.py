@@ -577,3 +577,56 @@ def test_a_result_list_with_hostile_formulas_shows_every_card_and_the_tab_surviv
     assert "\\frac{1}{" in js(browser, "return document.querySelector('#detail details.analysis').textContent")
     with QbankClient(flow["grpc"], token=TOKEN) as client:  # leave the module's bank as it was
         client.delete_questions([d.tags["question_id"] for d in docs])
+
+
+def test_a_whole_page_photo_boxes_each_question_and_lists_its_matches_under_its_number(flow, browser, bank, tmp_path):
+    """'whole page' sends page: true; the photo is shown with a box over each question found on it
+    (placed in percent of the photo, over its question's lines), and each question's own matches are
+    listed under its number."""
+    from PIL import Image, ImageDraw
+
+    from qbank_devtools.photos import chinese_font
+
+    stems = [q.stem for q in read_bank(bank)]
+    other = next(s for s in stems if stems.count(s) == 1 and s != PLANTED_STEM and "<" not in s and "$" not in s)
+    other_id = next(q.id for q in read_bank(bank) if q.stem == other)
+    lines = ["一、解答题"]
+    for number, stem in enumerate((PLANTED_STEM, other), 1):
+        wrapped = [stem[i : i + 22] for i in range(0, len(stem), 22)]
+        lines += [f"{number}. {wrapped[0]}", *wrapped[1:]]
+    page = Image.new("RGB", (1000, 80 + 56 * len(lines)), "white")
+    draw = ImageDraw.Draw(page)
+    for row, line in enumerate(lines):
+        draw.text((50, 40 + 56 * row), line, font=chinese_font(34), fill=(20, 20, 20))
+    photo = tmp_path / "sheet.jpg"
+    page.save(photo, format="JPEG", quality=90)
+    js(browser, "document.getElementById('whole-page').checked = true")
+    try:
+        search(browser, image=photo)
+    finally:
+        js(browser, "document.getElementById('whole-page').checked = false")
+    sections = js(
+        browser,
+        "return [...document.querySelectorAll('#results > .segment')].map(s => "
+        "[s.dataset.number, s.querySelector('.card') && s.querySelector('.card').dataset.question])",
+    )
+    assert sections == [["1", PLANTED], ["2", other_id]], sections
+    boxes = js(
+        browser,
+        "const photo = document.getElementById('page-image').getBoundingClientRect();"
+        "return [...document.querySelectorAll('#page-photo .segment-box')].map(b => { const r = b.getBoundingClientRect();"
+        "return [b.textContent, (r.top - photo.top) / photo.height, (r.bottom - photo.top) / photo.height,"
+        " r.width / photo.width]; })",
+    )
+    assert [b[0] for b in boxes] == ["1", "2"], boxes
+    rows = len(lines)
+    first_rows = 1 + (len(PLANTED_STEM) - 1) // 22
+    # each box covers its question's printed rows (of the photo's height), and the first is above the second
+    assert (
+        abs(boxes[0][1] - (40 + 56) / page.height) < 0.05
+        and abs(boxes[1][1] - (40 + 56 * (1 + first_rows)) / page.height) < 0.05
+    )
+    assert boxes[0][2] <= boxes[1][1] + 0.01 and boxes[1][2] <= (40 + 56 * rows) / page.height + 0.05
+    assert all(0.2 < b[3] <= 1.0 for b in boxes)
+    assert not js(browser, "return document.getElementById('page-view').hidden")
+    assert not errors_in_console(browser)

@@ -12,7 +12,7 @@ import pytest
 from conftest import running_flow
 from docarray import Document, DocumentArray
 
-from qbank.domain.segments import question_number, split_page
+from qbank.domain.segments import Segment, focus_segment, question_number, split_page
 from qbank_client import QbankClient
 
 SHEET = {  # question id -> (stem, options): printed in this order, numbered 1-3
@@ -59,6 +59,17 @@ def test_lines_split_at_question_numbers_and_headers_in_reading_order():
     assert [s.number for s in split_page(lines, boxes)] == ["1", "2", "3", "4"]
 
 
+def test_a_photo_of_several_questions_focuses_on_the_one_it_is_mostly_of():
+    cut_above = Segment(None, ["上一题剩下的半行字"], [0, 0, 500, 30])
+    target = Segment("2", ["一辆汽车以每小时60千米的速度行驶了3小时", "A. 120 B. 180"], [0, 40, 600, 200])
+    half_below = Segment("3", ["把20克食盐溶于80克水中"], [0, 210, 600, 260])
+    assert focus_segment([cut_above, target, half_below], 600, 260) is target
+    assert focus_segment([target], 600, 260) is None  # one question: search all that was read
+    assert focus_segment([target, Segment("4", ["短"], [0, 0, 5, 5])], 600, 260) is None  # a fragment is none
+    twin = Segment("1", ["一辆汽车以每小时80千米的速度行驶了2小时", "A. 120 B. 180"], [0, 0, 600, 40])
+    assert focus_segment([twin, target], 600, 260) is target  # as long: the one nearer the centre
+
+
 @pytest.fixture(scope="module")
 def flow(tiny_model, tmp_path_factory):
     with running_flow(model=tiny_model, data_dir=tmp_path_factory.mktemp("sheet")) as urls:
@@ -84,8 +95,13 @@ def sheet_photos() -> dict[str, bytes]:
         lines.append(f"{number}. {stem}")
         lines += [f"{label}. {option}" for label, option in zip("ABCD", options, strict=True)]
     with Typesetter() as typesetter:
-        page = typesetter.page(lines)
+        page, boxes = typesetter.page_with_boxes(lines)
     photos = {}
+    # a hurried shot of question 2: the last option of question 1 above it, half of question 3 below
+    second, third = lines.index(f"2. {SHEET['sheet-speed'][0]}"), lines.index(f"3. {SHEET['sheet-salt'][0]}")
+    buffer = io.BytesIO()
+    page.crop((0, boxes[second - 1][1], page.width, boxes[third][3])).save(buffer, format="JPEG", quality=90)
+    photos["hurried"] = buffer.getvalue()
     for kind in ("clean", "tilted", "jpeg40"):
         buffer = io.BytesIO()
         distort(page, kind, seed=3).save(buffer, format="JPEG", quality=90)
@@ -104,6 +120,16 @@ def test_a_sheet_photo_answers_each_question_with_its_box(flow, sheet_photos, ki
     assert all(a[3] <= b[1] + 5 for a, b in zip(boxes, boxes[1:], strict=False))  # top to bottom, apart
     plain = QbankClient(flow["grpc"]).photo_search(sheet_photos[kind], limit=3)
     assert plain["segments"] == [] and plain["questions"]  # a photo without page keeps its answer
+
+
+def test_a_hurried_shot_holding_part_of_its_neighbours_finds_the_question_it_is_of(flow, sheet_photos):
+    """Without page, a photo holding its question, a line of the one above and half of the one below
+    is searched by the words of the question it is mostly of (``focus``, with its box), not by all it
+    read: the neighbours' words no longer rank their own questions."""
+    found = QbankClient(flow["grpc"]).photo_search(sheet_photos["hurried"], limit=3)
+    assert "食盐" in found["text"] and "食盐" not in found["focus"], found["focus"]
+    assert "汽车" in found["focus"] and found["focus_box"][3] > found["focus_box"][1]
+    assert found["questions"][0].question_id == "sheet-speed", found["questions"][:3]
 
 
 def test_qbank_photo_page_prints_a_block_per_question(flow, sheet_photos, tmp_path, capsys):

@@ -14,6 +14,8 @@ from docarray import Document, DocumentArray
 from qbank.domain.schema import (
     FIGURE_REGION_TAG,
     IMAGE,
+    OCR_FOCUS_BOX_TAG,
+    OCR_FOCUS_TAG,
     OCR_NOTE_TAG,
     OCR_TEXT_TAG,
     SEGMENT_BOX_TAG,
@@ -373,7 +375,9 @@ class QbankClient:
         the stems with it (``mode``: bm25 by default, or hybrid with the photo's CLIP vector); a photo
         with no readable text is searched by its CLIP vector, and ``note`` says so. The figure found
         on the page (outside its text lines) is matched against the bank's figures by CLIP. Returns
-        the text read (``text``), ``note``, the ``questions`` (best first), the figure's
+        the text read (``text``), ``note``, the ``questions`` (best first), ``focus`` and
+        ``focus_box`` (when the photo holds more than one question, the words and box of the one it is
+        mostly of, which were searched instead of all the text read; else "" and None), the figure's
         ``figure_region`` ([left, top, right, bottom] in the photo, or None) and ``figures``: the
         questions whose figures match it, best first. ``page``: the photo holds several questions (a
         whole sheet): ``segments`` lists each question found on it, in reading order, with its
@@ -404,6 +408,8 @@ class QbankClient:
         return {
             "segments": segments,
             "text": query.tags.get(OCR_TEXT_TAG, ""),
+            "focus": query.tags.get(OCR_FOCUS_TAG, ""),
+            "focus_box": [int(v) for v in query.tags[OCR_FOCUS_BOX_TAG]] if OCR_FOCUS_BOX_TAG in query.tags else None,
             "note": query.tags.get(OCR_NOTE_TAG, ""),
             "questions": group_by_question(query.matches, limit),
             "figure_region": [int(v) for v in figure.tags[FIGURE_REGION_TAG]] if figure else None,

@@ -138,6 +138,11 @@ def cmd_photo(args: argparse.Namespace, client: QbankClient) -> int:
         ]
         text = f"{len(found['segments'])} questions found on the page\n\n" + "\n\n".join(blocks)
     else:
+        if found["focus"]:  # a hurried shot: the question it is mostly of was searched
+            heading += (
+                f"\nthe photo holds more than one question; searched the one at {found['focus_box']}: "
+                f"{found['focus'][:40]!r} (--page searches each)"
+            )
         text = heading + "\n\n" + format_table("questions matching the photo", found["questions"])
     if found["figure_region"]:
         text += "\n\n" + format_table(
@@ -145,6 +150,8 @@ def cmd_photo(args: argparse.Namespace, client: QbankClient) -> int:
         )
     payload = {
         "text": found["text"],
+        "focus": found["focus"],
+        "focus_box": found["focus_box"],
         "note": found["note"],
         "questions": [h.to_dict() for h in found["questions"]],
         "figure_region": found["figure_region"],

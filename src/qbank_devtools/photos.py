@@ -77,3 +77,109 @@ def photo_bytes(stem: str, kind: str = "clean", figure: bytes | None = None, see
     buffer = io.BytesIO()
     distort(render_question(stem, figure), kind, seed).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
+
+
+# Phone conditions harder than DISTORTIONS (issue 45): what a hurried student's phone makes of a page.
+PHONE_CONDITIONS = ("perspective", "curved", "shadow_edge", "motion_blur", "low_res", "moire", "curved_shadow_blur")
+KAI_FONT = "/usr/share/fonts/truetype/arphic/ukai.ttc"  # Debian's fonts-arphic-ukai: a brush-like Kai face
+
+
+def phone_photo(page: Image.Image, condition: str, seed: int = 0) -> Image.Image:
+    """``page`` as a phone photographs it under ``condition`` (one of PHONE_CONDITIONS):
+
+    * perspective: the camera tilted 15-25 degrees (one edge 15-30 % shorter) and turned a little;
+    * curved: a page bulging off the desk (rows bent by 2.5-4 % of the photo's long side);
+    * shadow_edge: a hand's or the phone's hard shadow over part of the page (to 45-60 % brightness);
+    * motion_blur: the hand moved, 9-15 px along a random direction;
+    * low_res: the question takes 560-640 px of a small photo;
+    * moire: a photo of a screen (two interfering pixel grids, a colour cast, slight blur);
+    * curved_shadow_blur: all three of curved, shadow_edge and motion_blur."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    image = np.asarray(page.convert("RGB"), dtype=np.float32)
+    h, w = image.shape[:2]
+    if condition == "perspective":
+        inset = rng.uniform(0.075, 0.15) * w
+        src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+        if rng.random() < 0.5:  # the top edge further away
+            dst = np.float32([[inset, 0], [w - inset, 0], [w, h], [0, h]])
+        else:
+            dst = np.float32([[0, 0], [w, 0], [w - inset, h], [inset, h]])
+        matrix = cv2.getPerspectiveTransform(src, dst)
+        image = cv2.warpPerspective(image, matrix, (w, h), borderValue=(235, 235, 235), flags=cv2.INTER_LINEAR)
+        turned = Image.fromarray(image.clip(0, 255).astype(np.uint8))
+        return turned.rotate(float(rng.uniform(-4, 4)), expand=True, fillcolor=(235, 235, 235), resample=Image.BICUBIC)
+    if condition in ("curved", "curved_shadow_blur"):
+        amplitude = rng.uniform(0.025, 0.04) * max(h, w)
+        xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        bend = amplitude * np.sin(np.pi * xs / w) * (0.6 + 0.4 * ys / h)
+        squeeze = 0.04 * w * np.sin(np.pi * (xs / w - 0.5))  # the sides turn away and narrow
+        image = cv2.remap(
+            image,
+            xs + squeeze * 0.3,
+            ys - bend,
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(235, 235, 235),
+        )
+    if condition in ("shadow_edge", "curved_shadow_blur"):
+        xs, ys = np.meshgrid(np.arange(w), np.arange(h))
+        angle = rng.uniform(0, np.pi)
+        offset = rng.uniform(0.35, 0.65)
+        side = (xs - w * offset) * np.cos(angle) + (ys - h * 0.5) * np.sin(angle) > 0
+        mask = cv2.GaussianBlur(side.astype(np.float32), (0, 0), 2.0)
+        image = image * (1 - mask * (1 - rng.uniform(0.45, 0.6)))[:, :, None]
+    if condition in ("motion_blur", "curved_shadow_blur"):
+        length = int(rng.integers(9, 16))
+        kernel = np.zeros((length, length), np.float32)
+        kernel[length // 2, :] = 1.0 / length
+        rotation = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), float(rng.uniform(0, 180)), 1.0)
+        kernel = cv2.warpAffine(kernel, rotation, (length, length))
+        image = cv2.filter2D(image, -1, kernel / max(kernel.sum(), 1e-6))
+    if condition == "low_res":
+        scale = rng.uniform(560, 640) / max(w, h)
+        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    if condition == "moire":
+        xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        first = np.sin(2 * np.pi * (xs * np.cos(0.1) + ys * np.sin(0.1)) / rng.uniform(2.8, 3.4))
+        second = np.sin(2 * np.pi * (xs * np.cos(-0.05) + ys * np.sin(-0.05)) / rng.uniform(3.0, 3.6))
+        pattern = 1 + 0.12 * first * second
+        cast = np.array([rng.uniform(0.85, 0.95), rng.uniform(0.95, 1.0), 1.0], np.float32)
+        image = cv2.GaussianBlur(image * pattern[:, :, None] * cast, (0, 0), 0.8) * 0.9 + 12
+    return Image.fromarray(image.clip(0, 255).astype(np.uint8))
+
+
+PEN_ANSWERS = ("答：B", "答:C", "选A", "解：x=2", "D", "答：错", "√", "同上")
+
+
+def pen_marks(page: Image.Image, line_boxes: list[tuple[int, ...]], seed: int = 0) -> Image.Image:
+    """``page`` with what a student's pen leaves on it: an underline under a line or two, a circle
+    around an option's letter, a tick, and a handwritten answer or note in a Kai face (blue or red ink,
+    2-4 px strokes). ``line_boxes``: each printed line's (left, top, right, bottom)."""
+    rng = np.random.default_rng(seed)
+    image = page.convert("RGB").copy()
+    draw = ImageDraw.Draw(image)
+    ink = (25, 50, 170) if rng.random() < 0.6 else (190, 30, 30)
+    width = int(rng.integers(2, 5))
+    boxes = [b for b in line_boxes if b[3] > b[1]]
+    for box in rng.choice(len(boxes), size=min(len(boxes), int(rng.integers(1, 3))), replace=False):
+        left, top, right, bottom = boxes[box]
+        end = left + (right - left) * rng.uniform(0.4, 0.9)
+        xs = np.linspace(left + rng.uniform(0, 60), end, 24)
+        ys = bottom - 4 + rng.normal(0, 1.5, len(xs))
+        draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=ink, width=width)
+    option = boxes[int(rng.integers(len(boxes)))]
+    cx, cy = option[0] + 22, (option[1] + option[3]) / 2
+    r = (option[3] - option[1]) * 0.55
+    draw.ellipse([cx - r * 1.2, cy - r, cx + r * 1.3, cy + r * 1.05], outline=ink, width=width)
+    tick_at = boxes[int(rng.integers(len(boxes)))]
+    tx, ty = min(tick_at[2] - 60, tick_at[0] + rng.uniform(300, 700)), tick_at[1] + 10
+    draw.line([(tx, ty + 18), (tx + 12, ty + 34), (tx + 40, ty - 6)], fill=ink, width=width + 1)
+    if Path(KAI_FONT).exists():
+        font = ImageFont.truetype(KAI_FONT, int(rng.integers(34, 48)))
+        note = PEN_ANSWERS[int(rng.integers(len(PEN_ANSWERS)))]
+        anchor = boxes[int(rng.integers(len(boxes)))]
+        x = anchor[0] + (anchor[2] - anchor[0]) * rng.uniform(0.55, 0.8)
+        draw.text((x, anchor[1] - 6), note, font=font, fill=ink)
+    return image

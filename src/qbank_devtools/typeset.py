@@ -77,6 +77,11 @@ class Typesetter:
 
     def page(self, lines: list[str]) -> Image.Image:
         """``lines`` (a stem, then its options) typeset on a white page, as an RGB image at 2x."""
+        return self.page_with_boxes(lines)[0]
+
+    def page_with_boxes(self, lines: list[str]) -> tuple[Image.Image, list[tuple[int, ...]]]:
+        """The page, and each line's box (left, top, right, bottom) in its pixels: where a hand crop
+        of one question, or a pen mark over one line, falls."""
         from selenium.webdriver.common.by import By
 
         self._driver.execute_async_script(
@@ -87,8 +92,15 @@ class Typesetter:
             lines,
             DELIMITERS,
         )
-        png = self._driver.find_element(By.ID, "page").screenshot_as_png
-        return Image.open(io.BytesIO(png)).convert("RGB")
+        page = self._driver.find_element(By.ID, "page")
+        rects = self._driver.execute_script(
+            "const top = arguments[0].getBoundingClientRect();"
+            "return Array.from(arguments[0].children).map(p => { const r = p.getBoundingClientRect();"
+            "return [r.left - top.left, r.top - top.top, r.right - top.left, r.bottom - top.top]; });",
+            page,
+        )
+        image = Image.open(io.BytesIO(page.screenshot_as_png)).convert("RGB")
+        return image, [tuple(round(2 * v) for v in rect) for rect in rects]
 
     def close(self) -> None:
         self._driver.quit()

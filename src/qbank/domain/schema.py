@@ -112,6 +112,11 @@ def check_id(value: object, label: str = "id", max_bytes: int = ID_MAX_LENGTH) -
 # Tags the OCR executor puts on an image query: the text it read, and a note when it read none.
 OCR_TEXT_TAG = "ocr_text"
 OCR_NOTE_TAG = "ocr_note"
+# When a photo holds more than one question (a hurried shot with half of its neighbour), the words of
+# the one it is of (qbank.domain.segments.focus_segment), which the search uses instead of all it read;
+# with its box [left, top, right, bottom] in the photo's pixels.
+OCR_FOCUS_TAG = "ocr_focus"
+OCR_FOCUS_BOX_TAG = "ocr_focus_box"
 # What a photo's text is searched with unless the request names a mode: BM25 over the stems. (Hybrid
 # adds the photo's CLIP vector; with no pretrained CLIP weights here its gain cannot be measured.)
 OCR_SEARCH_MODE = "bm25"
@@ -141,8 +146,9 @@ def figure_chunks(doc: Any) -> list[Any]:
 
 
 def query_text(doc: Any) -> str:
-    """The words a query searches with: the text the OCR reader read from its photo, else its own."""
-    return doc.tags.get(OCR_TEXT_TAG) or doc.text or ""
+    """The words a query searches with: of the question a photo is of, else all the OCR reader read
+    from the photo, else the query's own text."""
+    return doc.tags.get(OCR_FOCUS_TAG) or doc.tags.get(OCR_TEXT_TAG) or doc.text or ""
 
 
 def content_modality(doc: Any) -> str | None:

@@ -140,3 +140,30 @@ def split_page(lines: Sequence[str], boxes: Sequence[Any]) -> list[Segment]:
             line = _QUESTION_START.sub("", unicodedata.normalize("NFKC", line), count=1)
         current.add(line, rects[i])
     return [s for s in segments if s.text]
+
+
+# A segment shorter than this is a fragment (a neighbour's line cut at the photo's edge, a heading),
+# never the question a photo is of.
+_FOCUS_MIN_CHARS = 8
+
+
+def focus_segment(segments: Sequence[Segment], width: float, height: float) -> Segment | None:
+    """The question a photo of several is of, or None when it holds one (search all it read).
+
+    A hurried shot holds its question and part of a neighbour ("…极坐标方程 13. △ABC 的内角…");
+    searched as one text, the neighbour's words outranked the question. The question a student means
+    is the one the shot is mostly of: the segment with the most text, and of two within a tenth of
+    each other, the one nearer the photo's centre."""
+    whole = [s for s in segments if len(s.text) >= _FOCUS_MIN_CHARS and s.box]
+    if len(whole) < 2:
+        return None
+
+    def distance(segment: Segment) -> float:
+        left, top, right, bottom = segment.box
+        return abs((left + right) / 2 - width / 2) / max(width, 1) + abs((top + bottom) / 2 - height / 2) / max(
+            height, 1
+        )
+
+    longest = max(len(s.text) for s in whole)
+    close = [s for s in whole if len(s.text) >= 0.9 * longest]
+    return min(close, key=distance)

@@ -38,6 +38,8 @@ from qbank.domain.schema import (
     FIGURE_REGION_TAG,
     FIGURE_TEXT_TAG,
     IMAGE,
+    OCR_FOCUS_BOX_TAG,
+    OCR_FOCUS_TAG,
     OCR_NOTE_TAG,
     OCR_TEXT_TAG,
     SEGMENT_BOX_TAG,
@@ -45,7 +47,7 @@ from qbank.domain.schema import (
     content_modality,
     item_errors_message,
 )
-from qbank.domain.segments import split_page
+from qbank.domain.segments import focus_segment, split_page
 from qbank.media.images import ImageInputError, declared_pixels, document_image, image_policy, original_size
 from qbank.media.regions import figure_region
 from qbank.model.ocr import OcrReader, OcrResult, ReadStopped
@@ -258,6 +260,16 @@ class QbankOcrReader(CheckedExecutor):
         doc.tags[FIGURE_REGION_TAG] = region
         doc.chunks = DocumentArray([Document(blob=buffer.getvalue(), tags={FIGURE_REGION_TAG: region})])
 
+    def _add_focus(self, doc: Any, image: Any, result: OcrResult) -> None:
+        """When the photo holds more than one question, the words and box of the one it is of
+        (qbank.domain.segments.focus_segment), which the indexer searches instead of all it read."""
+        focus = focus_segment(split_page(result.lines, result.boxes), image.width, image.height)
+        if focus is None:
+            return
+        scale = original_size(image)[0] / image.width
+        doc.tags[OCR_FOCUS_TAG] = focus.text[: self.settings.ocr_max_chars]
+        doc.tags[OCR_FOCUS_BOX_TAG] = [round(value * scale) for value in focus.box]
+
     def _add_segments(self, doc: Any, image: Any, result: OcrResult) -> None:
         """The questions of a page photo (qbank.domain.segments), each a chunk with its text, number
         and box in the photo's own pixels, which the indexer searches on its own."""
@@ -290,6 +302,8 @@ class QbankOcrReader(CheckedExecutor):
                 self._add_figure(doc, image, result)
             if page:
                 self._add_segments(doc, image, result)
+            else:
+                self._add_focus(doc, image, result)
             if not text:
                 doc.tags[OCR_NOTE_TAG] = NO_TEXT_NOTE
 

@@ -484,12 +484,14 @@ async function search(event) {
   let doc;
   if (state.image) {
     doc = { uri: state.image };
-    if ($("photo").checked) parameters.ocr = true;
+    if ($("photo").checked || $("whole-page").checked) parameters.ocr = true;
+    if ($("whole-page").checked) parameters.page = true;
   } else {
     doc = { text };
   }
   showMessage("searching…", true);
   $("read-text").hidden = true;
+  $("page-view").hidden = true;
   $("search-button").disabled = true;
   try {
     const { docs } = await call("/search", [doc], parameters);
@@ -498,6 +500,10 @@ async function search(event) {
     if (parameters.ocr) {
       $("read-text").textContent = read ? `read from the photo: ${read}` : (query.tags && query.tags.ocr_note) || "no text read";
       $("read-text").hidden = false;
+    }
+    if (parameters.page) {
+      await showPage(query);
+      return;
     }
     const hits = hitsOf(query.matches || []);
     const questions = await loadQuestions(hits.map((h) => h.id));
@@ -512,6 +518,50 @@ async function search(event) {
   } finally {
     $("search-button").disabled = false;
   }
+}
+
+// A whole page (page: true): the photo with a box over each question the reader found on it, and
+// under each question's number its own matches. The boxes are in the photo's pixels; they are placed
+// in percent of its natural size, so they stay on their questions at any width the page shows it.
+async function showPage(query) {
+  const segments = (query.chunks || []).filter((chunk) => chunk.tags && Array.isArray(chunk.tags.segment_box));
+  const image = $("page-image");
+  image.src = state.image;
+  await image.decode().catch(() => {});
+  const holder = $("page-photo");
+  holder.replaceChildren(image);
+  const sections = [];
+  for (const [i, segment] of segments.entries()) {
+    const label = segment.tags.segment_number ? `question ${segment.tags.segment_number}` : "lines above the first number";
+    const [left, top, right, bottom] = segment.tags.segment_box.map(Number);
+    const box = document.createElement("a");
+    box.className = "segment-box";
+    box.href = `#segment-${i + 1}`;
+    box.textContent = segment.tags.segment_number || "?";
+    box.title = label;
+    if (image.naturalWidth && image.naturalHeight) {
+      box.style.left = `${(100 * left) / image.naturalWidth}%`;
+      box.style.top = `${(100 * top) / image.naturalHeight}%`;
+      box.style.width = `${(100 * (right - left)) / image.naturalWidth}%`;
+      box.style.height = `${(100 * (bottom - top)) / image.naturalHeight}%`;
+    }
+    holder.appendChild(box);
+    const hits = hitsOf(segment.matches || []);
+    const questions = await loadQuestions(hits.map((h) => h.id));
+    const section = document.createElement("li");
+    section.className = "segment";
+    section.id = `segment-${i + 1}`;
+    section.dataset.number = segment.tags.segment_number || "";
+    const heading = document.createElement("h3");
+    heading.textContent = `${label}: ${(segment.text || "").slice(0, 60)}`;
+    const list = document.createElement("ol");
+    list.replaceChildren(...hits.map((hit, rank) => cardElement(hit, questions[rank], rank + 1, segment.text || "")));
+    section.append(heading, list);
+    sections.push(section);
+  }
+  $("page-view").hidden = false;
+  $("results").replaceChildren(...sections);
+  showMessage(segments.length ? "" : "no question numbers found on the page: search it without 'whole page'", true);
 }
 
 async function showDetail(qid) {
