@@ -176,6 +176,7 @@ def main() -> int:
     parser.add_argument("cmmlu", nargs="?", default=str(HERE.parent.parent / "shared" / "data" / "cmmlu"))
     parser.add_argument("--sheets", type=int, default=40)
     parser.add_argument("--photos", type=int, default=40, help="single-question photos per class")
+    parser.add_argument("--misses", action="store_true", help="print each single photo not found at rank 1")
     parser.add_argument("--limit", type=int, default=None, help="questions of the bank imported (default all)")
     args = parser.parse_args()
 
@@ -246,7 +247,13 @@ def main() -> int:
                 found = client.photo_search(photo, 1)
                 took = time.perf_counter() - started
                 row = single_rows.setdefault(kind, {"found": [], "base": [], "clip": [], "time": []})
-                row["found"].append(bool(found["questions"]) and found["questions"][0].question_id == qid)
+                hit = bool(found["questions"]) and found["questions"][0].question_id == qid
+                row["found"].append(hit)
+                if args.misses and not hit:
+                    got = found["questions"][0].question_id if found["questions"] else None
+                    wanted = next(q for q in bank if q.id == qid)
+                    print(f"MISS {kind}: wanted {qid} {stem_only(wanted)[:50]!r}; got {got}", flush=True)
+                    print(f"     read {found['text'][:120]!r}; searched {found['focus'][:80]!r}", flush=True)
                 row["base"].append(base)
                 row["clip"].append(not found["text"])
                 row["time"].append(took)

@@ -8,10 +8,11 @@ if ! command -v kubectl >/dev/null && ! command -v kustomize >/dev/null; then
   echo "[test] installing kubectl (kustomize) for tests/test_k8s.py"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null
 fi
-# OCR tests render question photos in a Chinese font (Debian's small WenQuanYi Micro Hei).
-if ! fc-list 2>/dev/null | grep -qi "wqy-microhei"; then
-  echo "[test] installing fonts-wqy-microhei for the OCR tests"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei fontconfig >/dev/null
+# OCR tests render question photos in a Chinese font (Debian's small WenQuanYi Micro Hei), and a
+# student's handwriting over them in a Kai face (fonts-arphic-ukai; qbank_devtools.photos.pen_marks).
+if ! fc-list 2>/dev/null | grep -qi "wqy-microhei" || ! fc-list 2>/dev/null | grep -qi "ukai"; then
+  echo "[test] installing fonts-wqy-microhei and fonts-arphic-ukai for the OCR tests"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei fonts-arphic-ukai fontconfig >/dev/null
 fi
 # tests/test_page.py drives the search page in Debian's headless Chromium (Selenium + chromedriver).
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then

@@ -59,15 +59,19 @@ def test_lines_split_at_question_numbers_and_headers_in_reading_order():
     assert [s.number for s in split_page(lines, boxes)] == ["1", "2", "3", "4"]
 
 
-def test_a_photo_of_several_questions_focuses_on_the_one_it_is_mostly_of():
-    cut_above = Segment(None, ["上一题剩下的半行字"], [0, 0, 500, 30])
-    target = Segment("2", ["一辆汽车以每小时60千米的速度行驶了3小时", "A. 120 B. 180"], [0, 40, 600, 200])
-    half_below = Segment("3", ["把20克食盐溶于80克水中"], [0, 210, 600, 260])
-    assert focus_segment([cut_above, target, half_below], 600, 260) is target
-    assert focus_segment([target], 600, 260) is None  # one question: search all that was read
-    assert focus_segment([target, Segment("4", ["短"], [0, 0, 5, 5])], 600, 260) is None  # a fragment is none
-    twin = Segment("1", ["一辆汽车以每小时80千米的速度行驶了2小时", "A. 120 B. 180"], [0, 0, 600, 40])
-    assert focus_segment([twin, target], 600, 260) is target  # as long: the one nearer the centre
+def test_a_hurried_shot_focuses_on_the_question_whole_at_both_ends():
+    cut_above = Segment(None, ["上一题剩下的半行字，没有题号"], [0, 0, 500, 30])
+    target = Segment("2", ["一辆汽车以每小时6千米的速度行驶", "A. 18 B. 20"], [0, 40, 600, 120])
+    half_below = Segment("3", ["把20克食盐溶于80克水中，所得盐水的含盐率是多少，写出过程"], [0, 130, 600, 260])
+    # the neighbour cut at the bottom holds more text; the question another follows is the one meant
+    assert focus_segment([cut_above, target, half_below]) is target
+    assert focus_segment([cut_above, target]) is target  # cut above: the only numbered one
+    assert focus_segment([target, half_below]) is target
+    assert focus_segment([target]) is None  # one question: search all that was read
+    assert focus_segment([target, Segment("4", ["短"], [0, 0, 5, 5])]) is target  # a fragment follows it
+    assert focus_segment([cut_above, Segment(None, ["另一段没有题号的文字行"], [0, 40, 600, 80])]) is None
+    first = Segment("1", ["一辆汽车以每小时8千米的速度行驶", "A. 16 B. 20"], [0, 0, 600, 40])
+    assert focus_segment([first, target, half_below]) is None  # two whole questions: a sheet
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +89,7 @@ def flow(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sheet_photos() -> dict[str, bytes]:
-    from qbank_devtools.photos import distort
+    from qbank_devtools.photos import distort, pen_marks
     from qbank_devtools.typeset import Typesetter
 
     lines = ["一、选择题"]
@@ -102,6 +106,14 @@ def sheet_photos() -> dict[str, bytes]:
     buffer = io.BytesIO()
     page.crop((0, boxes[second - 1][1], page.width, boxes[third][3])).save(buffer, format="JPEG", quality=90)
     photos["hurried"] = buffer.getvalue()
+    # question 1 as a student marked it: underlines, a circled option, a tick, a handwritten answer
+    first = lines.index(f"1. {SHEET['sheet-set'][0]}")
+    top, bottom = boxes[first][1] - 10, boxes[first + 4][3] + 10
+    crop = page.crop((0, top, page.width, bottom))
+    shifted = [(b[0], b[1] - top, b[2], b[3] - top) for b in boxes[first : first + 5]]
+    buffer = io.BytesIO()
+    pen_marks(crop, shifted, seed=5).save(buffer, format="JPEG", quality=90)
+    photos["pen"] = buffer.getvalue()
     for kind in ("clean", "tilted", "jpeg40"):
         buffer = io.BytesIO()
         distort(page, kind, seed=3).save(buffer, format="JPEG", quality=90)
@@ -130,6 +142,13 @@ def test_a_hurried_shot_holding_part_of_its_neighbours_finds_the_question_it_is_
     assert "食盐" in found["text"] and "食盐" not in found["focus"], found["focus"]
     assert "汽车" in found["focus"] and found["focus_box"][3] > found["focus_box"][1]
     assert found["questions"][0].question_id == "sheet-speed", found["questions"][:3]
+
+
+def test_a_question_with_a_students_pen_marks_finds_its_question(flow, sheet_photos):
+    """Underlines through its lines, a circled option, a tick and a handwritten answer in a Kai face
+    (fonts-arphic-ukai) over the question: still its question at rank 1, not its twin."""
+    found = QbankClient(flow["grpc"]).photo_search(sheet_photos["pen"], limit=3)
+    assert found["questions"][0].question_id == "sheet-set", (found["text"], found["questions"][:3])
 
 
 def test_qbank_photo_page_prints_a_block_per_question(flow, sheet_photos, tmp_path, capsys):

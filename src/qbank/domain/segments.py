@@ -147,23 +147,27 @@ def split_page(lines: Sequence[str], boxes: Sequence[Any]) -> list[Segment]:
 _FOCUS_MIN_CHARS = 8
 
 
-def focus_segment(segments: Sequence[Segment], width: float, height: float) -> Segment | None:
-    """The question a photo of several is of, or None when it holds one (search all it read).
+def focus_segment(segments: Sequence[Segment]) -> Segment | None:
+    """The question a hurried shot is of, or None to search all that was read.
 
     A hurried shot holds its question and part of a neighbour ("…极坐标方程 13. △ABC 的内角…");
-    searched as one text, the neighbour's words outranked the question. The question a student means
-    is the one the shot is mostly of: the segment with the most text, and of two within a tenth of
-    each other, the one nearer the photo's centre."""
+    searched as one text, the neighbour's words outranked the question. What a crop cuts is its
+    edges: a question cut at the top has lost its number (the lines above the first number), one
+    cut at the bottom is the last on the photo. So the question the shot is of is the numbered one
+    that another follows (whole at both ends), else the only numbered one. Measured on CMMLU
+    (bench/realphoto.py, 40 shots each): the one with the most text picked half of a long neighbour
+    below over a short question (0.550 at rank 1 against 0.650 for all the text).
+
+    A photo with two or more whole questions is a sheet, not a hurried shot: None (``page: true``
+    answers each), as for one question alone (nothing to choose); a fragment under 8 characters (a
+    neighbour's line cut at the edge) is never the question, though it shows where one ended."""
     whole = [s for s in segments if len(s.text) >= _FOCUS_MIN_CHARS and s.box]
-    if len(whole) < 2:
+    if len(segments) < 2 or not whole:
         return None
-
-    def distance(segment: Segment) -> float:
-        left, top, right, bottom = segment.box
-        return abs((left + right) / 2 - width / 2) / max(width, 1) + abs((top + bottom) / 2 - height / 2) / max(
-            height, 1
-        )
-
-    longest = max(len(s.text) for s in whole)
-    close = [s for s in whole if len(s.text) >= 0.9 * longest]
-    return min(close, key=distance)
+    numbered = [s for s in whole if s.number is not None]
+    followed = [s for s in numbered if s is not segments[-1]]
+    if len(followed) >= 2:
+        return None
+    if followed:
+        return followed[0]
+    return numbered[0] if len(numbered) == 1 else None

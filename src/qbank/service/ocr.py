@@ -261,9 +261,10 @@ class QbankOcrReader(CheckedExecutor):
         doc.chunks = DocumentArray([Document(blob=buffer.getvalue(), tags={FIGURE_REGION_TAG: region})])
 
     def _add_focus(self, doc: Any, image: Any, result: OcrResult) -> None:
-        """When the photo holds more than one question, the words and box of the one it is of
-        (qbank.domain.segments.focus_segment), which the indexer searches instead of all it read."""
-        focus = focus_segment(split_page(result.lines, result.boxes), image.width, image.height)
+        """When the photo is a hurried shot (its question and part of a neighbour), the words and box
+        of the question it is of (qbank.domain.segments.focus_segment), which the indexer searches
+        instead of all it read."""
+        focus = focus_segment(split_page(result.lines, result.boxes))
         if focus is None:
             return
         scale = original_size(image)[0] / image.width
