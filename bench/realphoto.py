@@ -5,7 +5,8 @@ CMMLU's questions (the folder given; ../shared/data/cmmlu by default) are import
 the Flow (tiny CLIP; photo search is OCR + BM25, which needs no CLIP semantics). Sheets of 3-5
 numbered questions under a section header ("一、选择题"), options a line each, are typeset by KaTeX
 in headless Chromium as printed (qbank_devtools.typeset) and photographed with the phone
-distortions of qbank_devtools.photos, in turn. Each sheet is searched twice through the Flow:
+distortions of qbank_devtools.photos, in turn. A third of the sheets are printed in two balanced columns (a question
+may run on into the next column). Each sheet is searched twice through the Flow:
 
 * **page** (``/search`` with ``ocr`` and ``page``: the reader splits the page at its question numbers
   and each question is searched on its own): a sheet's question counts as found when the segment
@@ -59,6 +60,11 @@ def sheet_lines(sheet: list, header: str) -> list[str]:  # noqa: ANN001 - Questi
         lines.append(f"{number}. {stem_only(question)}")
         lines += [f"{o['label']}. {o['text']}" for o in question.tags.get("options") or []]
     return lines
+
+
+def columns(number: int) -> int:
+    """A third of the sheets are printed in two columns, as many exam papers are."""
+    return 2 if number % 3 == 2 else 1
 
 
 HURRIED = ("hand crop", "neighbour below", "neighbour above", "cut top", "cut bottom")
@@ -203,8 +209,11 @@ def main() -> int:
         with Typesetter() as typesetter:  # before the Flow starts: Chromium would take the timed cores
             typeset = []
             for number, (sheet, kind) in enumerate(zip(sheets, kinds, strict=True)):
-                page, boxes = typesetter.page_with_boxes(sheet_lines(sheet, HEADERS[number % len(HEADERS)]))
-                typeset.append((page, boxes))
+                lines = sheet_lines(sheet, HEADERS[number % len(HEADERS)])
+                page, boxes = typesetter.page_with_boxes(lines)
+                typeset.append((page, boxes))  # single-question photos are cut from one column
+                if columns(number) == 2:
+                    page = typesetter.page(lines, columns=2)
                 buffer = io.BytesIO()
                 distort(page, kind, seed=number).save(buffer, format="JPEG", quality=90)
                 photos.append(buffer.getvalue())
@@ -222,7 +231,7 @@ def main() -> int:
             print(f"{summary.imported} CMMLU questions imported; {len(sheets)} sheets of 3-5 questions", flush=True)
             client.photo_search(photos[0], 10, page=True)  # warm
             rows: dict[str, dict[str, list]] = {}
-            for sheet, kind, photo in zip(sheets, kinds, photos, strict=True):
+            for number, (sheet, kind, photo) in enumerate(zip(sheets, kinds, photos, strict=True)):
                 started = time.perf_counter()
                 page = client.photo_search(photo, 1, page=True)
                 took = time.perf_counter() - started
@@ -234,7 +243,7 @@ def main() -> int:
                 ]
                 whole = {h.question_id for h in client.photo_search(photo, 10)["questions"]}
                 whole_found = [q.id in whole for q in sheet]
-                for key in (kind, "every sheet"):
+                for key in (kind, "every sheet", "two columns" if columns(number) == 2 else "one column"):
                     row = rows.setdefault(key, {"page": [], "whole": [], "pages": [], "whole_pages": [], "time": []})
                     row["page"] += page_found
                     row["whole"] += whole_found

@@ -142,6 +142,33 @@ def test_a_dense_page_stops_reading_when_its_timeout_passes_not_after_the_page()
     assert engine.read(page).lines == whole.lines  # a stopped read leaves the engine as it was
 
 
+def test_a_page_photo_answers_at_most_ocr_max_segments_questions_and_names_the_rest():
+    from PIL import ImageDraw
+
+    from qbank.service.ocr import QbankOcrReader
+    from qbank_devtools.photos import chinese_font
+
+    lines = ["1. 已知集合A中有三个元素", "2. 一辆汽车每小时行驶六十千米", "3. 把二十克食盐溶于水中"]
+    page = Image.new("RGB", (900, 60 + 60 * len(lines)), "white")
+    draw = ImageDraw.Draw(page)
+    for row, line in enumerate(lines):
+        draw.text((40, 30 + 60 * row), line, font=chinese_font(34), fill=(20, 20, 20))
+    buffer = io.BytesIO()
+    page.save(buffer, format="PNG")
+    reader = QbankOcrReader(ocr_max_segments=2, ocr_figure_search=False)
+    try:
+        docs = DocumentArray([Document(id="sheet", blob=buffer.getvalue())])
+        call(reader, "/search", docs, ocr=True, page=True)
+    finally:
+        reader.close()
+    (photo,) = docs
+    assert [c.tags["segment_number"] for c in photo.chunks] == ["1", "2"]
+    assert (
+        "3 questions were found on the page; the first 2 were searched (QBANK_OCR_MAX_SEGMENTS)"
+        in photo.tags["ocr_note"]
+    )
+
+
 def test_the_figure_crop_of_a_large_photo_is_bounded():
     """A photo search passes the figure on as a crop of at most FIGURE_CROP_SIDE pixels a side,
     whatever the photo's size; the region stays in the photo's own pixels."""

@@ -278,6 +278,9 @@ class OcrSettings(ImageInputSettings):
     # Photo searches a replica holds waiting for an engine beyond the ocr_concurrency being read; more
     # are refused at once with a retry hint instead of queueing without end.
     ocr_max_queue: int = 16
+    # Questions of one page photo (page: true) searched each on its own, in reading order; the rest
+    # are named in the photo's note. A workbook page holds 10-30; each costs one BM25 search.
+    ocr_max_segments: int = 50
 
     def check(self) -> None:
         super().check()
@@ -291,6 +294,7 @@ class OcrSettings(ImageInputSettings):
         _positive("ocr_max_images", self.ocr_max_images)
         _positive("ocr_max_request_pixels", self.ocr_max_request_pixels)
         _positive("ocr_timeout", self.ocr_timeout)
+        _positive("ocr_max_segments", self.ocr_max_segments)
         if self.ocr_max_queue < 0:
             raise ConfigError(f"setting 'ocr_max_queue' must be >= 0, got {self.ocr_max_queue}")
         _choice("ocr_engine", self.ocr_engine, ("openvino", "onnxruntime"))

@@ -136,7 +136,8 @@ def cmd_photo(args: argparse.Namespace, client: QbankClient) -> int:
             )
             for segment in found["segments"]
         ]
-        text = f"{len(found['segments'])} questions found on the page\n\n" + "\n\n".join(blocks)
+        text = f"{len(found['segments'])} questions found on the page\n"
+        text += (found["note"] + "\n" if found["note"] else "") + "\n" + "\n\n".join(blocks)
     else:
         if found["focus"]:  # a hurried shot: the question it is mostly of was searched
             heading += (

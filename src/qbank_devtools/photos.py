@@ -85,19 +85,21 @@ KAI_FONT = "/usr/share/fonts/truetype/arphic/ukai.ttc"  # Debian's fonts-arphic-
 
 
 def phone_photo(page: Image.Image, condition: str, seed: int = 0) -> Image.Image:
-    """``page`` as a phone photographs it under ``condition`` (one of PHONE_CONDITIONS):
+    """``page`` (typeset at 2x) as a phone photographs it under ``condition`` (one of PHONE_CONDITIONS),
+    from a phone's distance, on a desk, with sensor noise and the phone's JPEG:
 
     * perspective: the camera tilted 15-25 degrees (one edge 15-30 % shorter) and turned a little;
     * curved: a page bulging off the desk (rows bent by 2.5-4 % of the photo's long side);
     * shadow_edge: a hand's or the phone's hard shadow over part of the page (to 45-60 % brightness);
-    * motion_blur: the hand moved, 9-15 px along a random direction;
-    * low_res: the question takes 560-640 px of a small photo;
+    * motion_blur: the hand moved, 5-10 px along a random direction (at 15 px, 24 px text is past
+      what a person reads);
+    * low_res: the question takes 560-640 px of a small photo (text about 12 px high);
     * moire: a photo of a screen (two interfering pixel grids, a colour cast, slight blur);
     * curved_shadow_blur: all three of curved, shadow_edge and motion_blur."""
     import cv2
 
     rng = np.random.default_rng(seed)
-    image = np.asarray(page.convert("RGB"), dtype=np.float32)
+    image = np.asarray(_on_a_desk(page.convert("RGB"), rng), dtype=np.float32)
     h, w = image.shape[:2]
     if condition == "perspective":
         inset = rng.uniform(0.075, 0.15) * w
@@ -109,7 +111,10 @@ def phone_photo(page: Image.Image, condition: str, seed: int = 0) -> Image.Image
         matrix = cv2.getPerspectiveTransform(src, dst)
         image = cv2.warpPerspective(image, matrix, (w, h), borderValue=(235, 235, 235), flags=cv2.INTER_LINEAR)
         turned = Image.fromarray(image.clip(0, 255).astype(np.uint8))
-        return turned.rotate(float(rng.uniform(-4, 4)), expand=True, fillcolor=(235, 235, 235), resample=Image.BICUBIC)
+        turned = turned.rotate(
+            float(rng.uniform(-4, 4)), expand=True, fillcolor=(235, 235, 235), resample=Image.BICUBIC
+        )
+        return _as_a_phone_saves_it(np.asarray(turned, dtype=np.float32), rng)
     if condition in ("curved", "curved_shadow_blur"):
         amplitude = rng.uniform(0.025, 0.04) * max(h, w)
         xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
@@ -131,7 +136,7 @@ def phone_photo(page: Image.Image, condition: str, seed: int = 0) -> Image.Image
         mask = cv2.GaussianBlur(side.astype(np.float32), (0, 0), 2.0)
         image = image * (1 - mask * (1 - rng.uniform(0.45, 0.6)))[:, :, None]
     if condition in ("motion_blur", "curved_shadow_blur"):
-        length = int(rng.integers(9, 16))
+        length = int(rng.integers(5, 11))
         kernel = np.zeros((length, length), np.float32)
         kernel[length // 2, :] = 1.0 / length
         rotation = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), float(rng.uniform(0, 180)), 1.0)
@@ -144,10 +149,30 @@ def phone_photo(page: Image.Image, condition: str, seed: int = 0) -> Image.Image
         xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         first = np.sin(2 * np.pi * (xs * np.cos(0.1) + ys * np.sin(0.1)) / rng.uniform(2.8, 3.4))
         second = np.sin(2 * np.pi * (xs * np.cos(-0.05) + ys * np.sin(-0.05)) / rng.uniform(3.0, 3.6))
-        pattern = 1 + 0.12 * first * second
+        pattern = 1 + 0.2 * first * second
         cast = np.array([rng.uniform(0.85, 0.95), rng.uniform(0.95, 1.0), 1.0], np.float32)
         image = cv2.GaussianBlur(image * pattern[:, :, None] * cast, (0, 0), 0.8) * 0.9 + 12
-    return Image.fromarray(image.clip(0, 255).astype(np.uint8))
+    return _as_a_phone_saves_it(image, rng)
+
+
+def _on_a_desk(page: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The page at a phone's distance: its text 0.6-0.75x the size typeset at 2x (about 24 px high, as
+    a 12 MP photo of an A4 page shown at 1,600 px), on a darker desk showing 3-8 % around it."""
+    scale = rng.uniform(0.6, 0.75)
+    page = page.resize((max(1, round(page.width * scale)), max(1, round(page.height * scale))), Image.LANCZOS)
+    pad_x, pad_y = (round(side * rng.uniform(0.03, 0.08)) for side in page.size)
+    desk = tuple(int(v) for v in rng.integers(90, 150, size=3))
+    framed = Image.new("RGB", (page.width + 2 * pad_x, page.height + 2 * pad_y), desk)
+    framed.paste(page, (pad_x, pad_y))
+    return framed
+
+
+def _as_a_phone_saves_it(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Sensor noise (sigma 2-5 levels) and the phone's JPEG (quality 70-85)."""
+    noisy = image + rng.normal(0, rng.uniform(2, 5), image.shape)
+    buffer = io.BytesIO()
+    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=int(rng.integers(70, 86)))
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
 PEN_ANSWERS = ("答：B", "答:C", "选A", "解：x=2", "D", "答：错", "√", "同上")

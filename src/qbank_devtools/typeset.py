@@ -24,7 +24,8 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8">
 body {{ margin: 0; background: #fff; }}
 #page {{ width: 540px; padding: 24px; font: 18px/1.8 "WenQuanYi Micro Hei", "Noto Sans CJK SC", sans-serif;
   color: #141414; background: #fff; }}
-#page p {{ margin: 0; white-space: pre-wrap; }}
+#page p {{ margin: 0; white-space: pre-wrap; break-inside: avoid; }}
+#page.two-columns {{ width: 860px; column-count: 2; column-gap: 48px; column-fill: balance; }}
 </style></head><body><div id="page"></div></body></html>
 """
 DELIMITERS = [
@@ -34,8 +35,9 @@ DELIMITERS = [
     {"left": "\\(", "right": "\\)", "display": False},
 ]
 TYPESET = """
-const [lines, delimiters] = arguments;
+const [lines, delimiters, columns] = arguments;
 const page = document.getElementById('page');
+page.className = columns === 2 ? 'two-columns' : '';
 page.replaceChildren();
 for (const line of lines) {
   const p = document.createElement('p');
@@ -68,29 +70,31 @@ class Typesetter:
             "--disable-dev-shm-usage",
             "--force-device-scale-factor=2",
             "--allow-file-access-from-files",
-            "--window-size=640,2000",
+            "--window-size=1000,2000",
         ):
             options.add_argument(argument)
         self._driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
         self._driver.set_script_timeout(30)
         self._driver.get(page.as_uri())
 
-    def page(self, lines: list[str]) -> Image.Image:
+    def page(self, lines: list[str], columns: int = 1) -> Image.Image:
         """``lines`` (a stem, then its options) typeset on a white page, as an RGB image at 2x."""
-        return self.page_with_boxes(lines)[0]
+        return self.page_with_boxes(lines, columns)[0]
 
-    def page_with_boxes(self, lines: list[str]) -> tuple[Image.Image, list[tuple[int, ...]]]:
+    def page_with_boxes(self, lines: list[str], columns: int = 1) -> tuple[Image.Image, list[tuple[int, ...]]]:
         """The page, and each line's box (left, top, right, bottom) in its pixels: where a hand crop
-        of one question, or a pen mark over one line, falls."""
+        of one question, or a pen mark over one line, falls. ``columns`` 2: an exam sheet's two
+        balanced columns, 860 px wide."""
         from selenium.webdriver.common.by import By
 
         self._driver.execute_async_script(
             "const done = arguments[arguments.length - 1];"
             + "(function(){"
             + TYPESET
-            + "}).apply(null, Array.from(arguments).slice(0, 2)).then(done);",
+            + "}).apply(null, Array.from(arguments).slice(0, 3)).then(done);",
             lines,
             DELIMITERS,
+            columns,
         )
         page = self._driver.find_element(By.ID, "page")
         rects = self._driver.execute_script(

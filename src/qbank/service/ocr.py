@@ -275,7 +275,14 @@ class QbankOcrReader(CheckedExecutor):
         """The questions of a page photo (qbank.domain.segments), each a chunk with its text, number
         and box in the photo's own pixels, which the indexer searches on its own."""
         scale = original_size(image)[0] / image.width
-        for segment in split_page(result.lines, result.boxes):
+        segments = split_page(result.lines, result.boxes)
+        most = self.settings.ocr_max_segments
+        if len(segments) > most:
+            doc.tags[OCR_NOTE_TAG] = (
+                f"{len(segments)} questions were found on the page; the first {most} were searched "
+                f"(QBANK_OCR_MAX_SEGMENTS): photograph the rest on their own"
+            )
+        for segment in segments[:most]:
             tags = {
                 SEGMENT_BOX_TAG: [round(value * scale) for value in segment.box],
                 SEGMENT_NUMBER_TAG: segment.number or "",
