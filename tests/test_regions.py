@@ -62,6 +62,15 @@ def test_both_cpu_engines_read_the_same_text_of_a_photo(reader):
     assert "等腰三角形" in reader.read(page).text
 
 
+def onnxruntime_session(stage):  # noqa: ANN001, ANN201 - a rapidocr stage, its InferenceSession
+    """The onnxruntime InferenceSession inside a rapidocr stage's session wrappers (rapidocr's
+    OrtInferSession, the reader's stoppable session)."""
+    session = stage.session
+    while not hasattr(session, "get_session_options"):
+        session = session.session
+    return session
+
+
 def spinning_entry(session) -> str | None:  # noqa: ANN001 - an onnxruntime InferenceSession
     """The session's allow_spinning entry; None where it was never set (onnxruntime's default: spin)."""
     try:
@@ -76,7 +85,7 @@ def test_both_spinning_settings_read_the_same_text_and_every_model_is_loaded_bef
     page = distort(render_question(STEM, draw_figure("triangle", 2)), "all", seed=4)
     sleeping = OcrReader(spinning=not reader.spinning)
     for built in (reader, sleeping):
-        sessions = [built.engine.text_det.session.session, built.engine.text_rec.session.session]
+        sessions = [onnxruntime_session(built.engine.text_det), onnxruntime_session(built.engine.text_rec)]
         assert [spinning_entry(session) for session in sessions] == [None if built.spinning else "0"] * 2
     assert reader.read(page).text == sleeping.read(page).text
     assert "等腰三角形" in sleeping.read(page).text

@@ -12,7 +12,7 @@ import pytest
 from conftest import running_flow
 from docarray import Document, DocumentArray
 
-from qbank.domain.segments import Segment, focus_segment, question_number, split_page
+from qbank.domain.segments import Segment, focus_segment, number_the_first, question_number, split_page
 from qbank_client import QbankClient
 
 SHEET = {  # question id -> (stem, options): printed in this order, numbered 1-3
@@ -56,6 +56,53 @@ def test_lines_split_at_question_numbers_and_headers_in_reading_order():
     for row, (a, b) in enumerate(zip(left, right, strict=True)):
         lines += [b, a]  # OCR's order is not the reading order
         boxes += [[320, 10 + 30 * row, 600, 35 + 30 * row], [10, 10 + 30 * row, 280, 35 + 30 * row]]
+    assert [s.number for s in split_page(lines, boxes)] == ["1", "2", "3", "4"]
+
+
+def test_options_whose_labels_ocr_misread_as_numbers_stay_with_their_question():
+    """On tilted CMMLU sheets OCR read "B." as "3.", "C." as "二." and "D." as "0.": none of them
+    starts a question or a section; a real number after options printed in one row still does."""
+    lines = [
+        "1. 一问三不知出自左传，说的是哪三不知",
+        "A. 天文、地理、文学",
+        "3. 自己的姓名、籍贯",  # B
+        "二. 孔子、孟子、老子",  # C
+        "0.事情的开始、经过",  # D
+        "2. 关于前馈控制的叙述中，正确的是",
+        "A. 常在局部和短时间内发挥作用",
+        "3. 具有滞后和波动的缺点",  # B, between A and C
+        "C. 具有预见性，适应范围大",
+        "D. 前馈控制不会发生失误",
+        "3. 函数的最小正周期是",  # a real 3 after D
+        "A. 1  B. 2  C. 3  D. 4",  # one row of options
+        "8. 下列说法正确的是",  # after a row ending in D: a question
+    ]
+    boxes = [[10, 10 + 30 * i, 300, 35 + 30 * i] for i in range(len(lines))]
+    assert [s.number for s in split_page(lines, boxes)] == ["1", "2", "3", "8"]
+    assert "孔子" in split_page(lines, boxes)[0].text and "事情的开始" in split_page(lines, boxes)[0].text
+    assert [question_number(line) for line in ("0. 甲", "00、乙")] == [None, None]
+    cut = [Segment(None, ["李师傅是某市一普通农民"], [0, 0, 9, 9]), Segment("2", ["企业公共关系"], [0, 9, 9, 19])]
+    assert [s.number for s in number_the_first(cut)] == ["1", "2"]  # its "1." cut off at the edge
+    assert [s.number for s in number_the_first([Segment(None, ["甲"]), Segment("1", ["乙"])])] == [None, "1"]
+
+
+def test_a_turned_two_column_page_is_read_column_by_column():
+    """Turned 8 degrees, a left column's long lines reach past where the right column starts (as
+    rectangles); put upright by the lines' own slope, the gap between the columns shows again."""
+    import math
+
+    left = ["1. 左栏第一题的题干写得比较长", "A. 甲", "2. 左栏第二题的题干也很长", "B. 乙"]
+    right = ["3. 右栏第三题的题干写得很长", "A. 丙", "4. 右栏第四题的题干也很长", "B. 丁"]
+    turn = math.radians(8)
+
+    def corners(x0, y0, x1, y1):
+        points = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+        return [[x * math.cos(turn) - y * math.sin(turn), x * math.sin(turn) + y * math.cos(turn)] for x, y in points]
+
+    lines, boxes = [], []
+    for row, (a, b) in enumerate(zip(left, right, strict=True)):
+        lines += [a, b]
+        boxes += [corners(10, 100 + 40 * row, 480, 130 + 40 * row), corners(520, 100 + 40 * row, 990, 130 + 40 * row)]
     assert [s.number for s in split_page(lines, boxes)] == ["1", "2", "3", "4"]
 
 

@@ -52,6 +52,12 @@ def distort(page: Image.Image, kind: str, seed: int = 0) -> Image.Image:
     if kind in ("rotated", "all"):
         image = image.rotate(float(rng.uniform(-8, 8)), expand=True, fillcolor="white", resample=Image.BICUBIC)
     if kind in ("tilted", "all"):
+        # the page on a white margin first: the quad below reaches 6 % inside each edge, which cut a
+        # two-column sheet's question numbers off its left edge (a student keeps them in the shot)
+        w, h = image.size
+        margined = Image.new("RGB", (round(w * 1.14), round(h * 1.14)), "white")
+        margined.paste(image, (round(w * 0.07), round(h * 0.07)))
+        image = margined
         w, h = image.size
         dx, dy = w * 0.06, h * 0.06
         quad = (rng.uniform(0, dx), rng.uniform(0, dy), rng.uniform(0, dx), h - rng.uniform(0, dy))

@@ -13,7 +13,9 @@ Pure: lines in, segments out; the reader (qbank.service.ocr) calls it, the index
 
 from __future__ import annotations
 
+import math
 import re
+import statistics
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +25,10 @@ from typing import Any
 _QUESTION_START = re.compile(r"^\s*(?:(\d{1,3})\s*[.、,](?!\d)|例\s*(\d{1,3})|第\s*(\d{1,3})\s*题)")
 # A section header: "一、选择题", "二. 填空题（每题5分）" — it ends the question before it.
 _SECTION = re.compile(r"^\s*[一二三四五六七八九十]{1,3}\s*[、.]")
-_COLUMN_GAP = 0.04  # of the page's width: the empty band between two columns
+# Of the page's width: the empty band between two columns. A sheet photographed small (600 px) and
+# turned kept 3.5 % between its columns' line boxes (bench/realphoto.py); a one-column page's stems
+# cross the middle, so a narrow band does not split it.
+_COLUMN_GAP = 0.025
 
 
 @dataclass
@@ -69,10 +74,50 @@ def _flat(points: Any) -> list[float]:
     return out
 
 
+# An option's label: "A." "B、" "C．" "(D)" — the option lines of a question stay with it.
+_OPTION = re.compile(r"^\s*[(（]?\s*([A-H])\s*[.、,)）:：]")
+# What OCR reads an option's label as on a tilted or blurred photo (CMMLU sheets, bench/realphoto.py):
+# "B." as "3." or "8.", "D." as "0.".
+_LABEL_MISREADS = {"B": {"3", "8"}, "D": {"0"}}
+
+
+_OPTION_INSIDE = re.compile(r"(?:^|[\s)）])\s*[(（]?([A-H])\s*[.、,)）:：]")
+
+
+def option_label(line: str) -> str | None:
+    """The option letter a line starts with ("A." -> "A"), or None."""
+    match = _OPTION.match(unicodedata.normalize("NFKC", line))
+    return match.group(1) if match else None
+
+
+def _last_option(line: str) -> str | None:
+    """The last option letter of a line that starts with an option: "A. 1  B. 2  C. 3  D. 4" is D
+    (short options printed in one row, which OCR may read as one line)."""
+    first = option_label(line)
+    if first is None:
+        return None
+    letters = [m.group(1) for m in _OPTION_INSIDE.finditer(unicodedata.normalize("NFKC", line))]
+    return max([first, *letters])
+
+
 def question_number(line: str) -> str | None:
-    """The question number a line starts with, or None."""
+    """The question number a line starts with, or None (never 0: no paper numbers a question 0,
+    and OCR reads option D's label as 0)."""
     match = _QUESTION_START.match(unicodedata.normalize("NFKC", line))
-    return next((g for g in match.groups() if g), None) if match else None
+    number = next((g for g in match.groups() if g), None) if match else None
+    return number if number is not None and int(number) > 0 else None
+
+
+def _is_section(line: str) -> bool:
+    """Whether a line is a section header ("一、选择题", "二、填空题（每题5分）", "三、写作"): a
+    Chinese numeral, then a short title or one that names its questions (题). An option whose label
+    OCR read as a numeral ("二. 孔子、孟子、老子") is neither."""
+    text = unicodedata.normalize("NFKC", line)
+    match = _SECTION.match(text)
+    if match is None:
+        return False
+    title = text[match.end() :].strip()
+    return "题" in title or "部分" in title or len(title) <= 6
 
 
 def _columns(rects: list[list[float]]) -> float | None:
@@ -95,6 +140,50 @@ def _columns(rects: list[list[float]]) -> float | None:
     return best if min(sides) >= 2 else None
 
 
+def _skew(boxes: Sequence[Any]) -> float:
+    """The page's rotation in radians: the median slope of its long lines' top edges (OCR gives
+    each line's 4 corners, top-left first); 0 when the boxes are plain rectangles."""
+    slopes = []
+    for box in boxes:
+        values = [float(v) for v in (box.flatten().tolist() if hasattr(box, "flatten") else _flat(box))]
+        if len(values) != 8:
+            continue
+        (x0, y0, x1, y1), (x3, y3) = values[:4], values[6:8]
+        width, height = math.hypot(x1 - x0, y1 - y0), math.hypot(x3 - x0, y3 - y0)
+        if width > 3 * height > 0:
+            slopes.append(math.atan2(y1 - y0, x1 - x0))
+    return statistics.median(slopes) if slopes else 0.0
+
+
+def _upright(boxes: Sequence[Any], angle: float) -> list[list[float]]:
+    """Each box as [left, top, right, bottom] after turning the page back by ``angle``: a photo
+    turned 8 degrees slants a column's edge across the gap between two columns, and a row's lines
+    out of their row."""
+    if not angle:
+        return [_rect(b) for b in boxes]
+    cos, sin = math.cos(-angle), math.sin(-angle)
+    rects = []
+    for box in boxes:
+        values = [float(v) for v in (box.flatten().tolist() if hasattr(box, "flatten") else _flat(box))]
+        if len(values) == 4:
+            values = [values[0], values[1], values[2], values[1], values[2], values[3], values[0], values[3]]
+        xs = [x * cos - y * sin for x, y in zip(values[0::2], values[1::2], strict=True)]
+        ys = [x * sin + y * cos for x, y in zip(values[0::2], values[1::2], strict=True)]
+        rects.append([min(xs), min(ys), max(xs), max(ys)])
+    return rects
+
+
+def _option_in_disguise(before: str | None, after: str | None, number: str) -> bool:
+    """Whether a line read as question ``number`` is an option whose label OCR misread: between
+    option ``before`` and option ``after`` two letters on it is the letter between, whatever it
+    reads; right after option A it is B if it reads 3 or 8, after C it is D if it reads 0."""
+    if before is None:
+        return False
+    if after is not None and ord(after) == ord(before) + 2:
+        return True
+    return number in _LABEL_MISREADS.get(chr(ord(before) + 1), set())
+
+
 def _reading_order(rects: list[list[float]]) -> list[int]:
     """Line indexes in reading order: rows top to bottom (lines whose middles lie within each
     other's height), left to right within a row."""
@@ -114,9 +203,10 @@ def _reading_order(rects: list[list[float]]) -> list[int]:
 def split_page(lines: Sequence[str], boxes: Sequence[Any]) -> list[Segment]:
     """The questions of a page from its OCR lines and their boxes (see the module's rules); lines
     of section headers are left out. One segment when the page has no question numbers."""
-    rects = [_rect(b) for b in boxes]
     if not lines:
         return []
+    placed = [_rect(b) for b in boxes]  # where each line is on the photo, for the segments' boxes
+    rects = _upright(boxes, _skew(boxes))  # where it is on the page, for the reading order
     split = _columns(rects)
     if split is None:
         order = _reading_order(rects)
@@ -127,18 +217,31 @@ def split_page(lines: Sequence[str], boxes: Sequence[Any]) -> list[Segment]:
         order += [right[i] for i in _reading_order([rects[j] for j in right])]
     segments: list[Segment] = []
     current: Segment | None = None
-    for i in order:
+    options = [option_label(lines[i]) for i in order]
+    last_option: str | None = None  # the option letter of the last labelled line, as it was meant
+    for at, i in enumerate(order):
         line = lines[i]
-        if _SECTION.match(unicodedata.normalize("NFKC", line)) and question_number(line) is None:
-            current = None  # a header ends the question before it and belongs to none
-            continue
         number = question_number(line)
+        if options[at] is not None or number is not None:
+            after = next(
+                (o for o, j in zip(options[at + 1 :], order[at + 1 :], strict=True) if o or question_number(lines[j])),
+                None,
+            )
+            if number is not None and current is not None and _option_in_disguise(last_option, after, number):
+                number = None
+                last_option = chr(ord(last_option) + 1)
+            else:
+                last_option = _last_option(line) if options[at] else None
+        if number is None and _is_section(line):
+            current = None  # a header ends the question before it and belongs to none
+            last_option = None
+            continue
         if number is not None or current is None:
             current = Segment(number)
             segments.append(current)
         if number is not None:  # the number itself is no word of the question
             line = _QUESTION_START.sub("", unicodedata.normalize("NFKC", line), count=1)
-        current.add(line, rects[i])
+        current.add(line, placed[i])
     return [s for s in segments if s.text]
 
 
@@ -171,3 +274,12 @@ def focus_segment(segments: Sequence[Segment]) -> Segment | None:
     if followed:
         return followed[0]
     return numbered[0] if len(numbered) == 1 else None
+
+
+def number_the_first(segments: list[Segment]) -> list[Segment]:
+    """A page's first question without a number, followed by question n > 1, is question n - 1:
+    its number was cut off at the photo's edge or not read (a tilted sheet lost its "1." to the edge).
+    For whole pages only: a hurried shot's unnumbered lines are a neighbour cut at the top."""
+    if len(segments) >= 2 and segments[0].number is None and segments[1].number not in (None, "1"):
+        segments[0].number = str(int(segments[1].number) - 1)
+    return segments

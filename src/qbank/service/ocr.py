@@ -47,7 +47,7 @@ from qbank.domain.schema import (
     content_modality,
     item_errors_message,
 )
-from qbank.domain.segments import focus_segment, split_page
+from qbank.domain.segments import focus_segment, number_the_first, split_page
 from qbank.media.images import ImageInputError, declared_pixels, document_image, image_policy, original_size
 from qbank.media.regions import figure_region
 from qbank.model.ocr import OcrReader, OcrResult, ReadStopped
@@ -275,7 +275,7 @@ class QbankOcrReader(CheckedExecutor):
         """The questions of a page photo (qbank.domain.segments), each a chunk with its text, number
         and box in the photo's own pixels, which the indexer searches on its own."""
         scale = original_size(image)[0] / image.width
-        segments = split_page(result.lines, result.boxes)
+        segments = number_the_first(split_page(result.lines, result.boxes))
         most = self.settings.ocr_max_segments
         if len(segments) > most:
             doc.tags[OCR_NOTE_TAG] = (
