@@ -29,7 +29,8 @@ TWINS = {  # the same words with other numbers: what a whole-page text ranks ins
 
 def test_lines_split_at_question_numbers_and_headers_in_reading_order():
     assert [question_number(line) for line in ("1. 已知", "12、下列", "例3 求", "第4题 如图")] == ["1", "12", "3", "4"]
-    assert [question_number(line) for line in ("1.5米", "（1）求", "A. 3", "一、选择题")] == [None] * 4
+    assert [question_number(line) for line in ("1.5米", "3.14", "（1）求", "A. 3", "一、选择题")] == [None] * 5
+    assert question_number("3.2010年12月31日，我国山东地区") == "3"  # a stem starting with a year
     lines = [
         "前一题的最后一行",
         "一、选择题",

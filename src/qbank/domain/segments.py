@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# The number a question starts with: "12." "12、" "12．" (not "1.5", a decimal), "例3", "第4题".
-_QUESTION_START = re.compile(r"^\s*(?:(\d{1,3})\s*[.、,](?!\d)|例\s*(\d{1,3})|第\s*(\d{1,3})\s*题)")
+# The number a question starts with: "12." "12、" "12．" (not "1.5" or "3.14", a decimal; but
+# "1.2019年": a stem that starts with a year, read without its space), "例3", "第4题".
+_QUESTION_START = re.compile(r"^\s*(?:(\d{1,3})\s*[.、,](?!\d{1,3}(?!\d))|例\s*(\d{1,3})|第\s*(\d{1,3})\s*题)")
 # A section header: "一、选择题", "二. 填空题（每题5分）" — it ends the question before it.
 _SECTION = re.compile(r"^\s*[一二三四五六七八九十]{1,3}\s*[、.]")
 # Of the page's width: the empty band between two columns. A sheet photographed small (600 px) and
