@@ -47,6 +47,30 @@ def test_encoder_and_indexer_index_and_search_without_a_flow(executors):
     assert [m.id for m in query[0].matches] == ["q2:text:0", "q1:text:0"]
 
 
+def test_a_bm25_search_by_the_services_default_embeds_no_query(tiny_model, tmp_path):
+    """QBANK_SEARCH_MODE=bm25 and no mode in the request: the encoder and the indexer run the same
+    plan (qbank.domain.search_plan), so no query is embedded that the indexer would not use (before,
+    the encoder embedded every typed query); a request naming dense still is."""
+    encoder = QbankClipEncoder(model=str(tiny_model), device="cpu", search_mode="bm25")
+    indexer = QbankMilvusIndexer(model=str(tiny_model), data_dir=str(tmp_path), search_mode="bm25")
+    try:
+        stems = {"q1": "已知等腰三角形的两边长分别为3和7，求周长。", "q2": "把氯化钠溶于水，溶液的质量分数是多少？"}
+        docs = DocumentArray(Document(id=f"{q}:text:0", text=t, tags={"question_id": q}) for q, t in stems.items())
+        call(encoder, "/index", docs)
+        call(indexer, "/index", docs)
+        typed = DocumentArray([Document(text="氯化钠溶于水")])
+        call(encoder, "/search", typed)
+        assert typed[0].embedding is None
+        call(indexer, "/search", typed, limit=1)
+        assert typed[0].matches[0].id == "q2:text:0"
+        dense = DocumentArray([Document(text="氯化钠溶于水")])
+        call(encoder, "/search", dense, mode="dense")
+        assert dense[0].embedding is not None
+    finally:
+        indexer.close()
+        encoder.close()
+
+
 def test_executor_checks_reach_the_handlers_in_process(executors):
     encoder, indexer = executors
     with pytest.raises(ParameterError, match="'limit'"):

@@ -31,6 +31,12 @@ def test_lines_split_at_question_numbers_and_headers_in_reading_order():
     assert [question_number(line) for line in ("1. 已知", "12、下列", "例3 求", "第4题 如图")] == ["1", "12", "3", "4"]
     assert [question_number(line) for line in ("1.5米", "3.14", "（1）求", "A. 3", "一、选择题")] == [None] * 5
     assert question_number("3.2010年12月31日，我国山东地区") == "3"  # a stem starting with a year
+    # a stem that starts with a number, read without its space: a question when it is the next one
+    lines = ["4. 颈椎病中发病率最高的类型是", "A. 交感型", "5.110KV线路的自然功率为", "A.5180MW", "1.5米长的绳子"]
+    boxes = [[10, 10 + 30 * i, 300, 35 + 30 * i] for i in range(len(lines))]
+    segments = split_page(lines, boxes)
+    assert [s.number for s in segments] == ["4", "5"]
+    assert segments[1].text.startswith("110KV线路") and segments[1].text.endswith("1.5米长的绳子")
     lines = [
         "前一题的最后一行",
         "一、选择题",

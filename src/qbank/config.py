@@ -191,6 +191,7 @@ class ImageInputSettings(QbankSettings):
     max_docs_per_request: int = MAX_DOCS_PER_REQUEST  # Documents in one request (the indexer has the same setting)
 
     def check(self) -> None:
+        super().check()
         _positive("max_docs_per_request", self.max_docs_per_request)
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _positive("max_image_bytes", self.max_image_bytes)
@@ -198,7 +199,17 @@ class ImageInputSettings(QbankSettings):
         _positive("fetch_timeout", self.fetch_timeout)
 
 
-class EncoderSettings(ImageInputSettings):
+class SearchDefaults(QbankSettings):
+    """What a search does when its request does not say: read by the encoder (which queries to
+    embed) and by the indexer (how to search), from the same QBANK_SEARCH_MODE."""
+
+    search_mode: str = "dense"  # dense | bm25 | hybrid, when a request names none
+
+    def check(self) -> None:
+        super().check()
+
+
+class EncoderSettings(ImageInputSettings, SearchDefaults):
     """CLIP encoder: which model, which engine, on which device, in what batches."""
 
     model: str = DEFAULT_MODEL
@@ -302,7 +313,7 @@ class OcrSettings(ImageInputSettings):
             raise ConfigError(f"setting 'ocr_min_score' must be in [0, 1], got {self.ocr_min_score}")
 
 
-class IndexerSettings(QbankSettings):
+class IndexerSettings(SearchDefaults):
     """Milvus store: where it is, which collection, which index, which model's vectors it holds."""
 
     milvus_uri: str = ""  # default: a Milvus Lite file under data_dir
@@ -351,11 +362,11 @@ class IndexerSettings(QbankSettings):
     # Full text (BM25 over stems, beside the CLIP vectors): the analyzer is fixed when the collection
     # is created; "chinese" (jieba) splits Chinese words, "standard" suits space-separated text.
     text_analyzer: str = "chinese"
-    search_mode: str = "dense"  # dense | bm25 | hybrid, when a request names none
     rrf_k: int = 60  # hybrid: reciprocal rank fusion constant
     hybrid_weights: str = ""  # hybrid: "dense,bm25" weights (e.g. "0.7,0.3") -> weighted fusion instead of RRF
 
     def check(self) -> None:
+        super().check()
         _choice("metric_type", self.metric_type, ("COSINE", "IP"))
         _positive("default_limit", self.default_limit)
         _positive("max_limit", self.max_limit)

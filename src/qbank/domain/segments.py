@@ -109,6 +109,20 @@ def question_number(line: str) -> str | None:
     return number if number is not None and int(number) > 0 else None
 
 
+# A line that starts like a decimal, "5.110KV…", "3.18世纪末…": a question whose stem starts with a
+# number, read without its space, when the number is the next one on the page (held-out CMMLU sheets,
+# bench/realphoto.py --seed 7); otherwise a wrapped line of a stem ("1.5米").
+_DECIMAL_START = re.compile(r"^\s*(\d{1,3})\s*[.．]")
+
+
+def _next_number(line: str, last: int | None) -> str | None:
+    """The question number a decimal-looking line starts with, if it is the one after ``last``."""
+    match = _DECIMAL_START.match(unicodedata.normalize("NFKC", line))
+    if match is None or last is None or int(match.group(1)) != last + 1:
+        return None
+    return match.group(1)
+
+
 def _is_section(line: str) -> bool:
     """Whether a line is a section header ("一、选择题", "二、填空题（每题5分）", "三、写作"): a
     Chinese numeral, then a short title or one that names its questions (题). An option whose label
@@ -220,9 +234,13 @@ def split_page(lines: Sequence[str], boxes: Sequence[Any]) -> list[Segment]:
     current: Segment | None = None
     options = [option_label(lines[i]) for i in order]
     last_option: str | None = None  # the option letter of the last labelled line, as it was meant
+    last_number: int | None = None  # the last question number on the page
     for at, i in enumerate(order):
         line = lines[i]
         number = question_number(line)
+        following = _next_number(line, last_number) if number is None and options[at] is None else None
+        if following is not None:
+            number = following
         if options[at] is not None or number is not None:
             after = next(
                 (o for o, j in zip(options[at + 1 :], order[at + 1 :], strict=True) if o or question_number(lines[j])),
@@ -241,7 +259,9 @@ def split_page(lines: Sequence[str], boxes: Sequence[Any]) -> list[Segment]:
             current = Segment(number)
             segments.append(current)
         if number is not None:  # the number itself is no word of the question
-            line = _QUESTION_START.sub("", unicodedata.normalize("NFKC", line), count=1)
+            last_number = int(number)
+            pattern = _DECIMAL_START if number == following else _QUESTION_START
+            line = pattern.sub("", unicodedata.normalize("NFKC", line), count=1)
         current.add(line, placed[i])
     return [s for s in segments if s.text]
 

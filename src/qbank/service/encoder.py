@@ -17,13 +17,12 @@ from qbank.config import EncoderSettings
 from qbank.domain.reading import reading_form
 from qbank.domain.schema import (
     IMAGE,
-    OCR_SEARCH_MODE,
     TEXT,
     content_modality,
     figure_chunks,
     item_errors_message,
-    query_text,
 )
+from qbank.domain.search_plan import SearchPlan
 from qbank.media.images import ImageInputError, document_image, image_policy
 from qbank.model.clip import ClipEncoder
 from qbank.service.checked import CheckedExecutor
@@ -177,17 +176,13 @@ class QbankClipEncoder(CheckedExecutor):
 
     @requests(on="/search")
     def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
-        """Embed the queries, except for a pure full-text search (mode bm25), which needs no vectors;
-        in a photo search, also the crop of each figure the OCR reader found."""
+        """Embed what the search's plan needs (qbank.domain.search_plan): no query of a bm25 search
+        (the request's mode or the service's), but a photo with no text read; in a photo search, also
+        the crop of each figure the OCR reader found."""
         parameters = parameters or {}
-        mode = parameters.get("mode")
-        targets = DocumentArray()
-        if parameters.get("ocr") and (mode or OCR_SEARCH_MODE) == "bm25":
-            # Photo search by the text read: only photos with none need a vector (their dense fallback).
-            targets.extend(d for d in docs if not query_text(d))
-        elif mode != "bm25":
-            targets.extend(docs)
-        if parameters.get("ocr"):
+        plan = SearchPlan.of(parameters, self.settings.search_mode)
+        targets = DocumentArray(d for d in docs if plan.needs_vector(d))
+        if plan.needs_figure_vectors:
             targets.extend(c for d in docs for c in figure_chunks(d))
         self._encode_docs(targets, self._drop(parameters))  # one batch: queries and figure crops
         return docs

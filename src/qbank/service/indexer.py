@@ -21,7 +21,6 @@ from qbank.domain.filters import build_filter
 from qbank.domain.schema import (
     ANALYSIS,
     IMAGE,
-    OCR_SEARCH_MODE,
     STEM,
     ItemError,
     figure_chunks,
@@ -29,6 +28,7 @@ from qbank.domain.schema import (
     query_text,
     segment_chunks,
 )
+from qbank.domain.search_plan import SearchPlan
 from qbank.model.clip import model_identity
 from qbank.service.checked import CheckedExecutor
 from qbank.service.mapping import (
@@ -110,15 +110,15 @@ class QbankMilvusIndexer(CheckedExecutor):
         if not docs:
             return docs
         part = parameters.get("search_in", STEM)
-        typed_mode = parameters.get("mode", self.settings.search_mode)
-        if part != STEM and (parameters.get("ocr") or typed_mode != "bm25"):
+        plan = SearchPlan.of(parameters, self.settings.search_mode)
+        if part != STEM and (plan.photo or plan.mode != "bm25"):
             raise ParameterError(
                 f"parameter 'search_in' {part!r} searches the analyses by their words: it needs mode 'bm25' "
                 "(and no 'ocr'); the stems are what dense, hybrid and photo searches read"
             )
-        if not parameters.get("ocr"):
+        if not plan.photo:
             texts = [d.text for d in docs]
-            mode = typed_mode
+            mode = plan.mode
             if mode != "bm25":
                 self._search(docs, texts, mode, limit, expr, rrf_k, weights, group_by)
                 return docs
@@ -135,7 +135,7 @@ class QbankMilvusIndexer(CheckedExecutor):
         read = DocumentArray(d for d, w in zip(docs, words, strict=True) if w)
         unread = DocumentArray(d for d, w in zip(docs, words, strict=True) if not w)
         texts = [w for w in words if w]
-        mode = parameters.get("mode", OCR_SEARCH_MODE)
+        mode = plan.mode
         forms = self._search(read, texts, mode, limit, expr, rrf_k, weights, group_by)
         if mode == "bm25":
             for doc, text in zip(read, texts, strict=True):

@@ -1,0 +1,46 @@
+"""How one search is run, decided in one place from the request's parameters and the service's
+default mode (QBANK_SEARCH_MODE): the encoder embeds only what the plan needs, the indexer runs it.
+
+Before, the mode was resolved in the encoder and the indexer each: with QBANK_SEARCH_MODE=bm25 and no
+mode in the request, the encoder still embedded every typed query, which the indexer never used
+(tests/test_executors.py). Pure: parameters in, a plan out. A first step of issue 46: the candidate
+pools, the rerank and the grouping are still decided where they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from qbank.domain.schema import OCR_SEARCH_MODE, query_text
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """``mode``: dense, bm25 or hybrid; ``photo``: image queries are photos of questions, searched
+    by the text read from them (``ocr``); ``page``: each question found on a photo on its own."""
+
+    mode: str
+    photo: bool = False
+    page: bool = False
+
+    @classmethod
+    def of(cls, parameters: Mapping[str, Any], default_mode: str) -> SearchPlan:
+        """The plan of a /search request whose parameters were checked (qbank.service.params): the
+        request's mode, else the photo search's (bm25: the text read), else the service's default."""
+        photo = bool(parameters.get("ocr"))
+        mode = parameters.get("mode") or (OCR_SEARCH_MODE if photo else default_mode)
+        return cls(mode=mode, photo=photo, page=photo and bool(parameters.get("page")))
+
+    def needs_vector(self, query: Any) -> bool:
+        """Whether ``query`` (a Document) must be embedded: every query of a dense or hybrid search;
+        in a bm25 search none, except a photo with no text read (searched by its CLIP vector instead)."""
+        if self.mode != "bm25":
+            return True
+        return self.photo and not query_text(query)
+
+    @property
+    def needs_figure_vectors(self) -> bool:
+        """A photo search embeds the figure crop the reader found, matched against the bank's figures."""
+        return self.photo
