@@ -254,29 +254,35 @@ def photo_search_with_deadline(url: str, pages: list[bytes], seconds: float) -> 
     return response.status.description if response.status.code == response.status.ERROR else "answered"
 
 
-def test_photo_searches_whose_clients_gave_up_are_dropped_and_a_new_search_answers_in_its_time(flow):
-    """10 clients each send 4 dense pages and give up after 1 s: the reader drops what waits and
-    stops what it reads before the next page, the queue beyond QBANK_OCR_MAX_QUEUE is refused at once,
-    and a new user's photo search answers in about its normal time (before: 709 s behind 20 such)."""
+def quitting_clients_then_a_search(flow, give_up, step: int) -> tuple[float, float, list[str]]:
+    """A photo search timed, then 10 clients that each send 4 dense pages through ``give_up(pages)``
+    (which returns its outcome), then the same search timed again: (normal, after, outcomes)."""
     one = photo_bytes(TEMPLATE.format(a=3, b=7), "clean", seed=1)
     client = QbankClient(flow["grpc"])
     client.photo_search(one, limit=1)  # warm
     started = time.monotonic()
     assert client.photo_search(one, limit=1)["questions"][0].question_id == PLANTED
     normal = time.monotonic() - started
-    dense = [photo_bytes(TEMPLATE.format(a=i, b=i + 1) * 6, "clean", seed=i) for i in range(4)]
+    dense = [photo_bytes(TEMPLATE.format(a=i, b=i + step) * 6, "clean", seed=i) for i in range(4)]
     outcomes: list[str] = []
-    threads = [
-        threading.Thread(target=lambda: outcomes.append(photo_search_with_deadline(flow["grpc"], dense, 1.0)))
-        for _ in range(10)
-    ]
+    threads = [threading.Thread(target=lambda: outcomes.append(give_up(dense))) for _ in range(10)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    time.sleep(0.3)  # the disconnects reach the gateway
     started = time.monotonic()
     assert client.photo_search(one, limit=1)["questions"][0].question_id == PLANTED
-    after = time.monotonic() - started
+    return normal, time.monotonic() - started, outcomes
+
+
+def test_photo_searches_whose_clients_gave_up_are_dropped_and_a_new_search_answers_in_its_time(flow):
+    """10 clients each send 4 dense pages and give up after 1 s: the reader drops what waits and
+    stops what it reads before the next page, the queue beyond QBANK_OCR_MAX_QUEUE is refused at once,
+    and a new user's photo search answers in about its normal time (before: 709 s behind 20 such)."""
+    normal, after, outcomes = quitting_clients_then_a_search(
+        flow, lambda pages: photo_search_with_deadline(flow["grpc"], pages, 1.0), step=1
+    )
     # what the reader still owes: at most the page each engine was reading when its client left
     assert after < normal + 3.0, (normal, after, outcomes)
     assert outcomes.count("DEADLINE_EXCEEDED") >= 4, outcomes
@@ -307,26 +313,10 @@ def test_http_photo_searches_whose_clients_disconnected_are_cancelled(flow):
     """10 HTTP clients each send 4 dense pages and close their connection after 1 s: the gateway
     cancels each request when its client disconnects, the reader stops it before its next model run,
     and a new search answers in about its normal time (before, HTTP had no deadline: every page was
-    read for nobody)."""
-    one = photo_bytes(TEMPLATE.format(a=3, b=7), "clean", seed=1)
-    client = QbankClient(flow["grpc"])
-    started = time.monotonic()
-    assert client.photo_search(one, limit=1)["questions"][0].question_id == PLANTED
-    normal = time.monotonic() - started
-    dense = [photo_bytes(TEMPLATE.format(a=i, b=i + 2) * 6, "clean", seed=i) for i in range(4)]
-    outcomes: list[str] = []
-    threads = [
-        threading.Thread(target=lambda: outcomes.append(http_photo_search_giving_up(flow["http"], dense, 1.0)))
-        for _ in range(10)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    time.sleep(0.3)  # the disconnects reach the gateway
-    started = time.monotonic()
-    assert client.photo_search(one, limit=1)["questions"][0].question_id == PLANTED
-    after = time.monotonic() - started
+    read for nobody, and the reader refused new searches as full)."""
+    normal, after, outcomes = quitting_clients_then_a_search(
+        flow, lambda pages: http_photo_search_giving_up(flow["http"], pages, 1.0), step=2
+    )
     assert after < normal + 3.0, (normal, after, outcomes)
     assert outcomes.count("gave up") >= 4, outcomes
 
