@@ -10,7 +10,7 @@ import pytest
 from conftest import running_flow
 from docarray import Document, DocumentArray
 
-from qbank.domain.reading import reading_form
+from qbank.domain.reading import brace_depth, latex_reading, reading_form
 from qbank_client import QbankClient
 from qbank_client.api import ServerError
 
@@ -31,6 +31,9 @@ def test_reading_a_hostile_stem_is_linear():
     for text in (HOSTILE_STEM, HOSTILE_ANALYSIS, *MATH_BOMBS.values()):
         reading_form(text)
     assert time.perf_counter() - started < 2.0  # 11-29 s for the first alone before
+    # deep formulas are read as given without the parser's recursion (which ran the stack out)
+    assert all(latex_reading(bomb) == bomb for bomb in MATH_BOMBS.values() if "{" in bomb)
+    assert brace_depth("$\\{" + "{" * 41 + "}" * 41 + "$", 40) == 41 and brace_depth("$\\frac{a}{b}$", 40) == 1
     assert reading_form("<p>若a&lt;b，则<sup>2</sup></p><script>x</script>") == "若a<b，则2"
 
 

@@ -90,10 +90,40 @@ _LATEX = LatexNodes2Text(latex_context=_latex_context(), math_mode="text", stric
 _WALKER_CONTEXT = _walker_context()
 
 
+# Braces nested deeper than this are read as given, without the parser: pylatexenc recurses per
+# group, and a formula nested 1,900 deep ran the stack out (caught, but a finalizer that ran at that
+# depth failed too: pytest saw 120 unraisable RecursionErrors). Real formulas nest under 10.
+MAX_LATEX_DEPTH = 40
+
+
+def brace_depth(text: str, stop_at: int) -> int:
+    """How deeply ``{…}`` groups nest in ``text`` (escaped ``\\{`` ignored), in one pass; counting
+    stops past ``stop_at``."""
+    depth = deepest = 0
+    escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > stop_at:
+                    break
+        elif char == "}" and depth:
+            depth -= 1
+    return deepest
+
+
 def latex_reading(text: str) -> str:
     """``text`` with each math span (``$…$``, ``$$…$$``, ``\\(…\\)``, ``\\[…\\]``) read as text; the
-    rest as given (a ``%`` there is a per cent sign, not a LaTeX comment)."""
+    rest as given (a ``%`` there is a per cent sign, not a LaTeX comment, and groups nested deeper
+    than MAX_LATEX_DEPTH are not parsed)."""
     if "$" not in text and "\\(" not in text and "\\[" not in text:
+        return text
+    if brace_depth(text, MAX_LATEX_DEPTH) > MAX_LATEX_DEPTH:
         return text
     try:
         nodes, _, _ = LatexWalker(
