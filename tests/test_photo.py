@@ -91,6 +91,18 @@ def test_a_photo_tells_its_question_from_the_twin_with_numbers_swapped(flow, qid
     assert first.score == pytest.approx(1.0) and second.score < 0.95
 
 
+@pytest.mark.parametrize("qid", sorted(SWAPPED))
+def test_a_plain_limit_as_the_page_sends_it_ranks_from_the_same_candidates(flow, qid):
+    """The search page sends a plain limit (no candidates of its own): the server fetches the
+    candidates its text ranking chooses from (SearchPlan.candidates), so limit 1 still tells the
+    twin with swapped numbers apart (BM25 ties them; the client used to ask for 4x itself)."""
+    photo = photo_bytes(SWAPPED[qid], "tilted", seed=4)
+    (query,) = jina_client(flow["http"]).post(
+        "/search", [Document(blob=photo)], parameters={"ocr": True, "limit": 1, "group_by": "question_id"}
+    )
+    assert [m.tags["question_id"] for m in query.matches] == [qid]
+
+
 @pytest.mark.parametrize("kind", ["clean", "all"])
 def test_a_symbol_ocr_reads_in_another_form_still_finds_its_question(flow, kind):
     """OCR returns x² as x2: the stems' matching form (qbank.domain.text), which BM25 indexes, and

@@ -36,9 +36,7 @@ PROTOCOLS = {
     "wss": "websocket",
 }
 # Searches ask the server for whole questions (group_by: Milvus groups per question where it can,
-# the store otherwise), so "10 questions" is 10 whenever 10 exist. A photo search asks for this many
-# times the questions it returns: the candidates its in-order text ranking chooses from.
-PHOTO_CANDIDATES = 4
+# the store otherwise), so "10 questions" is 10 whenever 10 exist.
 GROUP_BY = {"group_by": "question_id"}
 
 
@@ -384,7 +382,7 @@ class QbankClient:
         ``number`` as printed, its ``box`` in the photo, the ``text`` read and its own ``questions``."""
         wanted = _given(filters)
         parameters: dict[str, Any] = {
-            "limit": min(limit * PHOTO_CANDIDATES, 1000),
+            "limit": limit,  # the server fetches the candidates its text ranking chooses from
             "filter": wanted,
             "ocr": True,
             **GROUP_BY,

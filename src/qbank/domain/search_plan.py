@@ -3,8 +3,8 @@ default mode (QBANK_SEARCH_MODE): the encoder embeds only what the plan needs, t
 
 Before, the mode was resolved in the encoder and the indexer each: with QBANK_SEARCH_MODE=bm25 and no
 mode in the request, the encoder still embedded every typed query, which the indexer never used
-(tests/test_executors.py). Pure: parameters in, a plan out. A first step of issue 46: the candidate
-pools, the rerank and the grouping are still decided where they were.
+(tests/test_executors.py). Pure: parameters in, a plan out. A first step of issue 46: the typed
+candidate pool, the rerank and the grouping are still decided where they were.
 """
 
 from __future__ import annotations
@@ -14,6 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from qbank.domain.schema import OCR_SEARCH_MODE, query_text
+
+# A photo's bm25 search fetches this many times the questions it returns: the candidates its
+# in-order text ranking (rerank_by_text) chooses from. It lived in the client, so the search page,
+# which sends a plain limit, ranked the same photo from 4x fewer candidates than the CLI.
+PHOTO_CANDIDATES = 4
+MAX_PHOTO_CANDIDATES = 1000  # as the client capped it: a search of 1,000 fetches no more
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,12 @@ class SearchPlan:
         if self.mode != "bm25":
             return True
         return self.photo and not query_text(query)
+
+    def candidates(self, limit: int) -> int:
+        """How many results to fetch for ``limit`` before the photo's text ranking cuts them to it."""
+        if not (self.photo and self.mode == "bm25"):
+            return limit
+        return max(limit, min(limit * PHOTO_CANDIDATES, MAX_PHOTO_CANDIDATES))
 
     @property
     def needs_figure_vectors(self) -> bool:

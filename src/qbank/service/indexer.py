@@ -136,17 +136,18 @@ class QbankMilvusIndexer(CheckedExecutor):
         unread = DocumentArray(d for d, w in zip(docs, words, strict=True) if not w)
         texts = [w for w in words if w]
         mode = plan.mode
-        forms = self._search(read, texts, mode, limit, expr, rrf_k, weights, group_by)
+        forms = self._search(read, texts, mode, plan.candidates(limit), expr, rrf_k, weights, group_by)
         if mode == "bm25":
             for doc, text in zip(read, texts, strict=True):
-                doc.matches = rerank_by_text(doc.matches, text, forms)
+                doc.matches = rerank_by_text(doc.matches, text, forms)[:limit]
         self._search(unread, [""] * len(unread), "dense", limit, expr, rrf_k, weights, group_by)
         # A page photo (page: true): each question found on it, by its own words.
         segments = DocumentArray(c for d in docs for c in segment_chunks(d) if c.text)
         segment_texts = [c.text for c in segments]
-        forms = self._search(segments, segment_texts, "bm25", limit, expr, rrf_k, weights, group_by)
+        pool = SearchPlan("bm25", photo=True).candidates(limit)
+        forms = self._search(segments, segment_texts, "bm25", pool, expr, rrf_k, weights, group_by)
         for chunk, text in zip(segments, segment_texts, strict=True):
-            chunk.matches = rerank_by_text(chunk.matches, text, forms)
+            chunk.matches = rerank_by_text(chunk.matches, text, forms)[:limit]
         # The figure found in a photo, by its CLIP vector, against the bank's figures.
         figures = DocumentArray(c for d in docs for c in figure_chunks(d))
         figure_expr = build_filter({**filters, "modality": IMAGE})
