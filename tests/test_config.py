@@ -31,6 +31,10 @@ def test_bad_settings_name_the_setting():
             EncoderSettings.resolve()
     with pytest.raises(ConfigError, match="unknown settings"):
         IndexerSettings.resolve(colection="typo")
+    with patched_env({"QBANK_SEARCH_MODE": "fuzzy"}):  # one setting, read by both: refused by both
+        for settings in (EncoderSettings, IndexerSettings):
+            with pytest.raises(ConfigError, match="'search_mode' must be one of"):
+                settings.resolve()
     with pytest.raises(ConfigError, match="'ocr_engine' must be one of \\('openvino', 'onnxruntime'\\), got 'paddle'"):
         OcrSettings.resolve(ocr_engine="paddle")
     with patched_env({"QBANK_OCR_REC_MIN_WIDTH": "0"}):

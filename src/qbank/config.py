@@ -207,6 +207,7 @@ class SearchDefaults(QbankSettings):
 
     def check(self) -> None:
         super().check()
+        _choice("search_mode", self.search_mode, SEARCH_MODES)
 
 
 class EncoderSettings(ImageInputSettings, SearchDefaults):
@@ -392,7 +393,6 @@ class IndexerSettings(SearchDefaults):
         if self.min_free_disk_bytes < 0:
             raise ConfigError(f"setting 'min_free_disk_bytes' must be >= 0, got {self.min_free_disk_bytes}")
         _choice("text_analyzer", self.text_analyzer, TEXT_ANALYZERS)
-        _choice("search_mode", self.search_mode, SEARCH_MODES)
         _choice("consistency_level", self.consistency_level, CONSISTENCY_LEVELS)
         _choice("search_consistency_level", self.search_consistency_level, CONSISTENCY_LEVELS)
         _positive("rrf_k", self.rrf_k)
