@@ -22,14 +22,19 @@ PHOTO_CANDIDATES = 4
 MAX_PHOTO_CANDIDATES = 1000  # as the client capped it: a search of 1,000 fetches no more
 
 
+def photo_candidates(limit: int) -> int:
+    """How many bm25 results a photo's text search (a photo's or each question's on a page) fetches
+    for ``limit`` before its in-order text ranking cuts them to it."""
+    return max(limit, min(limit * PHOTO_CANDIDATES, MAX_PHOTO_CANDIDATES))
+
+
 @dataclass(frozen=True)
 class SearchPlan:
     """``mode``: dense, bm25 or hybrid; ``photo``: image queries are photos of questions, searched
-    by the text read from them (``ocr``); ``page``: each question found on a photo on its own."""
+    by the text read from them (``ocr``)."""
 
     mode: str
     photo: bool = False
-    page: bool = False
 
     @classmethod
     def of(cls, parameters: Mapping[str, Any], default_mode: str) -> SearchPlan:
@@ -37,7 +42,7 @@ class SearchPlan:
         request's mode, else the photo search's (bm25: the text read), else the service's default."""
         photo = bool(parameters.get("ocr"))
         mode = parameters.get("mode") or (OCR_SEARCH_MODE if photo else default_mode)
-        return cls(mode=mode, photo=photo, page=photo and bool(parameters.get("page")))
+        return cls(mode=mode, photo=photo)
 
     def needs_vector(self, query: Any) -> bool:
         """Whether ``query`` (a Document) must be embedded: every query of a dense or hybrid search;
@@ -48,9 +53,7 @@ class SearchPlan:
 
     def candidates(self, limit: int) -> int:
         """How many results to fetch for ``limit`` before the photo's text ranking cuts them to it."""
-        if not (self.photo and self.mode == "bm25"):
-            return limit
-        return max(limit, min(limit * PHOTO_CANDIDATES, MAX_PHOTO_CANDIDATES))
+        return photo_candidates(limit) if self.photo and self.mode == "bm25" else limit
 
     @property
     def needs_figure_vectors(self) -> bool:

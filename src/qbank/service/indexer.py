@@ -28,7 +28,7 @@ from qbank.domain.schema import (
     query_text,
     segment_chunks,
 )
-from qbank.domain.search_plan import SearchPlan
+from qbank.domain.search_plan import SearchPlan, photo_candidates
 from qbank.model.clip import model_identity
 from qbank.service.checked import CheckedExecutor
 from qbank.service.mapping import (
@@ -144,7 +144,7 @@ class QbankMilvusIndexer(CheckedExecutor):
         # A page photo (page: true): each question found on it, by its own words.
         segments = DocumentArray(c for d in docs for c in segment_chunks(d) if c.text)
         segment_texts = [c.text for c in segments]
-        pool = SearchPlan("bm25", photo=True).candidates(limit)
+        pool = photo_candidates(limit)
         forms = self._search(segments, segment_texts, "bm25", pool, expr, rrf_k, weights, group_by)
         for chunk, text in zip(segments, segment_texts, strict=True):
             chunk.matches = rerank_by_text(chunk.matches, text, forms)[:limit]
