@@ -59,9 +59,13 @@ class Segment:
             ]
 
 
-def _rect(points: Any) -> list[float]:
-    """[left, top, right, bottom] of a box given as 4 corner points (OCR) or as a rectangle."""
-    values = [float(v) for v in (points.flatten().tolist() if hasattr(points, "flatten") else _flat(points))]
+def _values(box: Any) -> list[float]:
+    """A box's numbers in order: 4 corner points (OCR's array or nested lists) or a rectangle."""
+    return [float(v) for v in (box.flatten().tolist() if hasattr(box, "flatten") else _flat(box))]
+
+
+def _rect(values: list[float]) -> list[float]:
+    """[left, top, right, bottom] of a box's :func:`_values`."""
     if len(values) == 4:
         return values
     xs, ys = values[0::2], values[1::2]
@@ -94,11 +98,9 @@ def option_label(line: str) -> str | None:
 def _last_option(line: str) -> str | None:
     """The last option letter of a line that starts with an option: "A. 1  B. 2  C. 3  D. 4" is D
     (short options printed in one row, which OCR may read as one line)."""
-    first = option_label(line)
-    if first is None:
+    if option_label(line) is None:
         return None
-    letters = [m.group(1) for m in _OPTION_INSIDE.finditer(unicodedata.normalize("NFKC", line))]
-    return max([first, *letters])
+    return max(m.group(1) for m in _OPTION_INSIDE.finditer(unicodedata.normalize("NFKC", line)))
 
 
 def question_number(line: str) -> str | None:
@@ -155,12 +157,12 @@ def _columns(rects: list[list[float]]) -> float | None:
     return best if min(sides) >= 2 else None
 
 
-def _skew(boxes: Sequence[Any]) -> float:
+def _skew(boxes: list[list[float]]) -> float:
     """The page's rotation in radians: the median slope of its long lines' top edges (OCR gives
-    each line's 4 corners, top-left first); 0 when the boxes are plain rectangles."""
+    each line's 4 corners, top-left first); 0 when the boxes are plain rectangles. ``boxes``: each
+    box's :func:`_values`."""
     slopes = []
-    for box in boxes:
-        values = [float(v) for v in (box.flatten().tolist() if hasattr(box, "flatten") else _flat(box))]
+    for values in boxes:
         if len(values) != 8:
             continue
         (x0, y0, x1, y1), (x3, y3) = values[:4], values[6:8]
@@ -170,16 +172,15 @@ def _skew(boxes: Sequence[Any]) -> float:
     return statistics.median(slopes) if slopes else 0.0
 
 
-def _upright(boxes: Sequence[Any], angle: float) -> list[list[float]]:
-    """Each box as [left, top, right, bottom] after turning the page back by ``angle``: a photo
-    turned 8 degrees slants a column's edge across the gap between two columns, and a row's lines
-    out of their row."""
+def _upright(boxes: list[list[float]], angle: float) -> list[list[float]]:
+    """Each box (its :func:`_values`) as [left, top, right, bottom] after turning the page back by
+    ``angle``: a photo turned 8 degrees slants a column's edge across the gap between two columns,
+    and a row's lines out of their row."""
     if not angle:
-        return [_rect(b) for b in boxes]
+        return [_rect(values) for values in boxes]
     cos, sin = math.cos(-angle), math.sin(-angle)
     rects = []
-    for box in boxes:
-        values = [float(v) for v in (box.flatten().tolist() if hasattr(box, "flatten") else _flat(box))]
+    for values in boxes:
         if len(values) == 4:
             values = [values[0], values[1], values[2], values[1], values[2], values[3], values[0], values[3]]
         xs = [x * cos - y * sin for x, y in zip(values[0::2], values[1::2], strict=True)]
@@ -220,8 +221,9 @@ def split_page(lines: Sequence[str], boxes: Sequence[Any]) -> list[Segment]:
     of section headers are left out. One segment when the page has no question numbers."""
     if not lines:
         return []
-    placed = [_rect(b) for b in boxes]  # where each line is on the photo, for the segments' boxes
-    rects = _upright(boxes, _skew(boxes))  # where it is on the page, for the reading order
+    values = [_values(b) for b in boxes]
+    placed = [_rect(v) for v in values]  # where each line is on the photo, for the segments' boxes
+    rects = _upright(values, _skew(values))  # where it is on the page, for the reading order
     split = _columns(rects)
     if split is None:
         order = _reading_order(rects)
@@ -233,17 +235,18 @@ def split_page(lines: Sequence[str], boxes: Sequence[Any]) -> list[Segment]:
     segments: list[Segment] = []
     current: Segment | None = None
     options = [option_label(lines[i]) for i in order]
+    numbers = [question_number(lines[i]) for i in order]
     last_option: str | None = None  # the option letter of the last labelled line, as it was meant
     last_number: int | None = None  # the last question number on the page
     for at, i in enumerate(order):
         line = lines[i]
-        number = question_number(line)
+        number = numbers[at]
         following = _next_number(line, last_number) if number is None and options[at] is None else None
         if following is not None:
             number = following
         if options[at] is not None or number is not None:
             after = next(
-                (o for o, j in zip(options[at + 1 :], order[at + 1 :], strict=True) if o or question_number(lines[j])),
+                (o for o, n in zip(options[at + 1 :], numbers[at + 1 :], strict=True) if o or n),
                 None,
             )
             if number is not None and current is not None and _option_in_disguise(last_option, after, number):
