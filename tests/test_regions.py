@@ -118,3 +118,49 @@ def test_typeset_math_the_detector_leaves_out_is_no_figure_and_a_figure_beside_i
     with_figure.paste(Image.open(io.BytesIO(draw_figure("triangle", 1))), (page.width - 240, 10))
     left, top, right, bottom = region_of(reader, with_figure)
     assert left >= page.width - 250 and right - left > 60 and bottom - top > 60
+
+
+def _as_photographed(page: Image.Image, seed: int) -> Image.Image:
+    """Sensor noise and the phone's JPEG over ``page`` (qbank_devtools.photos' last step)."""
+    import numpy as np
+
+    from qbank_devtools.photos import _as_a_phone_saves_it
+
+    return _as_a_phone_saves_it(np.asarray(page, np.float32), np.random.default_rng(seed))
+
+
+def _bgr(image: Image.Image):
+    import numpy as np
+
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+
+
+def test_a_wide_strip_of_small_text_is_read_on_a_second_look_sized_by_its_short_side(reader):
+    """A one-line strip 1788 px wide with 8 px text: at the detector's 736 px its text is 3 px and
+    nothing is found; sized by its short side (as rapidocr does by default) the line reads."""
+    from PIL import ImageDraw
+
+    from qbank.model.ocr import LITTLE_TEXT_CHARS
+    from qbank_devtools.photos import chinese_font
+
+    strip = Image.new("RGB", (1788, 263), "white")
+    ImageDraw.Draw(strip).text((30, 100), STEM * 3, font=chinese_font(8), fill=(20, 20, 20))
+    strip = _as_photographed(strip, seed=0)
+    assert len(reader._read_bgr(_bgr(strip)).text) < LITTLE_TEXT_CHARS  # the first look alone
+    assert "等腰三角形的两边长" in reader.read(strip).text
+
+
+def test_faint_print_in_a_dim_photo_is_read_on_a_second_look_with_its_contrast_equalised(reader):
+    """Grey print photographed in a dim room: the text is 8 levels above the paper under the
+    phone's noise, and the first look finds nothing; equalised tile by tile it reads."""
+    from PIL import ImageDraw
+
+    from qbank_devtools.photos import chinese_font
+
+    page = Image.new("RGB", (900, 300), "white")
+    draw = ImageDraw.Draw(page)
+    for number, line in enumerate(("已知等腰三角形的两边长分别为3和7，", "求这个三角形的周长。")):
+        draw.text((30, 40 + 80 * number), line, font=chinese_font(28), fill=(215, 215, 215))
+    dim = _as_photographed(page.point(lambda v: round(v * 0.2)), seed=1)
+    assert reader._read_bgr(_bgr(dim)).text == ""
+    assert "三角形的周长" in reader.read(dim).text

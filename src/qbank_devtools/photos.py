@@ -86,7 +86,16 @@ def photo_bytes(stem: str, kind: str = "clean", figure: bytes | None = None, see
 
 
 # Phone conditions harder than DISTORTIONS (issue 45): what a hurried student's phone makes of a page.
-PHONE_CONDITIONS = ("perspective", "curved", "shadow_edge", "motion_blur", "low_res", "moire", "curved_shadow_blur")
+PHONE_CONDITIONS = (
+    "perspective",
+    "curved",
+    "shadow_edge",
+    "motion_blur",
+    "low_res",
+    "moire",
+    "curved_shadow_blur",
+    "dim",
+)
 KAI_FONT = "/usr/share/fonts/truetype/arphic/ukai.ttc"  # Debian's fonts-arphic-ukai: a brush-like Kai face
 
 
@@ -101,7 +110,9 @@ def phone_photo(page: Image.Image, condition: str, seed: int = 0) -> Image.Image
       what a person reads);
     * low_res: the question takes 560-640 px of a small photo (text about 12 px high);
     * moire: a photo of a screen (two interfering pixel grids, a colour cast, slight blur);
-    * curved_shadow_blur: all three of curved, shadow_edge and motion_blur."""
+    * curved_shadow_blur: all three of curved, shadow_edge and motion_blur;
+    * dim: grey print (pencil, a faded copy) photographed in a dim room: the text 8-12 levels darker
+      than the paper, under the sensor's noise (readable once brightened, as a phone's editor does)."""
     import cv2
 
     rng = np.random.default_rng(seed)
@@ -148,6 +159,9 @@ def phone_photo(page: Image.Image, condition: str, seed: int = 0) -> Image.Image
         rotation = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), float(rng.uniform(0, 180)), 1.0)
         kernel = cv2.warpAffine(kernel, rotation, (length, length))
         image = cv2.filter2D(image, -1, kernel / max(kernel.sum(), 1e-6))
+    if condition == "dim":
+        paper = rng.uniform(45, 55)
+        image = paper - (255 - image) * rng.uniform(8, 12) / 255 * (paper / 50)
     if condition == "low_res":
         scale = rng.uniform(560, 640) / max(w, h)
         image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)

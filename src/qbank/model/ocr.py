@@ -17,10 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qbank.config import OCR_MAX_SIDE
+
 if TYPE_CHECKING:
     from PIL import Image
 
 logger = logging.getLogger("qbank.model.ocr")
+
+LITTLE_TEXT_CHARS = 8  # a read shorter than this is looked at again: CMMLU's shortest stems are longer
+SECOND_LOOK_PIXELS = 2_500_000  # a second look's detector input at most: 0.4-0.6 s on 2 cores
 
 
 class OcrUnavailableError(RuntimeError):
@@ -212,16 +217,63 @@ class OcrReader:
 
     def read(self, image: Image.Image, stop: Callable[[], bool] | None = None) -> OcrResult:
         """The text lines of ``image`` (an RGB PIL image; rapidocr takes BGR arrays). ``stop`` is asked
-        before each model run; when it answers True the read ends with ReadStopped."""
+        before each model run; when it answers True the read ends with ReadStopped.
+
+        A photo that reads less than LITTLE_TEXT_CHARS is looked at again before its caller falls back
+        to the photo's CLIP vector (issue 45): sized by its short side, when the detector shrank it
+        (a one-line strip of small text 1788 px wide reads nothing at 736 px: its text is 4 px there),
+        then with its contrast equalised (faint print in a dim room: text a few levels above the paper,
+        under the phone's noise). The look that reads the most is kept."""
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
         self.stop = stop
         try:
-            output = self.engine(bgr, use_det=True, use_cls=self.use_cls, use_rec=True)
+            result = self._read_bgr(bgr)
+            if len(result.text) >= LITTLE_TEXT_CHARS:
+                return result
+            for look in (self._read_sized_by_short_side, self._read_equalised):
+                again = look(bgr)
+                if again is not None and len(again.text) > len(result.text):
+                    result = again
+                if len(result.text) >= LITTLE_TEXT_CHARS:
+                    break
+            return result
         finally:
             self.stop = None
+
+    def _read_bgr(self, bgr: np.ndarray) -> OcrResult:
+        output = self.engine(bgr, use_det=True, use_cls=self.use_cls, use_rec=True)
         texts, scores = output.txts or (), output.scores or ()
         boxes = list(output.boxes) if output.boxes is not None else [None] * len(texts)
         kept = [
             (t, float(s), b) for t, s, b in zip(texts, scores, boxes, strict=True) if t and float(s) >= self.min_score
         ]
         return OcrResult([t for t, _, _ in kept], [s for _, s, _ in kept], [b for _, _, b in kept])
+
+    def _read_sized_by_short_side(self, bgr: np.ndarray) -> OcrResult | None:
+        """Read again with the detector sized as rapidocr sizes it by default (the short side to
+        ``det_side``, at most SECOND_LOOK_PIXELS), when that shows the text at least 1.5x larger than
+        the first read did; None when it would not."""
+        detector = self.engine.text_det
+        high, wide = bgr.shape[:2]
+        bounded = min(1.0, OCR_MAX_SIDE / max(high, wide))  # rapidocr's own bound, before the detector
+        long_side, short_side = max(high, wide) * bounded, min(high, wide) * bounded
+        first = min(1.0, detector.limit_side_len / long_side) if detector.limit_type == "max" else 1.0
+        scale = max(1.0, detector.limit_side_len / short_side)
+        scale = min(scale, (SECOND_LOOK_PIXELS / (long_side * short_side)) ** 0.5)
+        if scale < 1.5 * first:
+            return None
+        saved = detector.limit_type, detector.limit_side_len
+        detector.limit_type, detector.limit_side_len = "min", max(32, round(short_side * scale))
+        try:
+            return self._read_bgr(bgr)
+        finally:
+            detector.limit_type, detector.limit_side_len = saved
+
+    def _read_equalised(self, bgr: np.ndarray) -> OcrResult:
+        """Read again with the lightness equalised tile by tile (CLAHE), which lifts faint print out of
+        a dim or shadowed photo; boxes stay in the photo's own pixels."""
+        import cv2
+
+        lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2LAB)
+        lab[:, :, 0] = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)).apply(lab[:, :, 0])
+        return self._read_bgr(np.ascontiguousarray(cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)))
