@@ -32,9 +32,43 @@ os.environ.setdefault("JINA_MP_START_METHOD", "spawn")
 multiprocessing.set_start_method("spawn", force=True)
 
 
+FAST = False  # pytest --fast (scripts/test.sh --fast): the edit loop's tier, see pytest_collection_modifyitems
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="only the tests marked neither `service` nor `gpu`: no Flow, browser, Milvus server or qbank "
+        "process (docs/development.md: the edit loop, under a minute on 2 cores)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global FAST
+    FAST = bool(config.getoption("--fast"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not FAST:
+        return
+    left_out = [item for item in items if item.get_closest_marker("service") or item.get_closest_marker("gpu")]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if item not in set(left_out)]
+
+
+def service_only(what: str) -> None:
+    """Refuse, under --fast, to start ``what``: a test that starts one is marked `service`, so the fast
+    tier stays fast and says which test broke its promise."""
+    if FAST:
+        pytest.fail(f"this test starts {what}: mark it @pytest.mark.service (the fast tier runs none)", pytrace=False)
+
+
 @contextlib.contextmanager
 def running_flow(**settings: object) -> Iterator[dict[str, str]]:
     """flow.yml of this checkout on free loopback ports (qbank.service.flow.running_flow)."""
+    service_only("a Flow")
     with serve_running_flow(REPO / "flow.yml", **settings) as urls:
         yield urls
 
@@ -52,6 +86,7 @@ def toy_model(tmp_path_factory) -> Path:
     session), in a folder named as the demo caches it: tests whose claims need semantics use it."""
     from qbank_devtools.toy_clip import toy_clip
 
+    service_only("the toy CLIP's training (about 75 s)")
     return toy_clip(tmp_path_factory.mktemp("toy-models") / "toy-chinese-clip")
 
 
@@ -61,6 +96,7 @@ def milvus_standalone(tmp_path_factory):
     loopback port for the whole session; tests that restart it leave it running again."""
     from qbank_devtools.milvus_server import StandaloneMilvus
 
+    service_only("a Milvus server")
     server = StandaloneMilvus(tmp_path_factory.mktemp("milvus-standalone"), free_ports(1)[0])
     server.start()
     yield server
