@@ -68,6 +68,7 @@ BAD_ITEMS = {
 }
 
 
+@pytest.mark.service
 @pytest.mark.parametrize("case", list(BAD_ITEMS))
 def test_a_bad_item_is_named_and_nothing_of_its_request_is_stored(flow, case):
     bad, reason = BAD_ITEMS[case]
@@ -78,6 +79,7 @@ def test_a_bad_item_is_named_and_nothing_of_its_request_is_stored(flow, case):
     assert count(flow["grpc"]) == 4
 
 
+@pytest.mark.service
 def test_clip_client_gets_the_same_errors_for_what_it_sends(flow):
     """clip_client itself refuses content-less Documents (TypeError inside its request generator,
     on which jina 3.34's gRPC client then waits forever), so only items it forwards are tried here."""
@@ -88,6 +90,7 @@ def test_clip_client_gets_the_same_errors_for_what_it_sends(flow):
     assert count(flow["grpc"]) == 4
 
 
+@pytest.mark.service
 def test_the_project_client_gets_the_same_errors(flow):
     client = QbankClient(flow["http"])
     for case in ("corrupt image", "wrong dimension", "100k characters"):
@@ -99,12 +102,14 @@ def test_the_project_client_gets_the_same_errors(flow):
     assert client.count() == 4
 
 
+@pytest.mark.service
 def test_duplicate_ids_in_one_request_are_refused(flow):
     with pytest.raises(Exception, match="dup.*duplicate id in one request"):
         Client(flow["grpc"]).index(DocumentArray([Document(id="dup", text="一"), Document(id="dup", text="二")]))
     assert count(flow["grpc"]) == 4
 
 
+@pytest.mark.service
 def test_invalid_utf8_on_the_wire_is_refused_by_the_gateway(flow):
     from jina.types.request.data import DataRequest
 
@@ -126,6 +131,7 @@ def test_invalid_utf8_on_the_wire_is_refused_by_the_gateway(flow):
     assert count(flow["grpc"]) == 4
 
 
+@pytest.mark.service
 @pytest.mark.parametrize(
     ("parameters", "reason"),
     [
@@ -144,6 +150,7 @@ def test_malformed_search_parameters_are_refused(flow, parameters, reason):
         jina_client(flow["grpc"]).post("/search", inputs=query, parameters=parameters)
 
 
+@pytest.mark.service
 def test_filter_values_cannot_inject_into_the_expression(flow):
     crafted = ['数学" or subject != "', "数学' or 1==1 or '", '\\" or question_id != \\"', '数学" || true || "']
     client = Client(flow["grpc"])

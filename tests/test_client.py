@@ -94,6 +94,7 @@ def test_reading_reports_bad_rows_with_line_numbers(tmp_path):
     assert backslash.id == "F\\" and isinstance(tab, BadRow) and "control character" in tab.reason
 
 
+@pytest.mark.service
 def test_import_counts_and_skips_bad_rows(flow, imported):
     _, summary = imported
     assert (summary.questions, summary.imported, summary.items_sent, summary.items_skipped) == (24, 24, 48, 0)
@@ -103,6 +104,7 @@ def test_import_counts_and_skips_bad_rows(flow, imported):
     assert client.stats()["text_items"] == 24 and client.stats()["image_items"] == 24
 
 
+@pytest.mark.service
 def test_reimport_skips_what_is_stored_without_reencoding(flow, imported):
     path, _ = imported
     again = import_bank(QbankClient(flow["http"]), read_bank(path), batch_size=7, progress=False)
@@ -110,6 +112,7 @@ def test_reimport_skips_what_is_stored_without_reencoding(flow, imported):
     assert QbankClient(flow["grpc"]).count() == 48
 
 
+@pytest.mark.service
 def test_lookups_group_per_question_and_find_the_planted_item(flow, imported):
     path, _ = imported
     client = QbankClient(flow["grpc"])
@@ -129,6 +132,7 @@ def test_lookups_group_per_question_and_find_the_planted_item(flow, imported):
     assert client.similar_questions(planted.stem, limit=3, subject="不存在") == []
 
 
+@pytest.mark.service
 def test_cli_json_output_and_exit_codes(flow, imported, tmp_path, capsys):
     path, _ = imported
     url = ["--url", flow["grpc"], "--json"]
@@ -148,6 +152,7 @@ def test_cli_json_output_and_exit_codes(flow, imported, tmp_path, capsys):
     assert "questions whose figures match" in capsys.readouterr().out
 
 
+@pytest.mark.service
 def test_import_killed_with_sigkill_at_random_points_resumes_exactly(tiny_model, tmp_path):
     """A real `qbank import` process is killed three times at random points and run again each time:
     exact counts, no duplicates, nothing missing."""
@@ -178,6 +183,7 @@ def test_import_killed_with_sigkill_at_random_points_resumes_exactly(tiny_model,
         assert client.existing(sorted(all_ids)) == all_ids
 
 
+@pytest.mark.service
 def test_similar_modes_and_near_duplicate_export(flow, imported, tmp_path, capsys):
     from qbank.domain.duplicates import text_similarity
 
@@ -235,6 +241,7 @@ def _connections_to(port: int) -> int:
     return count
 
 
+@pytest.mark.service
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="counts connections through Linux /proc")
 def test_grpc_client_keeps_one_connection_and_fails_fast_when_the_gateway_is_down(flow, imported):
     from qbank.service.flow import free_ports
@@ -256,6 +263,7 @@ def test_grpc_client_keeps_one_connection_and_fails_fast_when_the_gateway_is_dow
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.service
 def test_the_client_imports_neither_pymilvus_nor_torch():
     """qbank_client talks to the gateway only: it must be installable beside neither."""
     import subprocess
@@ -284,6 +292,7 @@ def near_copies(seed: int, n: int) -> list[bytes]:
     return copies
 
 
+@pytest.mark.service
 def test_ten_questions_means_ten_even_when_one_question_has_most_of_the_nearest_items(flow):
     """The server groups per question (group_by): a question with 40 near-identical figures cannot
     crowd the others out, as it did when the client fetched 4 items per wanted question and grouped
@@ -332,6 +341,7 @@ class Trickle(http.server.BaseHTTPRequestHandler):
             pass
 
 
+@pytest.mark.service
 def test_import_names_and_skips_hostile_figures_within_seconds_and_imports_the_rest(flow, tmp_path):
     """A real `qbank import` with figures that are /dev/zero, a FIFO, a 2 GB sparse file and a URL
     that trickles a byte a second, in one batch with good questions: each hostile row is named and

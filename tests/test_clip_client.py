@@ -14,6 +14,8 @@ from conftest import png_bytes, running_flow
 from docarray import Document, DocumentArray
 from test_flow import PROTOCOLS, count, jina_client
 
+pytestmark = pytest.mark.service  # every test here starts a Flow, a browser or a process
+
 
 @pytest.fixture(scope="module")
 def flow(tiny_model, tmp_path_factory):

@@ -22,6 +22,8 @@ from qbank_client import QbankClient, read_bank
 from qbank_client.api import ServerError
 from qbank_client.importer import import_bank
 
+pytestmark = pytest.mark.service  # every test here starts a Flow, a browser or a process
+
 KEPT = ["1", "2", "12", "13"]  # question ids whose stems must survive every refused request
 
 

@@ -23,6 +23,7 @@ def test_demo_bank_is_a_few_hundred_chinese_questions_with_distinct_figures():
     assert len({q["stem"] for q in bank}) > 150  # varied, with some near-duplicates as real banks have
 
 
+@pytest.mark.service
 @pytest.mark.timeout(600)  # the first user of the session's toy CLIP pays its ~100 s of training
 def test_demo_runs_the_flow_imports_and_searches(toy_model, tmp_path, capsys):
     with patched_env(flow_env(model="", data_dir=tmp_path / "data")):  # the toy cached by the session
@@ -42,6 +43,7 @@ def test_demo_runs_the_flow_imports_and_searches(toy_model, tmp_path, capsys):
 KNOWN_NOISE = ("UserWarning", "pkg_resources", "annotation must be", "Loading weights", "Writing model shards")
 
 
+@pytest.mark.service
 @pytest.mark.timeout(600)
 def test_the_demos_first_screen_is_free_of_known_third_party_warnings(toy_model, tmp_path):
     """The demo as a user starts it (a real process tree): nothing of qbank.quiet's list, nor a
@@ -65,6 +67,7 @@ def test_the_demos_first_screen_is_free_of_known_third_party_warnings(toy_model,
     assert not [noise for noise in KNOWN_NOISE if noise in first_screen], first_screen[-3000:]
 
 
+@pytest.mark.service
 def test_qbank_show_warnings_shows_them_again():
     probe = "from qbank.quiet import quiet_known_warnings; quiet_known_warnings(); import milvus_lite"
     for show, shown in (("", False), ("true", True)):

@@ -29,6 +29,7 @@ def executors(tiny_model, tmp_path):
     encoder.close()
 
 
+@pytest.mark.service
 def test_encoder_and_indexer_index_and_search_without_a_flow(executors):
     encoder, indexer = executors
     stems = {"q1": "已知等腰三角形的两边长分别为3和7，求周长。", "q2": "把氯化钠溶于水，溶液的质量分数是多少？"}
@@ -47,6 +48,7 @@ def test_encoder_and_indexer_index_and_search_without_a_flow(executors):
     assert [m.id for m in query[0].matches] == ["q2:text:0", "q1:text:0"]
 
 
+@pytest.mark.service
 def test_a_bm25_search_by_the_services_default_embeds_no_query(tiny_model, tmp_path):
     """QBANK_SEARCH_MODE=bm25 and no mode in the request: the encoder and the indexer run the same
     plan (qbank.domain.search_plan), so no query is embedded that the indexer would not use (before,
@@ -71,6 +73,7 @@ def test_a_bm25_search_by_the_services_default_embeds_no_query(tiny_model, tmp_p
         encoder.close()
 
 
+@pytest.mark.service
 def test_executor_checks_reach_the_handlers_in_process(executors):
     encoder, indexer = executors
     with pytest.raises(ParameterError, match="'limit'"):

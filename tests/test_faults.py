@@ -67,6 +67,7 @@ def eventually(action, timeout: float = 90.0):
             time.sleep(1.0)
 
 
+@pytest.mark.service
 def test_milvus_down_at_start_and_restarted_later_the_flow_recovers(tiny_model, tmp_path):
     docs = question_items("fault", 3, "物理")
     with milvus_server(str(tmp_path / "milvus.db")) as milvus:
@@ -95,6 +96,7 @@ def test_milvus_down_at_start_and_restarted_later_the_flow_recovers(tiny_model, 
             assert result[0].matches[0].id == docs[4].id
 
 
+@pytest.mark.service
 def test_milvus_lites_server_by_uri_is_known_as_lite_and_gets_flat(tmp_path):
     """Lite's server binary answers no version call (UNIMPLEMENTED) and builds no HNSW ("local mode
     only support FLAT IVF_FLAT AUTOINDEX"): reached by URI it is still Lite, and gets FLAT."""

@@ -15,6 +15,8 @@ from clip_client import Client
 from conftest import png_bytes, running_flow
 from docarray import Document, DocumentArray
 
+pytestmark = pytest.mark.service  # every test here starts a Flow, a browser or a process
+
 PROTOCOLS = ["grpc", "http", "websocket"]
 
 

@@ -48,6 +48,7 @@ def ids(hits: list[dict]) -> list[str]:
     return [h["id"].split(":")[0] for h in hits]
 
 
+@pytest.mark.service
 def test_chinese_analyzer_finds_a_word_inside_a_longer_stem(store):
     assert store.full_text and store.analyzer == "chinese"
     # "三角形" sits inside "等腰三角形ABC中" with no space around it: jieba must split it out.
@@ -57,6 +58,7 @@ def test_chinese_analyzer_finds_a_word_inside_a_longer_stem(store):
     assert store.search_text(["光合作用"], 5)[0] == []  # no shared word, no match
 
 
+@pytest.mark.service
 def test_bm25_scores_are_positive_and_best_first(store):
     hits = store.search_text(["求圆的周长和面积"], 6)[0]
     scores = [h["distance"] for h in hits]
@@ -64,6 +66,7 @@ def test_bm25_scores_are_positive_and_best_first(store):
     assert all(s > 0 for s in scores) and scores == sorted(scores, reverse=True)
 
 
+@pytest.mark.service
 def test_hybrid_is_the_rrf_of_the_dense_and_bm25_lists(store):
     rows = make_rows(STEMS)
     query_vector = rows[3]["embedding"]  # "ohm"'s vector, with a query text that favours others
@@ -87,6 +90,7 @@ def test_hybrid_is_the_rrf_of_the_dense_and_bm25_lists(store):
     assert max(h["distance"] for h in other) > max(got.values())
 
 
+@pytest.mark.service
 def test_weighted_fusion_with_all_weight_on_one_side_follows_that_side(store):
     rows = make_rows(STEMS)
     vector, text = rows[0]["embedding"], "电阻 电流 电路"
@@ -98,6 +102,7 @@ def test_weighted_fusion_with_all_weight_on_one_side_follows_that_side(store):
     assert only_sparse[: len(sparse)] == sparse
 
 
+@pytest.mark.service
 def test_filters_apply_in_every_mode(store):
     expr = build_filter({"subject": "物理"})
     vector = make_rows(STEMS)[0]["embedding"]
@@ -147,6 +152,7 @@ def earlier_collection(tmp_path, schema_version: int, rows: list[dict] | None = 
     client.close()
 
 
+@pytest.mark.service
 def test_a_collection_from_before_full_text_says_how_to_get_it(tmp_path):
     """Schema 1 (no analyzer, no BM25 field): dense keeps working, bm25/hybrid explain themselves."""
     earlier_collection(tmp_path, schema_version=1, rows=make_rows(STEMS))
@@ -170,6 +176,7 @@ def test_text_similarity_ignores_punctuation_width_and_spaces():
     assert text_similarity(a, "两个电阻R1=4Ω、R2=6Ω串联，求电路的总电阻。") < 0.2
 
 
+@pytest.mark.service
 def test_near_duplicates_group_copies_and_leave_distinct_questions_alone(tmp_path):
     stems = dict(STEMS)
     stems["salt-numbers"] = ("化学", "将20克氯化钠溶于80克水中，求所得溶液的溶质质量分数。")
@@ -214,6 +221,7 @@ def test_the_generated_evaluation_set_is_labelled_and_distinct():
         assert query["text"] != texts[query["target"]]  # every variant really differs from its source
 
 
+@pytest.mark.service
 def test_evaluation_bm25_meets_its_target_on_the_generated_set(tiny_model, tmp_path):
     from qbank.model.clip import ClipEncoder
 
@@ -235,6 +243,7 @@ NEAR_TWINS = {  # one template, numbers changed: BM25 must find the stem a photo
 OCR_READING = "函数f(x)=x2-23x+93的图象与x轴交于A、B两点,求线段AB的长。"  # what PP-OCRv6 read of f23-93
 
 
+@pytest.mark.service
 def test_bm25_matches_a_stem_in_the_form_ocr_reads_it(tmp_path):
     """Schema 3: BM25 reads the stem's matching form (x² and x2 meet), the display text is kept."""
     item_store = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
@@ -248,6 +257,7 @@ def test_bm25_matches_a_stem_in_the_form_ocr_reads_it(tmp_path):
         item_store.close()
 
 
+@pytest.mark.service
 def test_a_schema_2_collection_keeps_bm25_over_its_raw_text(tmp_path):
     """A collection made before the matching form (BM25 over `text` itself) is searched with the
     query as given; there, the OCR reading's x2 is not the stem's x², which is what schema 3 fixes."""
@@ -284,6 +294,7 @@ def many_items_per_question(questions: int = 30, items: int = 4, dim: int = 8) -
     return out
 
 
+@pytest.mark.service
 @pytest.mark.parametrize("mode", ["dense", "bm25", "rrf", "weighted"])
 def test_a_grouped_search_returns_exactly_limit_questions_in_every_mode(tmp_path, mode):
     """group_by question_id: Milvus Lite groups dense and BM25 itself (group_by_field); hybrid is

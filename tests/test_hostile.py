@@ -56,6 +56,7 @@ def timed_count(client: QbankClient, until: threading.Event, ready: threading.Ev
     return latencies
 
 
+@pytest.mark.service
 def test_hostile_stems_index_and_search_within_a_second_each_while_count_answers(flow):
     client = QbankClient(flow["grpc"])
     docs = [
@@ -100,6 +101,7 @@ def test_hostile_stems_index_and_search_within_a_second_each_while_count_answers
     assert latencies and max(latencies) < 1.0, latencies
 
 
+@pytest.mark.service
 def test_a_bm25_query_over_the_text_limit_is_refused_by_name_at_once(flow):
     client = QbankClient(flow["grpc"])
     for mode in ("bm25", "hybrid"):

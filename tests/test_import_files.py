@@ -65,6 +65,7 @@ def cmmlu_rows(limit: int | None = None) -> list[dict]:
 # -- reading (no service) -----------------------------------------------------------------------
 
 
+@pytest.mark.service
 @needs_cmmlu
 def test_gbk_gb18030_utf16_and_bom_files_read_as_their_utf8_original(tmp_path):
     fields = FieldMap.parse(["stem=Question", "options=A,B,C,D", "answer=Answer"], ["subject={file}"])
@@ -104,6 +105,7 @@ def test_gbk_gb18030_utf16_and_bom_files_read_as_their_utf8_original(tmp_path):
     assert rc == 2 and "no such encoding" in err
 
 
+@pytest.mark.service
 def test_xlsx_every_sheet_or_one_with_the_same_map(tmp_path):
     import openpyxl
 
@@ -137,6 +139,7 @@ def test_xlsx_every_sheet_or_one_with_the_same_map(tmp_path):
     assert rc == 2 and "no sheet '附加题'" in err and "选择题" in err
 
 
+@pytest.mark.service
 @needs_cmmlu
 def test_mappings_are_checked_against_the_header_before_anything_is_read(tmp_path):
     bank = shutil.copy(PHYSICS, tmp_path / "physics.csv")
@@ -174,6 +177,7 @@ def test_mappings_are_checked_against_the_header_before_anything_is_read(tmp_pat
     assert rc == 2 and f"over the limit of {MAX_COLUMNS}" in err
 
 
+@pytest.mark.service
 def test_a_bad_row_is_named_by_its_line_and_reading_goes_on(tmp_path):
     rows = [["id", "stem", "answer"]] + [[f"c{n}", f"第{n}题 已知函数f(x)=x^2，求f({n})", "B"] for n in range(1, 1601)]
     rows[5][1] = "长" * 150_000  # a 450 KB field: over the csv module's 128 KiB and over the text limit
@@ -207,6 +211,7 @@ def test_a_bad_row_is_named_by_its_line_and_reading_goes_on(tmp_path):
     assert "digits" in bad[5] and f"over {MAX_ROW_BYTES} bytes" in bad[9]
 
 
+@pytest.mark.service
 def test_duplicate_ids_are_named_and_the_first_is_kept_and_strict_refuses(tmp_path):
     lines = [
         {"id": "d1", "stem": "第一次出现"},
@@ -240,6 +245,7 @@ def stored_stem(client: QbankClient, question_id: str) -> str:
     return next(d.text for d in items if d.id.endswith(":text:0")) if items else ""
 
 
+@pytest.mark.service
 @needs_cmmlu
 def test_thirty_good_rows_are_stored_beside_hostile_ones_in_one_batch(flow, tmp_path):
     (tmp_path / "figs").mkdir()
@@ -282,6 +288,7 @@ def test_thirty_good_rows_are_stored_beside_hostile_ones_in_one_batch(flow, tmp_
     assert stored_stem(client, "g3").startswith(good[3]["stem"])
 
 
+@pytest.mark.service
 @needs_cmmlu
 def test_a_gbk_csv_and_an_xlsx_of_cmmlu_import_whole(flow, tmp_path):
     import openpyxl
@@ -306,6 +313,7 @@ def test_a_gbk_csv_and_an_xlsx_of_cmmlu_import_whole(flow, tmp_path):
     assert rc == 0 and summary["items_sent"] == 0 and summary["items_skipped"] == rows + 50
 
 
+@pytest.mark.service
 def test_a_csv_with_a_long_field_and_an_encoding_break_stores_every_other_row(flow, tmp_path):
     rows = [["id", "stem"]] + [[f"e{n}", f"第{n}题 下列说法正确的是"] for n in range(40)]
     rows[10][1] = "长" * 50_000  # 150 KB of UTF-8: over the csv module's own limit
@@ -321,6 +329,7 @@ def test_a_csv_with_a_long_field_and_an_encoding_break_stores_every_other_row(fl
     assert stored == {f"e{n}:text:0" for n in range(40) if n not in (9, 30)}
 
 
+@pytest.mark.service
 def test_a_batch_the_service_refuses_is_split_and_only_the_refused_row_is_lost(tiny_model, tmp_path):
     """The service runs with smaller limits than the client knows (QBANK_MAX_TEXT_CHARS=300): the
     encoder refuses the batch, and the client resends the rest."""
@@ -337,6 +346,7 @@ def test_a_batch_the_service_refuses_is_split_and_only_the_refused_row_is_lost(t
         assert QbankClient(urls["grpc"]).count() == 19
 
 
+@pytest.mark.service
 def test_a_service_that_dies_mid_import_still_gets_the_summary(tiny_model, tmp_path):
     lines = [{"id": f"k{n}", "stem": f"第{n}题 已知等差数列的前n项和"} for n in range(400)]
     bank = tmp_path / "bank.jsonl"

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 PROBE_DIRECT_DOCS = (
@@ -55,6 +56,7 @@ def test_processes_run_the_tree_being_edited():
     ]
 
 
+@pytest.mark.service
 def test_a_clip_client_environment_gets_the_fix_from_the_compat_wheel(tmp_path):
     """What a clip-client user does: install compat/ (built here as pip builds it), nothing of
     qbank-search. Simulated without a new virtualenv: an interpreter started without site (so none

@@ -340,6 +340,7 @@ def test_every_image_has_a_dockerfile_that_copies_what_its_command_uses(overlay)
                 assert "torch==2.13.0+cpu" in installs
 
 
+@pytest.mark.service
 @pytest.mark.parametrize("dockerfile", sorted((K8S / "images").glob("*.Dockerfile")), ids=lambda p: p.stem)
 def test_an_image_installs_the_server_package_alone(dockerfile, tmp_path):
     """What an image's COPY steps bring, built as pip builds it there: the wheel holds qbank and
@@ -385,6 +386,7 @@ def test_an_image_installs_the_server_package_alone(dockerfile, tmp_path):
     assert "qbank/service/gateway.py" in names and "qbank/cli/fetch.py" in names
 
 
+@pytest.mark.service
 def test_jina_export_kubernetes_draws_the_same_graph(tmp_path):
     """`jina export kubernetes` on flow.yml (executors swapped for our images, as it requires) gives
     the same executors, graph, ports and protocols; k8s/ differs where docs/kubernetes.md explains why."""
@@ -493,6 +495,7 @@ def _wait_grpc_health(port: int, deadline: float) -> None:
 EXECUTORS = ("reader", "encoder", "indexer")
 
 
+@pytest.mark.service
 def test_the_cpu_overlay_runs_as_processes_and_serves(tiny_model, tiny_onnx, tmp_path):
     """Each Deployment's command, args, env and probes from the rendered cpu overlay, run on loopback:
     the init step, the three executors, the gateway with a token from the (simulated) Secret."""

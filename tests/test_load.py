@@ -10,6 +10,8 @@ from test_flow import question_items
 from qbank_client import QbankClient
 from qbank_devtools.loadtest import process_tree_rss_mb, run_load
 
+pytestmark = pytest.mark.service  # every test here starts a Flow, a browser or a process
+
 
 @pytest.fixture(scope="module")
 def loaded(tiny_model, tmp_path_factory):

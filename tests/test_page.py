@@ -128,6 +128,7 @@ def test_a_figure_swapped_for_a_link_while_it_is_served_never_leaks_the_file_out
     assert served and refused  # both states were seen: the race was really run
 
 
+@pytest.mark.service
 def test_the_page_ships_in_the_package(tmp_path):
     """Images install the project from source (k8s/images): the page's files must be in the wheel."""
     command = [
@@ -193,6 +194,7 @@ def get(url: str, token: str | None = None) -> tuple[int, dict, bytes]:
         return error.code, dict(error.headers), error.read()
 
 
+@pytest.mark.service
 def test_page_files_are_open_and_figures_need_the_token(flow, bank):
     status, headers, body = get(flow["http"] + "/ui")
     assert status == 200 and b"Question bank search" in body
@@ -208,6 +210,7 @@ def test_page_files_are_open_and_figures_need_the_token(flow, bank):
     assert status == 403 and b"outside the figure folders" in body
 
 
+@pytest.mark.service
 def test_a_fifo_in_a_figure_root_is_refused_at_once_and_never_stalls_the_gateway(flow, bank):
     """The route read the file inside the event loop all three protocols share: a FIFO there held
     gRPC /count and GET /ui until something wrote to it. Now it is refused from the opened file."""
@@ -225,6 +228,7 @@ def test_a_fifo_in_a_figure_root_is_refused_at_once_and_never_stalls_the_gateway
         fifo.unlink()
 
 
+@pytest.mark.service
 def test_questions_endpoint_returns_whole_questions_in_order(flow):
     with QbankClient(flow["grpc"], token=TOKEN) as client:
         docs, _ = client.post("/questions", parameters={"question_ids": [XSS, PLANTED, "no-such-question"]})
@@ -301,6 +305,7 @@ def search(driver, text: str = "", mode: str = "", modality: str = "", subject: 
     return js(driver, "return [...document.querySelectorAll('#results > .card')].map(c => c.dataset.question)")
 
 
+@pytest.mark.service
 def test_without_the_token_the_page_shows_the_refusal_then_works_with_it(flow, browser):
     browser.get(flow["http"] + "/ui")
     wait_for(lambda: browser.find_element("id", "token-panel").is_displayed(), "the token prompt")
@@ -326,6 +331,7 @@ def test_without_the_token_the_page_shows_the_refusal_then_works_with_it(flow, b
     assert all("401" in line for line in errors_in_console(browser))
 
 
+@pytest.mark.service
 def test_page_loads_with_the_stats_and_no_console_errors(flow, browser):
     browser.get(flow["http"] + "/ui")  # the same tab: the token is still in sessionStorage
     stats = wait_for(
@@ -339,6 +345,7 @@ def test_page_loads_with_the_stats_and_no_console_errors(flow, browser):
     assert errors_in_console(browser) == []
 
 
+@pytest.mark.service
 def test_a_text_query_shows_the_planted_question_first_with_its_figure(flow, browser):
     found = search(browser, "等腰梯形 对角线", mode="bm25")
     assert found[0] == PLANTED
@@ -360,6 +367,7 @@ def test_a_text_query_shows_the_planted_question_first_with_its_figure(flow, bro
     assert errors_in_console(browser) == []
 
 
+@pytest.mark.service
 def test_the_tab_keeps_at_most_200_figures_and_releases_the_oldest(flow, browser):
     """Each figure is a blob: URL holding its bytes; past FIGURE_CACHE_SIZE the oldest is revoked."""
     search(browser, "等腰梯形 对角线", mode="bm25")
@@ -384,12 +392,14 @@ def test_the_tab_keeps_at_most_200_figures_and_releases_the_oldest(flow, browser
     browser.get_log("browser")  # the 200 refused fetches' console lines are this test's, not the next one's
 
 
+@pytest.mark.service
 def test_uploading_a_figure_finds_its_question(flow, browser, bank):
     found = search(browser, image=bank.parent / "figs" / "planted.png", mode="dense", modality="image")
     assert found[0] == PLANTED
     assert "matched: figure" in browser.find_element("css selector", "#results > .card").text
 
 
+@pytest.mark.service
 def test_a_filter_changes_the_results(flow, browser):
     everything = search(browser, "如图", mode="bm25")
     subjects = js(browser, "return [...document.querySelectorAll('#results > .card .meta')].map(m => m.textContent)")
@@ -399,6 +409,7 @@ def test_a_filter_changes_the_results(flow, browser):
     assert only and only != everything and all(s.startswith("物理") for s in subjects), subjects
 
 
+@pytest.mark.service
 def test_a_stem_with_html_shows_as_text(flow, browser):
     found = search(browser, "恶意题干测试", mode="bm25")
     assert found[0] == XSS
@@ -408,6 +419,7 @@ def test_a_stem_with_html_shows_as_text(flow, browser):
     assert js(browser, "return document.querySelectorAll('#results script, #results img[src=\"x\"]').length") == 0
 
 
+@pytest.mark.service
 def test_stored_latex_is_typeset_options_listed_and_answer_folded_with_trust_off(flow, browser):
     """KaTeX from the package (no CDN) typesets the stored $\\frac{1}{2}$ as a fraction in the stem,
     the options and the analysis; \\href{javascript:...} and a <script> in the stem stay inert."""
@@ -434,6 +446,7 @@ def test_stored_latex_is_typeset_options_listed_and_answer_folded_with_trust_off
     assert js(browser, "return window.__xss") is None
 
 
+@pytest.mark.service
 def test_clicking_a_card_shows_the_whole_question_and_similar_ones(flow, browser):
     search(browser, "等腰梯形 对角线", mode="bm25")
     browser.find_element("css selector", "#results > .card").click()
@@ -455,6 +468,7 @@ def test_clicking_a_card_shows_the_whole_question_and_similar_ones(flow, browser
     browser.save_screenshot(str(ARTIFACTS / "search-page-detail.png"))
 
 
+@pytest.mark.service
 def test_the_service_error_is_shown_as_the_service_gave_it(flow, browser):
     js(browser, "document.getElementById('limit').value = 80")
     browser.find_element("id", "query-text").clear()
@@ -470,6 +484,7 @@ def test_the_service_error_is_shown_as_the_service_gave_it(flow, browser):
     js(browser, "document.getElementById('limit').value = 10")
 
 
+@pytest.mark.service
 def test_a_photo_of_a_question_finds_it(flow, browser, tmp_path):
     from qbank_devtools.photos import photo_bytes
 
@@ -485,6 +500,7 @@ def test_a_photo_of_a_question_finds_it(flow, browser, tmp_path):
     assert read.startswith("read from the photo:") and "等腰梯形" in read
 
 
+@pytest.mark.service
 @pytest.mark.parametrize("how", ["drop", "paste"])
 def test_an_image_can_be_dropped_or_pasted(flow, browser, how):
     """A real DataTransfer holding a File, dispatched as the browser does for a drop or a paste."""
@@ -521,6 +537,7 @@ HOSTILE_MATH = {
 }
 
 
+@pytest.mark.service
 def test_a_result_list_with_hostile_formulas_shows_every_card_and_the_tab_survives(flow, browser):
     """Stored formulas nested 160 to 3,000 deep, 5,000 spans, broken ones: each is shown as written, the
     ordinary cards beside them are typeset, the tab stays alive, an analysis nested 1,500 deep opens."""
@@ -579,6 +596,7 @@ def test_a_result_list_with_hostile_formulas_shows_every_card_and_the_tab_surviv
         client.delete_questions([d.tags["question_id"] for d in docs])
 
 
+@pytest.mark.service
 def test_a_whole_page_photo_boxes_each_question_and_lists_its_matches_under_its_number(flow, browser, bank, tmp_path):
     """'whole page' sends page: true; the photo is shown with a box over each question found on it
     (placed in percent of the photo, over its question's lines), and each question's own matches are

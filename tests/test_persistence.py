@@ -10,6 +10,8 @@ from test_flow import count, question_items
 
 from qbank_devtools.tiny_clip import build_tiny_clip
 
+pytestmark = pytest.mark.service  # every test here starts a Flow, a browser or a process
+
 
 def test_restarted_flow_finds_the_data_and_refuses_another_model(tiny_model, tmp_path):
     data_dir = tmp_path / "data"

@@ -19,6 +19,8 @@ from qbank_client import QbankClient
 from qbank_devtools.demo import draw_figure
 from qbank_devtools.photos import DISTORTIONS, photo_bytes, render_question
 
+pytestmark = pytest.mark.service  # every test here starts a Flow, a browser or a process
+
 PLANTED = "photo-planted"
 TEMPLATE = "已知等腰三角形的两边长分别为{a}和{b}，求这个三角形的周长。"
 NEAR_DUPLICATES = [(a, b) for a in (3, 4, 5, 6) for b in (7, 8, 9)]  # (3, 7) is the planted one

@@ -126,6 +126,7 @@ def test_non_finite_and_absurd_inputs_exit_2_with_the_bound_and_why(args, words,
     assert words in capsys.readouterr().err
 
 
+@pytest.mark.service
 def test_the_overlay_it_writes_renders_with_the_plans_replicas_and_index(tmp_path, capsys):
     from test_k8s import KUSTOMIZE
 

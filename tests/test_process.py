@@ -125,6 +125,7 @@ def env(tiny_model, tmp_path):
     return dict(os.environ, **flow_env(model=tiny_model, data_dir=tmp_path / "data"))
 
 
+@pytest.mark.service
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_the_main_process_stops_every_process_and_frees_the_ports(env, signum):
     served = Served(env).wait_up()
@@ -146,6 +147,7 @@ def test_a_signal_to_the_main_process_stops_every_process_and_frees_the_ports(en
         again.kill()
 
 
+@pytest.mark.service
 def test_a_killed_executor_stops_the_service_with_exit_1_and_no_orphans(env):
     served = Served(env).wait_up()
     try:
@@ -162,6 +164,7 @@ def test_a_killed_executor_stops_the_service_with_exit_1_and_no_orphans(env):
         served.kill()
 
 
+@pytest.mark.service
 def test_searches_in_flight_when_the_reader_is_killed_get_an_error_naming_it(env):
     """kill -9 of the reader under four searching threads: the calls in flight used to fail with
     "ValueError: the buffer is already decompressed" (grpc copies the gateway's empty error message
@@ -209,6 +212,7 @@ def test_searches_in_flight_when_the_reader_is_killed_get_an_error_naming_it(env
         served.kill()
 
 
+@pytest.mark.service
 def test_a_killed_milvus_lite_process_is_restarted_and_nothing_is_lost(env):
     served = Served(env).wait_up()
     try:
@@ -230,6 +234,7 @@ def test_a_killed_milvus_lite_process_is_restarted_and_nothing_is_lost(env):
         served.kill()
 
 
+@pytest.mark.service
 def test_a_data_folder_that_cannot_be_written_fails_the_start_with_the_reason(env, tmp_path):
     folder = tmp_path / "readonly"
     folder.mkdir()
@@ -254,6 +259,7 @@ def nested(depth: int) -> dict:
     return value  # type: ignore[return-value]
 
 
+@pytest.mark.service
 def test_malformed_http_and_websocket_input_gets_its_reason_and_never_wedges_shutdown(env):
     import asyncio
     import json
@@ -303,6 +309,7 @@ def test_malformed_http_and_websocket_input_gets_its_reason_and_never_wedges_shu
         served.kill()
 
 
+@pytest.mark.service
 def test_malformed_grpc_messages_are_refused_by_name_and_never_wedge_shutdown(env):
     """A message that is not a jina DataRequest (here invalid UTF-8 in a string field), on the unary
     and on the streaming data RPC. jina 3.34 parsed it inside its request stream, where the failure
@@ -355,6 +362,7 @@ def post_json(url: str, payload: dict | bytes) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
+@pytest.mark.service
 def test_lone_surrogates_oversize_messages_and_bad_stream_doc_are_refused_by_name_and_stop_stays_clean(env):
     """Lone surrogates in a text, id, tag, parameter or /questions id got a bare 500 over HTTP and a
     close without reason over WebSocket, after which SIGINT took 16-17 s; a 200 MB gRPC message was
@@ -451,6 +459,7 @@ def test_lone_surrogates_oversize_messages_and_bad_stream_doc_are_refused_by_nam
         served.kill()
 
 
+@pytest.mark.service
 def test_a_signal_during_the_start_leaves_no_process_behind(env):
     served = Served(env)  # its output is not read: the pipe holds the start's few lines
     try:
@@ -489,6 +498,7 @@ def alive(pid: int) -> bool:
         return False  # reaped between the two looks
 
 
+@pytest.mark.service
 def test_sigterm_to_a_bench_script_stops_the_milvus_server_it_started(tmp_path):
     """A bench's main calls exit_on_sigterm(): SIGTERM unwinds its ``with`` blocks, so the standalone
     stops with it (Python's default left it running, holding its ports and the next run's start)."""
@@ -530,6 +540,7 @@ def test_every_bench_that_starts_a_server_stops_it_on_sigterm():
     assert not missing, f"bench scripts that start a server without exit_on_sigterm(): {missing}"
 
 
+@pytest.mark.service
 def test_ready_means_an_import_sent_that_moment_succeeds_and_probes_log_no_errors(env):
     """A script polls GET / while qbank-serve starts and imports the moment it says ready: no error
     (jina's own GET / answered 200 while the encoder still loaded: 'Communication error with

@@ -80,6 +80,7 @@ def rows(dim: int = 8) -> list[dict]:
     ]
 
 
+@pytest.mark.service
 def test_bm25_reads_the_reading_form_on_schema_5_and_the_stem_is_stored_as_given(tmp_path):
     store = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
     try:
@@ -97,6 +98,7 @@ def test_bm25_reads_the_reading_form_on_schema_5_and_the_stem_is_stored_as_given
         store.close()
 
 
+@pytest.mark.service
 def test_bm25_hits_carry_the_match_form_the_collection_stores_of_their_stem_and_analysis(tmp_path):
     """Ranking BM25's candidates by the text compared reads each candidate's match form from the
     store instead of parsing its LaTeX again: it must be exactly match_form of the stem (and of the
@@ -121,6 +123,7 @@ def test_bm25_hits_carry_the_match_form_the_collection_stores_of_their_stem_and_
         store.close()
 
 
+@pytest.mark.service
 @pytest.mark.parametrize(
     "schema, reading, marker",
     [(3, False, "\\left"), (4, True, "_")],  # schema 3: the folded raw text; 4: the reading form, ^ and _ kept
@@ -155,6 +158,7 @@ def test_powers_and_subscripts_meet_what_is_typed_and_read_in_bm25s_form():
     assert folded("填空x=____a") == "填空x=____a"  # a fill-in blank is no subscript
 
 
+@pytest.mark.service
 def test_a_collection_before_schema_5_says_its_analyses_are_not_searchable(tmp_path):
     earlier_collection(tmp_path, schema_version=4)
     old = ItemStore(IndexerSettings.resolve(data_dir=str(tmp_path)))
@@ -181,6 +185,7 @@ def flow(tiny_model, tmp_path_factory):
         yield urls
 
 
+@pytest.mark.service
 def test_through_the_flow_a_typed_subscript_and_a_read_fraction_find_their_latex_stems(flow):
     client = QbankClient(flow["grpc"])
     docs = DocumentArray(Document(id=f"{q}:text:0", text=t, tags={"question_id": q}) for q, t in TWINS.items())
@@ -198,6 +203,7 @@ CSV_BANK = """,Question,A,B,C,D,Answer
 """
 
 
+@pytest.mark.service
 def test_a_csv_bank_imports_with_a_field_mapping_and_its_options_are_searched_and_kept(flow, tmp_path):
     """CMMLU's layout (an unnamed row-number column, Question, A-D, Answer) through a real `qbank
     import` with --map: ids from file and line, options in the stem's text and in its tags, the
@@ -231,6 +237,7 @@ def test_a_csv_bank_imports_with_a_field_mapping_and_its_options_are_searched_an
     )
 
 
+@pytest.mark.service
 def test_an_html_stems_inline_images_become_its_searchable_figures_and_json_arrays_import(flow, tmp_path):
     (tmp_path / "figs").mkdir()
     (tmp_path / "figs" / "tri.png").write_bytes(png_bytes(4711, (64, 48)))
@@ -251,6 +258,7 @@ def test_an_html_stems_inline_images_become_its_searchable_figures_and_json_arra
     assert client.similar_questions("求面积", limit=1, mode="bm25")[0].question_id == "html-1"
 
 
+@pytest.mark.service
 def test_through_the_flow_typed_words_find_the_stem_that_holds_them_in_order(flow):
     """BM25 alone ranks the short stem with the same words in another order first (length
     normalisation); /search mode bm25 orders its candidates by in-order coverage of the query."""
@@ -277,6 +285,7 @@ def test_through_the_flow_typed_words_find_the_stem_that_holds_them_in_order(flo
     assert found[0].matches[1].scores["bm25"].value > best.scores["bm25"].value  # BM25's own order differed
 
 
+@pytest.mark.service
 def test_the_analysis_is_searched_only_when_asked(flow, tmp_path):
     """An analysis is stored with its question and searched by its words only with search_in
     'analysis' (the CLI's --in-analysis); other modes refuse the parameter, naming it."""
@@ -312,6 +321,7 @@ def test_the_analysis_is_searched_only_when_asked(flow, tmp_path):
         client.similar_questions(words, mode="bm25", search_in="answers")
 
 
+@pytest.mark.service
 def test_a_photo_of_a_typeset_fraction_finds_its_stem_among_twins_that_differ_in_numbers(flow):
     """The stem typeset by KaTeX in headless Chromium (as printed), photographed tilted and as a
     JPEG, read by the real OCR model through the Flow: its own stem first, not its twin."""

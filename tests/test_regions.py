@@ -104,6 +104,7 @@ DETERMINANT = [  # KaTeX sets the matrix taller than a line; the detector reads 
 ]
 
 
+@pytest.mark.service
 def test_typeset_math_the_detector_leaves_out_is_no_figure_and_a_figure_beside_it_still_is(reader):
     """The matrix's entries and bars lie outside the text lines the detector found: before the
     joined-stroke test they were a "figure" under every distortion (a CLIP encode and a figure search

@@ -145,6 +145,7 @@ def guarded(tiny_model, tmp_path_factory):
             yield urls
 
 
+@pytest.mark.service
 def test_clip_client_needs_the_token_on_grpc_and_http(guarded):
     for protocol in ("grpc", "http"):
         url = guarded[protocol]
@@ -158,6 +159,7 @@ def test_clip_client_needs_the_token_on_grpc_and_http(guarded):
         assert len(Client(guarded["http"]).encode(["环境变量"])[0]) == 16
 
 
+@pytest.mark.service
 def test_qbank_client_sends_the_token_on_every_protocol(guarded):
     docs = question_items("guard", 1, "数学")
     for url in guarded.values():
@@ -170,6 +172,7 @@ def test_qbank_client_sends_the_token_on_every_protocol(guarded):
     assert QbankClient(guarded["grpc"], token=TOKEN).count() == 2  # nothing written without the token
 
 
+@pytest.mark.service
 def test_cli_says_the_token_is_wrong(guarded, capsys):
     from qbank_client.cli import main
 
@@ -179,6 +182,7 @@ def test_cli_says_the_token_is_wrong(guarded, capsys):
         assert main(["--url", url, "--token", TOKEN, "--json", "stats"]) == 0
 
 
+@pytest.mark.service
 def test_health_probes_stay_open_and_everything_else_is_closed(guarded):
     http_base = guarded["http"]
     with urllib.request.urlopen(http_base + "/", timeout=5) as response:
@@ -252,6 +256,7 @@ def outside_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
+@pytest.mark.service
 def test_the_executors_take_nothing_but_the_gateway(guarded):
     """With a token on the gateway, /count and /delete sent straight to an executor's own port (the
     indexer answered {'count': 1004.0} from anywhere before) are refused: the executors listen on
@@ -277,6 +282,7 @@ def test_the_executors_take_nothing_but_the_gateway(guarded):
     assert QbankClient(guarded["grpc"], token=TOKEN).count() >= 2  # nothing was deleted
 
 
+@pytest.mark.service
 def test_readiness_means_every_executor_answers_and_probes_log_no_errors(guarded, capfd):
     http_base = guarded["http"]
     for _ in range(3):
@@ -289,6 +295,7 @@ def test_readiness_means_every_executor_answers_and_probes_log_no_errors(guarded
     assert "_jina_dry_run_" not in logged.out + logged.err  # 42 ERROR lines a probe before
 
 
+@pytest.mark.service
 def test_served_flow_refuses_loopback_urls_and_files_by_default(guarded, web, tmp_path):
     (tmp_path / "fig.png").write_bytes(PNG)
     client = QbankClient(guarded["grpc"], token=TOKEN)

@@ -20,6 +20,8 @@ from qbank.config import IndexerSettings
 from qbank.domain.schema import item_row
 from qbank.store import FullTextUnavailableError, ItemStore
 
+pytestmark = pytest.mark.service  # every test here starts a Flow, a browser or a process
+
 
 def rows(n: int, dim: int = 8) -> list[dict]:
     out = []

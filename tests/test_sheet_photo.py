@@ -179,6 +179,7 @@ def sheet_photos() -> dict[str, bytes]:
     return photos
 
 
+@pytest.mark.service
 @pytest.mark.parametrize("kind", ["clean", "tilted", "jpeg40", "two columns"])
 def test_a_sheet_photo_answers_each_question_with_its_box(flow, sheet_photos, kind):
     found = QbankClient(flow["grpc"]).photo_search(sheet_photos[kind], limit=3, page=True)
@@ -193,6 +194,7 @@ def test_a_sheet_photo_answers_each_question_with_its_box(flow, sheet_photos, ki
     assert plain["segments"] == [] and plain["questions"]  # a photo without page keeps its answer
 
 
+@pytest.mark.service
 def test_a_hurried_shot_holding_part_of_its_neighbours_finds_the_question_it_is_of(flow, sheet_photos):
     """Without page, a photo holding its question, a line of the one above and half of the one below
     is searched by the words of the question it is mostly of (``focus``, with its box), not by all it
@@ -203,6 +205,7 @@ def test_a_hurried_shot_holding_part_of_its_neighbours_finds_the_question_it_is_
     assert found["questions"][0].question_id == "sheet-speed", found["questions"][:3]
 
 
+@pytest.mark.service
 def test_a_question_with_a_students_pen_marks_finds_its_question(flow, sheet_photos):
     """Underlines through its lines, a circled option, a tick and a handwritten answer in a Kai face
     (fonts-arphic-ukai) over the question: still its question at rank 1, not its twin."""
@@ -210,6 +213,7 @@ def test_a_question_with_a_students_pen_marks_finds_its_question(flow, sheet_pho
     assert found["questions"][0].question_id == "sheet-set", (found["text"], found["questions"][:3])
 
 
+@pytest.mark.service
 def test_qbank_photo_page_prints_a_block_per_question(flow, sheet_photos, tmp_path, capsys):
     from qbank_client.cli import main
 

@@ -57,6 +57,7 @@ def test_filters_are_built_from_escaped_literals_only():
             build_filter(bad)
 
 
+@pytest.mark.service
 def test_upsert_search_filter_delete_on_milvus_lite(store):
     assert store.count() == 0 and store.search([[0.0] * 8], 5) == [[]]  # nothing yet, no collection
     data = rows(10)
@@ -76,6 +77,7 @@ def test_upsert_search_filter_delete_on_milvus_lite(store):
     assert store.count() == 8 and store.count(build_filter({"subject": "数学"})) == 4
 
 
+@pytest.mark.service
 def test_a_failed_write_reloads_milvus_lite_and_keeps_what_is_on_disk(store):
     """Both writes (upsert and delete) go through one failure path: Milvus Lite is restarted, so
     what requests see afterwards is what is in the file."""
@@ -100,6 +102,7 @@ def test_a_failed_write_reloads_milvus_lite_and_keeps_what_is_on_disk(store):
     reopened.close()
 
 
+@pytest.mark.service
 def test_vectors_of_another_model_or_dimension_are_refused(store):
     store.check_vectors("model-a", 8, create=True)
     store.upsert(rows(3))
@@ -110,6 +113,7 @@ def test_vectors_of_another_model_or_dimension_are_refused(store):
     assert store.count() == 3
 
 
+@pytest.mark.service
 def test_data_and_model_identity_survive_reopening(tmp_path):
     settings = IndexerSettings.resolve(data_dir=str(tmp_path))
     first = ItemStore(settings)
@@ -126,6 +130,7 @@ def test_data_and_model_identity_survive_reopening(tmp_path):
         second.close()
 
 
+@pytest.mark.service
 def test_default_index_is_exact_on_milvus_lite_and_hnsw_on_a_server(tmp_path):
     """Lite 2.5 never builds IVF/AUTOINDEX over inserted rows (recall@10 0.10 measured on random
     vectors), so a Lite collection gets FLAT: every query finds exactly numpy's top 10."""

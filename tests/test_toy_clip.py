@@ -43,6 +43,7 @@ def flow(toy_model, tmp_path_factory):
         yield urls
 
 
+@pytest.mark.service
 def test_a_kinds_words_find_figures_of_that_kind_through_the_flow(flow, kind_of):
     client = QbankClient(flow["grpc"])
     shares = {
@@ -53,6 +54,7 @@ def test_a_kinds_words_find_figures_of_that_kind_through_the_flow(flow, kind_of)
     assert statistics.mean(shares.values()) >= TARGET, shares
 
 
+@pytest.mark.service
 def test_a_figure_finds_stems_about_its_kind_and_similar_questions_are_about_the_same(flow, bank, kind_of):
     client = QbankClient(flow["grpc"])
     sample = bank[::6]  # 30 questions, every kind
@@ -77,6 +79,7 @@ def test_a_figure_finds_stems_about_its_kind_and_similar_questions_are_about_the
     assert statistics.mean(similar) >= TARGET, similar
 
 
+@pytest.mark.service
 def test_the_figure_the_reader_cuts_from_a_photo_finds_figures_of_its_kind(flow, bank, kind_of):
     """The crop travels another path than a bank figure (a JPEG photo, the reader's cut, the
     encoder's resizing): its figure search keeps the figure's own ranking by kind, within 0.1."""
@@ -93,6 +96,7 @@ def test_the_figure_the_reader_cuts_from_a_photo_finds_figures_of_its_kind(flow,
     assert statistics.mean(cropped) >= statistics.mean(own) - 0.1 and statistics.mean(cropped) >= TARGET, (cropped, own)
 
 
+@pytest.mark.service
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_onnx_keeps_the_toys_cross_modal_figures_within_0_02(toy_model, tmp_path, precision):
     """The same figures as torch, from the ONNX export clip_server's layout has (fp32 and int8):
@@ -110,6 +114,7 @@ def test_a_random_model_fails_the_same_figures(tiny_model):
     assert max(figures.values()) < 0.5, figures
 
 
+@pytest.mark.service
 def test_the_trained_toy_is_reused_not_retrained(toy_model):
     before = (toy_model / "model.safetensors").stat().st_mtime_ns
     assert toy_clip(toy_model) == toy_model
