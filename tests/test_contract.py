@@ -17,7 +17,8 @@ from conftest import running_flow
 from docarray import Document, DocumentArray
 from test_params import ACCEPTS, HOSTILE_IDS, SAMPLES
 
-from qbank.service.params import KNOWN_ENDPOINTS, Limits, endpoint_parameters
+from qbank.config import Limits
+from qbank.service.params import KNOWN_ENDPOINTS, endpoint_parameters
 from qbank_client import QbankClient, read_bank
 from qbank_client.api import ServerError
 from qbank_client.importer import import_bank

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from qbank.config import IndexerSettings
-from qbank.domain.duplicates import find_near_duplicates, text_similarity
+from qbank.domain.duplicates import text_similarity
 from qbank.domain.filters import build_filter
 from qbank.domain.schema import item_row
 from qbank.store import FullTextUnavailableError, ItemStore
+from qbank.store.duplicates import find_near_duplicates
 from qbank_devtools.evaluate import VARIANTS, evaluate, generate_eval_set
 
 STEMS = {

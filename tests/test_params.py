@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from qbank.config import Limits
 from qbank.domain.schema import ItemError, check_id, id_problem, tags_to_fields
 from qbank.service.params import (
     KNOWN_ENDPOINTS,
-    Limits,
     ParameterError,
     RequestTooLargeError,
     UnknownEndpointError,

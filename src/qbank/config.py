@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,17 @@ def check_flow_topology(env: dict[str, str]) -> None:
 TEXT_ANALYZERS = ("chinese", "standard", "english")
 CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
 LITE_INDEX_TYPES = ("FLAT", "IVF_FLAT", "AUTOINDEX")  # Milvus Lite 2.5.1: "local mode only support ..."
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The request-size limits (from the executors' settings; docs/data-contract.md)."""
+
+    max_limit: int = 1000  # QBANK_MAX_LIMIT: matches per query
+    max_ids: int = 10_000  # QBANK_MAX_IDS_PER_REQUEST: ids / question_ids in one parameter
+    max_docs: int = 1000  # QBANK_MAX_DOCS_PER_REQUEST: Documents in one request
+    max_results: int = 10_000  # QBANK_MAX_RESULTS_PER_REQUEST: queries x limit of one search
+    default_limit: int = 10  # QBANK_DEFAULT_LIMIT: matches per query when a search names none
 
 
 class ConfigError(ValueError):
@@ -416,9 +428,7 @@ class IndexerSettings(SearchDefaults):
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
-    def limits(self):
-        from qbank.service.params import Limits
-
+    def limits(self) -> Limits:
         return Limits(
             max_limit=self.max_limit,
             max_ids=self.max_ids_per_request,

@@ -5,19 +5,19 @@ Two ways to call two stems near-duplicates, both recalled through Milvus and che
 (punctuation, spaces and width ignored) reaches the threshold: it catches copies with changed
 numbers or punctuation and needs no trained model. ``dense`` keeps pairs whose CLIP cosine
 similarity reaches the threshold: paraphrases too, with a real model.
+
+Pure: :class:`NearDuplicates` groups what it is given; the scan that feeds it each stored stem and
+its nearest neighbours drives the store (:mod:`qbank.store.duplicates`).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qbank.domain.reading import reading_form
-from qbank.domain.schema import DUPLICATE_MEASURES, TEXT
+from qbank.domain.schema import DUPLICATE_MEASURES
 from qbank.domain.text import normalise
-
-if TYPE_CHECKING:
-    from qbank.store import ItemStore
 
 BY = DUPLICATE_MEASURES
 
@@ -57,74 +57,67 @@ class _Groups:
             self.parent[max(root_a, root_b)] = min(root_a, root_b)
 
 
-def find_near_duplicates(
-    store: ItemStore,
-    expr: str = "",
-    by: str = "text",
-    threshold: float = 0.8,
-    neighbours: int = 10,
-    max_items: int = 100_000,
-) -> dict[str, Any]:
-    """Scan the text items matching ``expr`` (at most ``max_items``) and group near-duplicates.
+class NearDuplicates:
+    """Groups of near-duplicate questions, built from each scanned stem's neighbours: a pair that
+    reaches ``threshold`` joins the two questions' groups."""
 
-    Each item's ``neighbours`` nearest stems (same filter) are the candidates; a candidate pair
-    that reaches ``threshold`` joins the two questions' groups.
-    """
-    if by not in BY:
-        raise ValueError(f"'by' must be one of {BY}, got {by!r}")
-    text_expr = f'modality == "{TEXT}"' + (f" and ({expr})" if expr else "")
-    fields = ["id", "question_id", "text", "subject", "grade", "qtype"] + (["embedding"] if by == "dense" else [])
-    groups, edges, info = _Groups(), {}, {}
-    scanned, truncated = 0, False
-    for batch in store.iterate(text_expr, fields):
-        if scanned + len(batch) > max_items:
-            batch, truncated = batch[: max_items - scanned], True
-        for row in batch:
-            info[row["question_id"]] = row
-        if by == "dense":
-            results = store.search([row["embedding"] for row in batch], neighbours + 1, text_expr)
-        else:
-            results = store.search_text([row["text"] or " " for row in batch], neighbours + 1, text_expr)
-        for row, hits in zip(batch, results, strict=True):
-            for hit in hits:
-                entity = hit.get("entity", hit)
-                other = entity.get("question_id") or hit["id"]
-                if other == row["question_id"]:
-                    continue
-                score = (
-                    float(hit["distance"]) if by == "dense" else text_similarity(row["text"], entity.get("text", ""))
-                )
-                if score >= threshold:
-                    groups.union(row["question_id"], other)
-                    info.setdefault(other, entity)
-                    pair = tuple(sorted((row["question_id"], other)))
-                    edges[pair] = max(edges.get(pair, 0.0), score)
-        scanned += len(batch)
-        if truncated:
-            break
-    # One pass over the kept pairs: each group's questions and similarities, by union-find root.
-    by_root: dict[str, tuple[set[str], list[float]]] = {}
-    for (a, b), score in edges.items():
-        qids, scores = by_root.setdefault(groups.find(a), (set(), []))
-        qids.update((a, b))
-        scores.append(score)
-    result = []
-    for qids, scores in by_root.values():
-        result.append(
+    def __init__(self, by: str = "text", threshold: float = 0.8):
+        if by not in BY:
+            raise ValueError(f"'by' must be one of {BY}, got {by!r}")
+        self.by, self.threshold = by, threshold
+        self._groups = _Groups()
+        self._edges: dict[tuple[str, str], float] = {}
+        self._info: dict[str, dict[str, Any]] = {}
+
+    def add(self, row: dict[str, Any], hits: list[dict[str, Any]]) -> None:
+        """One stored stem (``row``: question_id, text, subject, grade, qtype) and its nearest
+        neighbours as the store returns them (``distance`` the cosine for ``dense``)."""
+        self._info[row["question_id"]] = row
+        for hit in hits:
+            entity = hit.get("entity", hit)
+            other = entity.get("question_id") or hit["id"]
+            if other == row["question_id"]:
+                continue
+            if self.by == "dense":
+                score = float(hit["distance"])
+            else:
+                score = text_similarity(row["text"], entity.get("text", ""))
+            if score >= self.threshold:
+                self._groups.union(row["question_id"], other)
+                self._info.setdefault(other, entity)
+                pair = (row["question_id"], other) if row["question_id"] < other else (other, row["question_id"])
+                self._edges[pair] = max(self._edges.get(pair, 0.0), score)
+
+    def result(self, scanned: int, truncated: bool) -> dict[str, Any]:
+        """The groups, largest first: each group's questions and its highest and lowest similarity."""
+        by_root: dict[str, tuple[set[str], list[float]]] = {}
+        for (a, b), score in self._edges.items():
+            qids, scores = by_root.setdefault(self._groups.find(a), (set(), []))
+            qids.update((a, b))
+            scores.append(score)
+        groups = [
             {
-                "questions": [
-                    {
-                        "question_id": qid,
-                        "text": info[qid].get("text", ""),
-                        "subject": info[qid].get("subject", ""),
-                        "grade": info[qid].get("grade", ""),
-                        "type": info[qid].get("qtype", ""),
-                    }
-                    for qid in sorted(qids)
-                ],
+                "questions": [self._question(qid) for qid in sorted(qids)],
                 "max_similarity": round(max(scores), 4),
                 "min_similarity": round(min(scores), 4),
             }
-        )
-    result.sort(key=lambda g: (-len(g["questions"]), -g["max_similarity"], g["questions"][0]["question_id"]))
-    return {"by": by, "threshold": threshold, "scanned": scanned, "truncated": truncated, "groups": result}
+            for qids, scores in by_root.values()
+        ]
+        groups.sort(key=lambda g: (-len(g["questions"]), -g["max_similarity"], g["questions"][0]["question_id"]))
+        return {
+            "by": self.by,
+            "threshold": self.threshold,
+            "scanned": scanned,
+            "truncated": truncated,
+            "groups": groups,
+        }
+
+    def _question(self, qid: str) -> dict[str, Any]:
+        info = self._info[qid]
+        return {
+            "question_id": qid,
+            "text": info.get("text", ""),
+            "subject": info.get("subject", ""),
+            "grade": info.get("grade", ""),
+            "type": info.get("qtype", ""),
+        }

@@ -10,7 +10,8 @@ from jina import Executor
 from jina.constants import __default_endpoint__
 from jina.serve.executors import __dry_run_endpoint__
 
-from qbank.service.params import UNKNOWN_ENDPOINT, Limits, UnknownEndpointError, check_request
+from qbank.config import Limits
+from qbank.service.params import UNKNOWN_ENDPOINT, UnknownEndpointError, check_request
 
 
 class NotReadyError(RuntimeError):

@@ -16,7 +16,6 @@ from docarray import DocumentArray
 from jina import requests
 
 from qbank.config import IndexerSettings
-from qbank.domain.duplicates import find_near_duplicates
 from qbank.domain.filters import build_filter
 from qbank.domain.schema import (
     ANALYSIS,
@@ -49,6 +48,7 @@ from qbank.service.mapping import (
 )
 from qbank.service.params import UNKNOWN_ENDPOINT, ParameterError, RequestTooLargeError, UnknownEndpointError
 from qbank.store import ItemStore, StoreError
+from qbank.store.duplicates import find_near_duplicates
 
 
 class QbankMilvusIndexer(CheckedExecutor):

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from docarray import Document, DocumentArray
 from jina import requests
 
-from qbank.config import OCR_MAX_SIDE, OcrSettings
+from qbank.config import OCR_MAX_SIDE, Limits, OcrSettings
 from qbank.domain.schema import (
     FIGURE_REGION_TAG,
     FIGURE_TEXT_TAG,
@@ -52,7 +52,6 @@ from qbank.media.images import ImageInputError, declared_pixels, document_image,
 from qbank.media.regions import figure_region
 from qbank.model.ocr import OcrReader, OcrResult, ReadStopped
 from qbank.service.checked import CheckedExecutor
-from qbank.service.params import Limits
 
 NO_TEXT_NOTE = "no text could be read from this photo: it was searched by its CLIP vector alone"
 # The figure crop a photo search passes on is at most this many pixels on its longest side: CLIP

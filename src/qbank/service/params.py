@@ -15,8 +15,9 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+from qbank.config import Limits
 
 
 class ParameterError(ValueError):
@@ -157,17 +158,6 @@ def weights(name: str, value: Any) -> tuple[float, float]:
         return parse_weights(value, f"parameter {name!r}")
     except ValueError as exc:
         raise ParameterError(str(exc)) from None
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The request-size limits (from the executors' settings; docs/data-contract.md)."""
-
-    max_limit: int = 1000  # QBANK_MAX_LIMIT: matches per query
-    max_ids: int = 10_000  # QBANK_MAX_IDS_PER_REQUEST: ids / question_ids in one parameter
-    max_docs: int = 1000  # QBANK_MAX_DOCS_PER_REQUEST: Documents in one request
-    max_results: int = 10_000  # QBANK_MAX_RESULTS_PER_REQUEST: queries x limit of one search
-    default_limit: int = 10  # QBANK_DEFAULT_LIMIT: matches per query when a search names none
 
 
 Check = Callable[[str, Any], Any]
