@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from conftest import png_bytes, running_flow
 from docarray import Document, DocumentArray
+from pymilvus import MilvusClient
 from test_fulltext import earlier_collection
 
 from qbank.config import IndexerSettings
@@ -135,7 +136,9 @@ def test_an_earlier_collection_keeps_the_form_it_was_built_with(tmp_path, schema
         assert old.describe()["schema"] == schema and old.describe()["text_reading_form"] is reading
         old.check_vectors("test-model", 8, create=False)
         old.upsert(rows())
-        stored = old.connection.call("query", "qbank_items", filter='id == "g5:text:0"', output_fields=["search_text"])
+        stored = old.connection.call(
+            MilvusClient.query, "qbank_items", filter='id == "g5:text:0"', output_fields=["search_text"]
+        )
         given = reading_form(TWINS["g5"]) if reading else TWINS["g5"]
         assert stored[0]["search_text"] == folded(given, scripts=False)  # what its other rows hold: re-index to change
         assert marker in stored[0]["search_text"]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from clip_client import Client
 from conftest import running_flow
+from pymilvus import MilvusClient
 from test_faults import eventually, fails_fast
 from test_flow import call, count, question_items
 from test_fulltext import many_items_per_question
@@ -45,7 +46,7 @@ def store(milvus_standalone):
     settings = IndexerSettings.resolve(milvus_uri=milvus_standalone.uri, collection=f"t_{uuid.uuid4().hex[:12]}")
     item_store = ItemStore(settings)
     yield item_store
-    item_store.connection.call("drop_collection", settings.collection)
+    item_store.connection.call(MilvusClient.drop_collection, settings.collection)
     item_store.close()
 
 
@@ -55,7 +56,7 @@ def test_the_store_reads_the_servers_version_and_leaves_out_what_it_lacks(store,
     with caplog.at_level(logging.WARNING, logger="qbank.store"):
         store.check_vectors("test-model", 8, create=True)
     assert "has no full-text search (it needs Milvus >= 2.5)" in caplog.text
-    fields = {f["name"] for f in store.connection.call("describe_collection", store.collection)["fields"]}
+    fields = {f["name"] for f in store.connection.call(MilvusClient.describe_collection, store.collection)["fields"]}
     assert "text_sparse" not in fields and "search_text" not in fields  # never a schema that does nothing
     described = store.describe()
     assert described["full_text"] is False and described["milvus_version"] == "v2.3.5-lite"
@@ -63,17 +64,17 @@ def test_the_store_reads_the_servers_version_and_leaves_out_what_it_lacks(store,
 
 
 def index_params(store: ItemStore) -> dict:
-    described = store.connection.call("describe_index", store.collection, "embedding")
+    described = store.connection.call(MilvusClient.describe_index, store.collection, "embedding")
     params = described.get("params") or described
     return {"index_type": described["index_type"], **{k: str(v) for k, v in params.items()}}
 
 
 def indexed(store: ItemStore) -> None:
     """Flush and wait until the server has indexed every row (below ~1,000 rows a segment is not indexed)."""
-    store.connection.call("flush", store.collection)
+    store.connection.call(MilvusClient.flush, store.collection)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        described = store.connection.call("describe_index", store.collection, "embedding")
+        described = store.connection.call(MilvusClient.describe_index, store.collection, "embedding")
         if described["pending_index_rows"] == 0 and described["indexed_rows"] >= described["total_rows"]:
             return
         time.sleep(0.5)
@@ -119,7 +120,7 @@ def test_index_and_search_parameters_come_from_the_settings(milvus_standalone):
         for hits, expected in zip(found, truth, strict=True):
             assert [h["id"] for h in hits] == [f"v{i}:text:0" for i in expected]
     finally:
-        store.connection.call("drop_collection", settings.collection)
+        store.connection.call(MilvusClient.drop_collection, settings.collection)
         store.close()
 
 
@@ -195,7 +196,7 @@ def test_a_grouped_search_on_the_server_is_grouped_by_the_store(store):
     store.upsert(rows_)
     assert not store.groups_in_milvus()
     native = store.connection.call(
-        "search",
+        MilvusClient.search,
         store.collection,
         data=[rows_[0]["embedding"]],
         anns_field="embedding",

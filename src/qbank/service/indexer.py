@@ -72,14 +72,7 @@ class QbankMilvusIndexer(CheckedExecutor):
     async def readiness_problem(self) -> str | None:
         """Milvus must answer: the indexer serves without it (requests fail fast), but is not ready."""
 
-        def ask() -> str | None:
-            try:
-                self.store.connection.call("has_collection", self.store.collection)
-                return None
-            except StoreError as exc:
-                return str(exc)
-
-        return await asyncio.to_thread(ask)
+        return await asyncio.to_thread(self.store.unanswered)
 
     @requests(on="/index")
     def index(self, docs: DocumentArray, **kwargs: Any) -> DocumentArray:

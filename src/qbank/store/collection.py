@@ -105,17 +105,19 @@ class Identity:
 
 
 def read_identity(invoke: Callable[..., Any], collection: str) -> Identity | None:
-    """The identity of ``collection``, None when it does not exist yet (``invoke(method, ...)``)."""
-    if not invoke("has_collection", collection):
+    """The identity of ``collection``, None when it does not exist yet (``invoke(MilvusClient.x, ...)``)."""
+    from pymilvus import MilvusClient
+
+    if not invoke(MilvusClient.has_collection, collection):
         return None
-    info = invoke("describe_collection", collection)
+    info = invoke(MilvusClient.describe_collection, collection)
     try:
         recorded = json.loads(info.get("description") or "{}")
     except json.JSONDecodeError:
         recorded = {}
     vector = next(f for f in info["fields"] if f["name"] == VECTOR_FIELD)
     try:
-        index_type = invoke("describe_index", collection, VECTOR_FIELD).get("index_type")
+        index_type = invoke(MilvusClient.describe_index, collection, VECTOR_FIELD).get("index_type")
     except StoreError:  # an index named otherwise (made outside qbank): reported as unknown
         index_type = None
     return Identity(

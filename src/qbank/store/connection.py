@@ -92,16 +92,18 @@ class MilvusConnection:
             self._client = client
         return client
 
-    def invoke(self, client: Any, method: str, *args: Any, **kwargs: Any) -> Any:
-        """One MilvusClient call with the configured timeout; errors become StoreError subclasses.
+    def invoke(self, client: Any, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One MilvusClient call (``operation``: the method itself, ``MilvusClient.search``, so an
+        editor follows it) with the configured timeout; errors become StoreError subclasses.
 
         The timeout is passed as a float on purpose: pymilvus then bounds retries by
         ``retry_times`` instead of retrying until the timeout, so an unreachable Milvus fails in
         milliseconds while a slow but healthy call still gets the whole timeout.
         """
+        method = operation.__name__
         try:
-            return getattr(client, method)(
-                *args, timeout=float(self.settings.timeout), retry_times=self.settings.retry_times, **kwargs
+            return operation(
+                client, *args, timeout=float(self.settings.timeout), retry_times=self.settings.retry_times, **kwargs
             )
         except Exception as exc:
             reason = unavailable_reason(exc)
@@ -119,10 +121,11 @@ class MilvusConnection:
                 f"Milvus at {self.where} is unreachable ({method}: {reason}); retry when it is back"
             ) from None
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self.invoke(self.client(), method, *args, **kwargs)
+    def call(self, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``operation`` (a MilvusClient method) on the current client, connecting first if needed."""
+        return self.invoke(self.client(), operation, *args, **kwargs)
 
-    def write(self, method: str, outcome: str, *args: Any, disk_bytes: int = 0, **kwargs: Any) -> Any:
+    def write(self, operation: Callable[..., Any], outcome: str, *args: Any, disk_bytes: int = 0, **kwargs: Any) -> Any:
         """A writing Milvus call, of about ``disk_bytes`` on disk (qbank.store.lite.disk_needed).
 
         On Milvus Lite the write is first checked against the free space and the floor
@@ -132,22 +135,22 @@ class MilvusConnection:
         3 MB tmpfs: the failed batch was counted until a reload), so only a reload makes what
         requests see match what is on disk again (``outcome`` says so in the error)."""
         if self.lite is None:
-            return self._write(method, outcome, args, kwargs)
+            return self._write(operation, outcome, args, kwargs)
         with self._write_lock:
             check_disk_room(self.lite.db_file, disk_bytes, self.settings.min_free_disk_bytes, outcome)
-            return self._write(method, outcome, args, kwargs)
+            return self._write(operation, outcome, args, kwargs)
 
-    def _write(self, method: str, outcome: str, args: tuple, kwargs: dict) -> Any:
+    def _write(self, operation: Callable[..., Any], outcome: str, args: tuple, kwargs: dict) -> Any:
         client = self.client()
         try:
-            return self.invoke(client, method, *args, **kwargs)
+            return self.invoke(client, operation, *args, **kwargs)
         except MilvusUnavailableError:
             raise
         except StoreError as exc:
             message = f"{self.disk_note()}{exc}"
             if self.lite is not None:
                 self.forget(client)
-                self.lite.restart(f"a {method} failed, reloading what is on disk")
+                self.lite.restart(f"a {operation.__name__} failed, reloading what is on disk")
                 message = f"{outcome}: {message}"
             raise StoreError(message) from None
 
