@@ -236,3 +236,56 @@ def test_python_examples_compile(path: Path):
     """The Python examples are Python (a renamed keyword or a broken paste fails here)."""
     for number, block in enumerate(re.findall(r"^```python\n(.*?)^```", path.read_text(encoding="utf-8"), re.S | re.M)):
         compile(block, f"{doc_id(path)} example {number + 1}", "exec")
+
+
+def documented_default(cell: str) -> object:
+    """A default as docs/configuration.md writes it ("20 MiB", "60 s", "120,000,000", "`true`", "–"),
+    as the settings hold it; prose (a default computed at run time) comes back as the text."""
+    value = cell.strip().strip("`").strip()
+    if value.startswith("–"):
+        return ""
+    if value in ("true", "false"):
+        return value == "true"
+    units = {" MiB": 1 << 20, " KiB": 1 << 10, " M": 1_000_000, " s": 1}
+    for unit, factor in units.items():
+        if value.endswith(unit) and re.fullmatch(r"[\d.,]+", value[: -len(unit)]):
+            number = float(value[: -len(unit)].replace(",", "")) * factor
+            return number if unit == " s" else int(number)
+    if re.fullmatch(r"\d[\d,]*", value):
+        return int(value.replace(",", ""))
+    if re.fullmatch(r"\d+\.\d+", value):
+        return float(value)
+    return value
+
+
+def test_every_setting_is_documented_with_the_default_the_settings_class_holds():
+    """docs/configuration.md's table is checked against the settings classes (qbank.config), the one
+    home of every default: each QBANK_* setting has a row, and the default the row gives is the
+    class's. A default written as prose ("3 × QBANK_MAX_IMAGE_BYTES") is one computed at run time,
+    which the class holds as empty or 0."""
+    from qbank.config import EncoderSettings, GatewaySettings, IndexerSettings, OcrSettings, ServeSettings
+
+    defaults: dict[str, set] = {}
+    for settings in (EncoderSettings, OcrSettings, IndexerSettings, ServeSettings, GatewaySettings):
+        for name, field in settings.__fields__.items():
+            defaults.setdefault(f"QBANK_{name.upper()}", set()).add(field.default)
+    documented, wrong = set(), []
+    for line in (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        names = re.findall(r"`(QBANK_\w+)`", cells[0]) if line.startswith("| `QBANK_") else []
+        if not names or not set(names) & set(defaults):
+            continue
+        values = re.split(r" / |, ", cells[1]) if len(names) > 1 else [cells[1]]
+        if len(values) != len(names):  # prose for the lot: defaults computed at run time
+            assert all(defaults.get(n, set()) <= {"", 0} for n in names), f"{names}: one default each: {cells[1]!r}"
+            documented.update(names)
+            continue
+        for name, cell in zip(names, values, strict=True):
+            documented.add(name)
+            value, held = documented_default(cell), defaults.get(name, set())
+            if value not in held and not (isinstance(value, str) and held <= {"", 0}):
+                wrong.append(f"{name}: docs {cell!r}, settings {sorted(map(repr, held))}")
+    assert not wrong, "docs/configuration.md gives defaults the settings classes do not hold: " + "; ".join(wrong)
+    assert not set(defaults) - documented, (
+        f"settings with no row in docs/configuration.md: {sorted(set(defaults) - documented)}"
+    )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qbank.config import OCR_MAX_SIDE
+from qbank.config import OCR_MAX_SIDE, OcrSettings
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -90,21 +90,26 @@ class OcrResult:
         return unicodedata.normalize("NFKC", "".join(self.lines)).strip()
 
 
+# The reader's defaults have one home, the settings class (qbank.config.OcrSettings): a reader
+# built here without arguments reads as the service's does.
+_SETTING = {name: field.default for name, field in OcrSettings.__fields__.items()}
+
+
 class OcrReader:
     """One rapidocr engine with qbank's settings (see ``qbank.config.OcrSettings``)."""
 
     def __init__(
         self,
-        det_side: int = 736,
-        use_cls: bool = False,
-        min_score: float = 0.5,
-        threads: int = 0,
+        det_side: int = _SETTING["ocr_det_side"],
+        use_cls: bool = _SETTING["ocr_use_cls"],
+        min_score: float = _SETTING["ocr_min_score"],
+        threads: int = _SETTING["ocr_threads"],
         cuda: bool = False,
-        rec_batch: int = 1,
+        rec_batch: int = _SETTING["ocr_rec_batch"],
         arena: bool = True,
-        engine: str = "onnxruntime",
-        rec_min_width: int = 96,
-        spinning: bool = False,
+        engine: str = _SETTING["ocr_engine"],
+        rec_min_width: int = _SETTING["ocr_rec_min_width"],
+        spinning: bool = _SETTING["ocr_spinning"],
     ):
         """``rec_batch``: text lines recognised per model call. rapidocr pads a batch to its widest
         line, and a page's lines range from "A. 16" to a full stem: on typeset CMMLU pages one line a
