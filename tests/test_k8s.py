@@ -383,7 +383,7 @@ def test_an_image_installs_the_server_package_alone(dockerfile, tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if not n.startswith("qbank_search-")} == {"qbank"}, wheel
     assert "qbank/service/encoder.py" in names and "qbank/service/indexer.py" in names
-    assert "qbank/service/gateway.py" in names and "qbank/cli/fetch.py" in names
+    assert "qbank/service/gateway.py" in names and "qbank/cli/fetch_model.py" in names
 
 
 @pytest.mark.service
@@ -436,7 +436,7 @@ def test_jina_export_kubernetes_draws_the_same_graph(tmp_path):
 
 
 def test_fetch_model_is_idempotent_and_says_what_is_missing(tiny_model, tiny_onnx, tmp_path, capsys):
-    from qbank.cli.fetch import main as fetch_main
+    from qbank.cli.fetch_model import main as fetch_main
 
     assert fetch_main(["--model", str(tiny_model), "--onnx-out", str(tiny_onnx)]) == 0
     assert "ready" in capsys.readouterr().out

@@ -198,8 +198,8 @@ def test_onnx_export_in_lower_precision_stays_in_the_same_space(tiny_model, tmp_
         assert np.diag(similarity).min() > (0.95 if precision == "int8" else 0.99)
         assert (similarity.argmax(axis=1) == np.arange(len(reference))).all()
 
-    from qbank.cli.fetch import exported_model
-    from qbank.cli.fetch import main as fetch_main
+    from qbank.cli.fetch_model import exported_model
+    from qbank.cli.fetch_model import main as fetch_main
 
     assert exported_model(folder) == ("tiny-chinese-clip", precision)
     before = (folder / "visual.onnx").stat().st_mtime_ns

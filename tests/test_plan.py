@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import qbank_client.plan as plan_module
-from qbank_client.cli import main
-from qbank_client.plan import (
+import qbank.domain.sizing as plan_module
+from qbank.domain.sizing import (
     INDEX_POINTS,
     MEASURED_CORES,
     Figure,
@@ -22,6 +21,7 @@ from qbank_client.plan import (
     published_bytes_per_row,
     search_cost,
 )
+from qbank_client.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_plan(args: argparse.Namespace, client: QbankClient | None = None) -> int:
     import os
 
-    from qbank_client.plan import format_plan, kustomization, plan
+    from qbank.domain.sizing import format_plan, kustomization, plan
 
     found = plan(
         args.questions,

@@ -1,7 +1,7 @@
-"""``qbank plan``: from a bank's size and the load it must carry, the Milvus query nodes, the Flow's
+"""Cluster sizing (what ``qbank plan`` prints): from a bank's size and the load it must carry, the Milvus query nodes, the Flow's
 replicas and a first import's duration, each number traced to the measured line it comes from.
 
-Client side, no server: the planner is arithmetic over the points this project measured (the
+Pure, no server (the client's `qbank plan` and anyone may call it): the planner is arithmetic over the points this project measured (the
 tables of docs/performance.md and docs/photo-search.md, which name their runs). Its models, each
 stated where it is used:
 

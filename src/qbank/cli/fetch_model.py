@@ -23,7 +23,7 @@ from qbank.model.clip import (
     resolve_model_name,
 )
 
-logger = logging.getLogger("qbank.cli.fetch")
+logger = logging.getLogger("qbank.cli.fetch_model")
 
 # What loading a transformers CLIP needs; skips other frameworks' weight files in a hub repo.
 HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "*.bin"]
