@@ -1,6 +1,6 @@
 """The reader's OCR alone, two settings side by side on the same photos: before (rapidocr's 320 px
 recognition padding and the 960 px detector of the previous defaults) against after (today's
-defaults), or any two settings of qbank.model.OcrReader given as ``--before`` / ``--after``
+defaults), or any two settings of qbank.model.OcrEngine given as ``--before`` / ``--after``
 (``engine=openvino`` is the OpenVINO engine). ``--previous`` adds rapidocr's own settings
 (recognition batch of 6, arena off) as a third side. Rounds after the first show OpenVINO photos
 whose shapes it has cached (0.84x on CMMLU pages against 0.92x at first sight): ``--rounds 1`` is
@@ -42,13 +42,13 @@ MEMORY_PROBE = """
 import json, os, sys, threading, time
 from PIL import Image
 from qbank.media.images import ImageLimits, decode_image
-from qbank.model.ocr import OcrReader
-from qbank.service.ocr import OCR_MAX_SIDE
+from qbank.model.ocr import OcrEngine
+from qbank.service.reader import OCR_MAX_SIDE
 PAGE = os.sysconf("SC_PAGE_SIZE")
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * PAGE / 2**20
-reader = OcrReader()
+reader = OcrEngine()
 reader.read(Image.new("RGB", (1600, 1200), "white"))  # models loaded and warmed: ru_maxrss peaks here
 data = open(sys.argv[1], "rb").read()
 base = peak = rss()
@@ -110,7 +110,7 @@ def typeset_pages(folder: Path, count: int) -> list[tuple[str, bytes]]:
 
 
 def reader_settings(text: str) -> dict[str, object]:
-    """``"det_side=736,engine=openvino"`` as OcrReader keyword arguments (numbers as int)."""
+    """``"det_side=736,engine=openvino"`` as OcrEngine keyword arguments (numbers as int)."""
     settings: dict[str, object] = {}
     for pair in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = pair.partition("=")
@@ -124,12 +124,12 @@ def speed(
     from PIL import Image
 
     from qbank.domain.text import sequence_similarity
-    from qbank.model.ocr import OcrReader
+    from qbank.model.ocr import OcrEngine
 
-    readers = {"before": OcrReader(**reader_settings(before)), "after": OcrReader(**reader_settings(after))}
+    readers = {"before": OcrEngine(**reader_settings(before)), "after": OcrEngine(**reader_settings(after))}
     print(f"before: {before or 'the defaults'}; after: {after or 'the defaults'}")
     if previous:
-        readers = {"rapidocr": OcrReader(rec_batch=6, arena=False, rec_min_width=320), **readers}
+        readers = {"rapidocr": OcrEngine(rec_batch=6, arena=False, rec_min_width=320), **readers}
     print(f"\n{'photos':<22}{'side':<8}{'wall p50':>10}{'CPU p50':>10}{'similarity':>12}{'min':>7}")
     for name, pages in sets.items():
         images = [Image.open(io.BytesIO(photo)).convert("RGB") for _, photo in pages]
@@ -191,8 +191,8 @@ def main() -> int:
     parser.add_argument("--cmmlu", type=Path, help="the CMMLU data folder: typeset real questions too")
     parser.add_argument("--photos", type=int, default=48, help="photos per set")
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (medians over all)")
-    parser.add_argument("--before", default=BEFORE, help=f"OcrReader settings, key=value,... (default {BEFORE!r})")
-    parser.add_argument("--after", default=AFTER, help=f"OcrReader settings (default {AFTER!r}: the defaults)")
+    parser.add_argument("--before", default=BEFORE, help=f"OcrEngine settings, key=value,... (default {BEFORE!r})")
+    parser.add_argument("--after", default=AFTER, help=f"OcrEngine settings (default {AFTER!r}: the defaults)")
     parser.add_argument("--previous", action="store_true", help="add rapidocr's own settings as a third side")
     parser.add_argument("--megapixels", default="4,12,40", help="photo sizes for the memory probe ('' for none)")
     args = parser.parse_args()

@@ -87,11 +87,11 @@ def test_executor_checks_reach_the_handlers_in_process(executors):
 
 
 def test_the_reader_checks_size_and_ocr_before_reading_and_passes_unknown_endpoints_on():
-    from qbank.service.ocr import QbankOcrReader
     from qbank.service.params import RequestTooLargeError
+    from qbank.service.reader import QbankReader
     from qbank_devtools.photos import photo_bytes
 
-    reader = QbankOcrReader(max_docs_per_request=2)
+    reader = QbankReader(max_docs_per_request=2)
     try:
         figures = DocumentArray(Document(id=f"f{i}", blob=photo_bytes(f"第{i}题")) for i in range(3))
         with pytest.raises(RequestTooLargeError, match="3 documents, over the limit of 2.*QBANK_MAX_DOCS_PER_REQUEST"):
@@ -107,10 +107,10 @@ def test_the_reader_checks_size_and_ocr_before_reading_and_passes_unknown_endpoi
 
 
 def test_the_readers_bounds_refuse_a_request_naming_their_setting_before_any_ocr():
-    from qbank.service.ocr import OcrLimitError, QbankOcrReader
+    from qbank.service.reader import OcrLimitError, QbankReader
     from qbank_devtools.photos import photo_bytes
 
-    reader = QbankOcrReader(ocr_max_images=2, ocr_max_request_pixels=1_000_000, ocr_timeout=0.001)
+    reader = QbankReader(ocr_max_images=2, ocr_max_request_pixels=1_000_000, ocr_timeout=0.001)
     try:
         photos = DocumentArray(Document(id=f"p{i}", blob=photo_bytes(f"第{i}题 求面积")) for i in range(3))
         with pytest.raises(OcrLimitError, match="3 images to read, over the limit of 2 .QBANK_OCR_MAX_IMAGES"):
@@ -133,8 +133,8 @@ def test_a_dense_page_stops_reading_when_its_timeout_passes_not_after_the_page()
     """QBANK_OCR_TIMEOUT is asked before every model run, not only between images: one dense page
     read 11-13 s with the timeout at 2 s. Here a page of 50 lines that takes the reader over a second alone stops
     within a few lines of a 0.3 s timeout, and the engine reads the next request whole."""
-    from qbank.model.ocr import OcrReader, ReadStopped
-    from qbank.service.ocr import OcrLimitError, QbankOcrReader
+    from qbank.model.ocr import OcrEngine, ReadStopped
+    from qbank.service.reader import OcrLimitError, QbankReader
     from qbank_devtools.photos import render_question
 
     page = render_question(
@@ -143,7 +143,7 @@ def test_a_dense_page_stops_reading_when_its_timeout_passes_not_after_the_page()
     buffer = io.BytesIO()
     page.save(buffer, format="PNG")
     dense = buffer.getvalue()
-    reader = QbankOcrReader(ocr_timeout=0.3, ocr_concurrency=1)
+    reader = QbankReader(ocr_timeout=0.3, ocr_concurrency=1)
     try:
         started = time.monotonic()
         with pytest.raises(OcrLimitError, match=r"over 0.3 s \(QBANK_OCR_TIMEOUT.*1 of 1 images not read"):
@@ -151,7 +151,7 @@ def test_a_dense_page_stops_reading_when_its_timeout_passes_not_after_the_page()
         stopped_after = time.monotonic() - started
     finally:
         reader.close()
-    engine = OcrReader()
+    engine = OcrEngine()
     started = time.monotonic()
     whole = engine.read(page)
     alone = time.monotonic() - started
@@ -172,7 +172,7 @@ def test_a_dense_page_stops_reading_when_its_timeout_passes_not_after_the_page()
 def test_a_page_photo_answers_at_most_ocr_max_segments_questions_and_names_the_rest():
     from PIL import ImageDraw
 
-    from qbank.service.ocr import QbankOcrReader
+    from qbank.service.reader import QbankReader
     from qbank_devtools.photos import chinese_font
 
     lines = ["1. 已知集合A中有三个元素", "2. 一辆汽车每小时行驶六十千米", "3. 把二十克食盐溶于水中"]
@@ -182,7 +182,7 @@ def test_a_page_photo_answers_at_most_ocr_max_segments_questions_and_names_the_r
         draw.text((40, 30 + 60 * row), line, font=chinese_font(34), fill=(20, 20, 20))
     buffer = io.BytesIO()
     page.save(buffer, format="PNG")
-    reader = QbankOcrReader(ocr_max_segments=2, ocr_figure_search=False)
+    reader = QbankReader(ocr_max_segments=2, ocr_figure_search=False)
     try:
         docs = DocumentArray([Document(id="sheet", blob=buffer.getvalue())])
         call(reader, "/search", docs, ocr=True, page=True)
@@ -201,7 +201,7 @@ def test_the_figure_crop_of_a_large_photo_is_bounded():
     whatever the photo's size; the region stays in the photo's own pixels."""
     import io
 
-    from qbank.service.ocr import FIGURE_CROP_SIDE, QbankOcrReader
+    from qbank.service.reader import FIGURE_CROP_SIDE, QbankReader
     from qbank_devtools.demo import draw_figure
     from qbank_devtools.photos import render_question
 
@@ -209,7 +209,7 @@ def test_the_figure_crop_of_a_large_photo_is_bounded():
     large = page.resize((page.width * 4, page.height * 4), Image.BICUBIC)
     buffer = io.BytesIO()
     large.save(buffer, format="JPEG", quality=90)
-    reader = QbankOcrReader()
+    reader = QbankReader()
     try:
         query = DocumentArray([Document(blob=buffer.getvalue())])
         call(reader, "/search", query, ocr=True)

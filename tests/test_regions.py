@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from qbank.media.regions import figure_region
-from qbank.model.ocr import OcrReader
+from qbank.model.ocr import OcrEngine
 from qbank_devtools.demo import draw_figure
 from qbank_devtools.photos import DISTORTIONS, distort, render_question
 
@@ -19,10 +19,10 @@ SHORT_LAST_LINE = "圆的半径是26厘米，圆心角为21度的扇形面积是
 
 @pytest.fixture(scope="module")
 def reader():
-    return OcrReader()
+    return OcrEngine()
 
 
-def region_of(reader: OcrReader, page: Image.Image) -> tuple[int, int, int, int] | None:
+def region_of(reader: OcrEngine, page: Image.Image) -> tuple[int, int, int, int] | None:
     return figure_region(page, reader.read(page).text_line_boxes())
 
 
@@ -56,7 +56,7 @@ def test_both_cpu_engines_read_the_same_text_of_a_photo(reader):
     """onnxruntime (the default) and OpenVINO run the same packaged models: the same lines come
     out of the same photo, so choosing the faster one on a machine changes no result."""
     page = distort(render_question(STEM, draw_figure("circuit", 4)), "tilted", seed=3)
-    openvino_reader = OcrReader(engine="openvino")
+    openvino_reader = OcrEngine(engine="openvino")
     assert reader.engine_name == "onnxruntime" and openvino_reader.engine_name == "openvino"
     assert reader.read(page).text == openvino_reader.read(page).text
     assert "等腰三角形" in reader.read(page).text
@@ -83,7 +83,7 @@ def test_both_spinning_settings_read_the_same_text_and_every_model_is_loaded_bef
     """QBANK_OCR_SPINNING rebuilds the loaded onnxruntime sessions: the same lines come out, and the
     recogniser is loaded when the reader is built (a blank warm-up page has no line to recognise)."""
     page = distort(render_question(STEM, draw_figure("triangle", 2)), "all", seed=4)
-    sleeping = OcrReader(spinning=not reader.spinning)
+    sleeping = OcrEngine(spinning=not reader.spinning)
     for built in (reader, sleeping):
         sessions = [onnxruntime_session(built.engine.text_det), onnxruntime_session(built.engine.text_rec)]
         assert [spinning_entry(session) for session in sessions] == [None if built.spinning else "0"] * 2
@@ -93,7 +93,7 @@ def test_both_spinning_settings_read_the_same_text_and_every_model_is_loaded_bef
 
 def test_an_unknown_ocr_engine_is_refused_by_name():
     with pytest.raises(ValueError, match="'openvino' or 'onnxruntime', got 'paddle'"):
-        OcrReader(engine="paddle")
+        OcrEngine(engine="paddle")
 
 
 DETERMINANT = [  # KaTeX sets the matrix taller than a line; the detector reads parts of it, not all

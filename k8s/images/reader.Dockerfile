@@ -8,8 +8,8 @@ WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY src/qbank ./src/qbank
 RUN pip install -c constraints.txt ".[ocr]" && useradd --uid 10001 --no-create-home qbank
-COPY executors/ocr_reader/config.yml ./executors/ocr_reader/config.yml
+COPY executors/reader/config.yml ./executors/reader/config.yml
 USER 10001
 EXPOSE 8080 9090
 ENTRYPOINT ["jina"]
-CMD ["executor", "--uses", "executors/ocr_reader/config.yml", "--port", "8080"]
+CMD ["executor", "--uses", "executors/reader/config.yml", "--port", "8080"]

@@ -8,7 +8,7 @@ its options (``A.``-``D.``) and sub-questions (``（1）`` ``(2)``) stay with it
 reading order first: rows top to bottom, left to right within a row, and a page in two columns
 (a clear vertical gap that no line crosses) read column by column.
 
-Pure: lines in, segments out; the reader (qbank.service.ocr) calls it, the indexer searches each.
+Pure: lines in, segments out; the reader (qbank.service.reader) calls it, the indexer searches each.
 """
 
 from __future__ import annotations

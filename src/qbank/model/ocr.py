@@ -42,7 +42,7 @@ class _StoppableSession:
     read for 11-13 s with QBANK_OCR_TIMEOUT at 2 s, since the timeout was only looked at between
     images; checked before every run, a read overshoots by one run."""
 
-    def __init__(self, session: Any, reader: OcrReader):
+    def __init__(self, session: Any, reader: OcrEngine):
         self.session = session
         self.reader = reader
 
@@ -95,7 +95,7 @@ class OcrResult:
 _SETTING = {name: field.default for name, field in OcrSettings.__fields__.items()}
 
 
-class OcrReader:
+class OcrEngine:
     """One rapidocr engine with qbank's settings (see ``qbank.config.OcrSettings``)."""
 
     def __init__(

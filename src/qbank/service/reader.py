@@ -50,7 +50,7 @@ from qbank.domain.schema import (
 from qbank.domain.segments import focus_segment, number_the_first, split_page
 from qbank.media.images import ImageInputError, declared_pixels, document_image, image_policy, original_size
 from qbank.media.regions import figure_region
-from qbank.model.ocr import OcrReader, OcrResult, ReadStopped
+from qbank.model.ocr import OcrEngine, OcrResult, ReadStopped
 from qbank.service.checked import CheckedExecutor
 
 NO_TEXT_NOTE = "no text could be read from this photo: it was searched by its CLIP vector alone"
@@ -89,7 +89,7 @@ def ocr_device(device: str) -> bool:
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
-class QbankOcrReader(CheckedExecutor):
+class QbankReader(CheckedExecutor):
     """Reads text in figures on /index and /update, and in photos on /search (``ocr: true``);
     every other request passes through. Checks every request's size before reading anything, and
     ``ocr``; an unknown endpoint passes on to the encoder, which refuses it."""
@@ -105,10 +105,10 @@ class QbankOcrReader(CheckedExecutor):
         self.limits, self.fetch_policy = image_policy(s)
         self.request_limits = Limits(max_docs=s.max_docs_per_request)
         cuda = ocr_device(s.device)
-        self.readers: queue.SimpleQueue[OcrReader] = queue.SimpleQueue()
+        self.readers: queue.SimpleQueue[OcrEngine] = queue.SimpleQueue()
         for _ in range(s.ocr_concurrency):  # one engine per thread: no engine is ever shared
             self.readers.put(
-                OcrReader(
+                OcrEngine(
                     s.ocr_det_side,
                     s.ocr_use_cls,
                     s.ocr_min_score,
@@ -129,7 +129,7 @@ class QbankOcrReader(CheckedExecutor):
 
     __init__.__signature__ = OcrSettings.executor_signature()
 
-    async def _off_loop(self, work: Callable[[OcrReader, Callable[[], bool]], T], deadline: float | None = None) -> T:
+    async def _off_loop(self, work: Callable[[OcrEngine, Callable[[], bool]], T], deadline: float | None = None) -> T:
         """``work(reader, gone)`` in the pool, with an engine no other thread holds meanwhile. When the
         caller is ``gone()`` (its ``deadline``, Unix seconds, has passed, or the call was cancelled),
         work still queued is dropped and work being read stops before its next image: 20 clients
@@ -192,7 +192,7 @@ class QbankOcrReader(CheckedExecutor):
 
     def _read_each(
         self,
-        reader: OcrReader,
+        reader: OcrEngine,
         images: list[Any],
         endpoint: str,
         read: Callable[[Any, Any, OcrResult], None],
