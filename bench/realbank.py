@@ -12,7 +12,7 @@ its text) and written twice through the store on Milvus Lite, side by side:
 - ``now``: today's store (schema 5): BM25 over the matching form of the reading form
   (qbank.domain.reading: LaTeX and HTML read as text, powers and subscripts as a page reads them);
   typed queries ordered by in-order coverage as /search mode bm25 does
-  (qbank.service.mapping.order_by_coverage);
+  (qbank.service.ranking.order_by_coverage);
 - ``raw``: the behaviour before (schema 3): BM25 over the matching form of the raw LaTeX source,
   typed queries in BM25's order.
 
@@ -50,8 +50,10 @@ import numpy as np
 from qbank.config import IndexerSettings
 from qbank.domain.reading import reading_form
 from qbank.domain.schema import item_row
+from qbank.domain.search_plan import TYPED_RERANK_POOL
 from qbank.domain.text import match_form, sequence_similarity
-from qbank.service.mapping import TYPED_RERANK_POOL, order_by_coverage, row_to_match
+from qbank.service.mapping import row_to_match
+from qbank.service.ranking import order_by_coverage
 from qbank.store.items import ItemStore
 from qbank_client.bank import FieldMap, Question, read_bank
 

@@ -116,7 +116,7 @@ def test_delete_selectors_are_escaped_combined_and_never_empty():
 def test_rerank_by_text_follows_the_order_of_the_words():
     from docarray import Document, DocumentArray
 
-    from qbank.service.mapping import rerank_by_text
+    from qbank.service.ranking import rerank_by_text
 
     read = "某班有男生89人,女生45人,男生人数占全班人数的几分之几?"  # as OCR returns it (half-width)
     twins = DocumentArray(

@@ -3,8 +3,9 @@ default mode (QBANK_SEARCH_MODE): the encoder embeds only what the plan needs, t
 
 Before, the mode was resolved in the encoder and the indexer each: with QBANK_SEARCH_MODE=bm25 and no
 mode in the request, the encoder still embedded every typed query, which the indexer never used
-(tests/test_executors.py). Pure: parameters in, a plan out. A first step of issue 46: the typed
-candidate pool, the rerank and the grouping are still decided where they were.
+(tests/test_executors.py); the photo candidate pool lived in the client. Pure: parameters in, a plan
+out: the mode, whether query vectors are needed, how many candidates the store returns and which
+ranking (qbank.service.ranking) orders them before the cut to ``limit``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from qbank.domain.schema import OCR_SEARCH_MODE, query_text
+from qbank.domain.schema import OCR_SEARCH_MODE, STEM, query_text
+
+# A typed bm25 search orders this many of BM25's best (or ``limit``, when more) by in-order coverage.
+TYPED_RERANK_POOL = 30
+# The rankings a plan names (qbank.service.ranking runs them): a photo's text read, by how much of
+# it a candidate matches in order; typed words, by how much of them a candidate holds in order.
+IN_ORDER, COVERAGE = "in order", "coverage"
+
+
+class PlanError(ValueError):
+    """The request's parameters ask for a search that cannot be run (named in the message)."""
+
 
 # A photo's bm25 search fetches this many times the questions it returns: the candidates its
 # in-order text ranking (rerank_by_text) chooses from. It lived in the client, so the search page,
@@ -35,14 +47,36 @@ class SearchPlan:
 
     mode: str
     photo: bool = False
+    part: str = STEM  # what bm25 reads: the stems, or the analyses (search_in)
 
     @classmethod
     def of(cls, parameters: Mapping[str, Any], default_mode: str) -> SearchPlan:
         """The plan of a /search request whose parameters were checked (qbank.service.params): the
-        request's mode, else the photo search's (bm25: the text read), else the service's default."""
+        request's mode, else the photo search's (bm25: the text read), else the service's default.
+        PlanError when ``search_in`` is not the stems in a search that does not read words alone."""
         photo = bool(parameters.get("ocr"))
         mode = parameters.get("mode") or (OCR_SEARCH_MODE if photo else default_mode)
-        return cls(mode=mode, photo=photo)
+        part = parameters.get("search_in", STEM)
+        if part != STEM and (photo or mode != "bm25"):
+            raise PlanError(
+                f"parameter 'search_in' {part!r} searches the analyses by their words: it needs mode 'bm25' "
+                "(and no 'ocr'); the stems are what dense, hybrid and photo searches read"
+            )
+        return cls(mode=mode, photo=photo, part=part)
+
+    @classmethod
+    def page_question(cls) -> SearchPlan:
+        """The plan of each question found on a page photo: its own words read, by bm25."""
+        return cls(mode="bm25", photo=True)
+
+    @property
+    def ranking(self) -> str | None:
+        """How the store's candidates are ordered before the cut to ``limit``: a bm25 search by the
+        words in them (IN_ORDER for text read from a photo, COVERAGE for typed words); None keeps the
+        store's order (dense, hybrid)."""
+        if self.mode != "bm25":
+            return None
+        return IN_ORDER if self.photo else COVERAGE
 
     def needs_vector(self, query: Any) -> bool:
         """Whether ``query`` (a Document) must be embedded: every query of a dense or hybrid search;
@@ -52,8 +86,12 @@ class SearchPlan:
         return self.photo and not query_text(query)
 
     def candidates(self, limit: int) -> int:
-        """How many results to fetch for ``limit`` before the photo's text ranking cuts them to it."""
-        return photo_candidates(limit) if self.photo and self.mode == "bm25" else limit
+        """How many results to fetch for ``limit`` before the plan's ranking cuts them to it."""
+        if self.ranking == IN_ORDER:
+            return photo_candidates(limit)
+        if self.ranking == COVERAGE:
+            return max(limit, TYPED_RERANK_POOL)
+        return limit
 
     @property
     def needs_figure_vectors(self) -> bool:

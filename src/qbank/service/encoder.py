@@ -13,7 +13,7 @@ import numpy as np
 from docarray import Document, DocumentArray
 from jina import requests
 
-from qbank.config import EncoderSettings
+from qbank.config import EncoderSettings, Limits
 from qbank.domain.reading import reading_form
 from qbank.domain.schema import (
     IMAGE,
@@ -22,7 +22,7 @@ from qbank.domain.schema import (
     figure_chunks,
     item_errors_message,
 )
-from qbank.domain.search_plan import SearchPlan
+from qbank.domain.search_plan import PlanError, SearchPlan
 from qbank.media.images import ImageInputError, document_image, image_policy
 from qbank.model.clip import ClipEncoder
 from qbank.service.checked import CheckedExecutor
@@ -30,7 +30,6 @@ from qbank.service.mapping import chunks_problem
 from qbank.service.params import (
     CLIP_CLIENT_PARAMETERS,
     UNKNOWN_ENDPOINT,
-    Limits,
     ParameterError,
     UnknownEndpointError,
 )
@@ -180,7 +179,10 @@ class QbankClipEncoder(CheckedExecutor):
         (the request's mode or the service's), but a photo with no text read; in a photo search, also
         the crop of each figure the OCR reader found."""
         parameters = parameters or {}
-        plan = SearchPlan.of(parameters, self.settings.search_mode)
+        try:
+            plan = SearchPlan.of(parameters, self.settings.search_mode)
+        except PlanError as exc:  # refused here, before any embedding, as the indexer would
+            raise ParameterError(str(exc)) from None
         targets = DocumentArray(d for d in docs if plan.needs_vector(d))
         if plan.needs_figure_vectors:
             targets.extend(c for d in docs for c in figure_chunks(d))

@@ -18,7 +18,6 @@ from jina import requests
 from qbank.config import IndexerSettings
 from qbank.domain.filters import build_filter
 from qbank.domain.schema import (
-    ANALYSIS,
     IMAGE,
     STEM,
     ItemError,
@@ -27,26 +26,22 @@ from qbank.domain.schema import (
     query_text,
     segment_chunks,
 )
-from qbank.domain.search_plan import SearchPlan, photo_candidates
+from qbank.domain.search_plan import PlanError, SearchPlan
 from qbank.model.clip import model_identity
 from qbank.service.checked import CheckedExecutor
 from qbank.service.mapping import (
     MAX_REPORTED_ERRORS,
-    TYPED_RERANK_POOL,
-    analysis_text,
     check_ids,
     check_selector_ids,
     delete_expression,
     merged_update,
-    order_by_coverage,
     question_order,
-    rerank_by_text,
     row_to_item,
     row_to_match,
     rows_from_docs,
-    stem_text,
 )
 from qbank.service.params import UNKNOWN_ENDPOINT, ParameterError, RequestTooLargeError, UnknownEndpointError
+from qbank.service.ranking import ranked
 from qbank.store import ItemStore, StoreError
 from qbank.store.duplicates import find_near_duplicates
 
@@ -102,25 +97,18 @@ class QbankMilvusIndexer(CheckedExecutor):
         group_by = parameters.get("group_by")  # "question_id": limit counts questions
         if not docs:
             return docs
-        part = parameters.get("search_in", STEM)
-        plan = SearchPlan.of(parameters, self.settings.search_mode)
-        if part != STEM and (plan.photo or plan.mode != "bm25"):
-            raise ParameterError(
-                f"parameter 'search_in' {part!r} searches the analyses by their words: it needs mode 'bm25' "
-                "(and no 'ocr'); the stems are what dense, hybrid and photo searches read"
-            )
+        try:
+            plan = SearchPlan.of(parameters, self.settings.search_mode)
+        except PlanError as exc:
+            raise ParameterError(str(exc)) from None
         if not plan.photo:
             texts = [d.text for d in docs]
-            mode = plan.mode
-            if mode != "bm25":
-                self._search(docs, texts, mode, limit, expr, rrf_k, weights, group_by)
-                return docs
-            # Typed words: BM25's candidates, ordered by how much of the query they hold in order.
-            pool = max(limit, TYPED_RERANK_POOL)
-            forms = self._search(docs, texts, mode, pool, expr, rrf_k, weights, group_by, part)
-            compared = analysis_text if part == ANALYSIS else stem_text
-            for doc, text in zip(docs, texts, strict=True):
-                doc.matches = order_by_coverage(doc.matches, text, compared, forms)[:limit]
+            forms = self._search(
+                docs, texts, plan.mode, plan.candidates(limit), expr, rrf_k, weights, group_by, plan.part
+            )
+            if plan.ranking:
+                for doc, text in zip(docs, texts, strict=True):
+                    doc.matches = ranked(plan, doc.matches, text, forms, limit)
             return docs
         # Photo search: queries with text (read by the OCR executor, or their own) search the stems
         # with it; photos with none fall back to their CLIP vector (and say so in tags.ocr_note).
@@ -128,19 +116,19 @@ class QbankMilvusIndexer(CheckedExecutor):
         read = DocumentArray(d for d, w in zip(docs, words, strict=True) if w)
         unread = DocumentArray(d for d, w in zip(docs, words, strict=True) if not w)
         texts = [w for w in words if w]
-        mode = plan.mode
-        forms = self._search(read, texts, mode, plan.candidates(limit), expr, rrf_k, weights, group_by)
-        if mode == "bm25":
+        forms = self._search(read, texts, plan.mode, plan.candidates(limit), expr, rrf_k, weights, group_by)
+        if plan.ranking:
             for doc, text in zip(read, texts, strict=True):
-                doc.matches = rerank_by_text(doc.matches, text, forms)[:limit]
+                doc.matches = ranked(plan, doc.matches, text, forms, limit)
         self._search(unread, [""] * len(unread), "dense", limit, expr, rrf_k, weights, group_by)
         # A page photo (page: true): each question found on it, by its own words.
         segments = DocumentArray(c for d in docs for c in segment_chunks(d) if c.text)
         segment_texts = [c.text for c in segments]
-        pool = photo_candidates(limit)
-        forms = self._search(segments, segment_texts, "bm25", pool, expr, rrf_k, weights, group_by)
+        question = SearchPlan.page_question()
+        pool = question.candidates(limit)
+        forms = self._search(segments, segment_texts, question.mode, pool, expr, rrf_k, weights, group_by)
         for chunk, text in zip(segments, segment_texts, strict=True):
-            chunk.matches = rerank_by_text(chunk.matches, text, forms)[:limit]
+            chunk.matches = ranked(question, chunk.matches, text, forms, limit)
         # The figure found in a photo, by its CLIP vector, against the bank's figures.
         figures = DocumentArray(c for d in docs for c in figure_chunks(d))
         figure_expr = build_filter({**filters, "modality": IMAGE})
