@@ -299,7 +299,7 @@ def test_ten_questions_means_ten_even_when_one_question_has_most_of_the_nearest_
     them itself."""
     from docarray import Document, DocumentArray
 
-    from qbank_client.api import group_by_question
+    from qbank_client.api import question_hits
 
     crowded = near_copies(900, 40)
     docs = DocumentArray(
@@ -319,7 +319,7 @@ def test_ten_questions_means_ten_even_when_one_question_has_most_of_the_nearest_
     matches = client.post("/search", query, {"limit": 12, "modality": "image", "filter": {"subject": "美术"}})[0][
         0
     ].matches
-    assert [h.question_id for h in group_by_question(matches, 3)] == ["crowded"]
+    assert [h.question_id for h in question_hits(matches, 3)] == ["crowded"]
 
 
 class Trickle(http.server.BaseHTTPRequestHandler):

@@ -64,8 +64,11 @@ def _given(filters: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in filters.items() if v not in (None, "", [])}
 
 
-def group_by_question(matches: DocumentArray, limit: int) -> list[QuestionHit]:
-    """One hit per question, best item first; matches arrive best first."""
+def question_hits(matches: DocumentArray, limit: int) -> list[QuestionHit]:
+    """The matches as question hits, best first, at most ``limit`` questions. Grouping has one home,
+    the server's store (qbank.store.searches: Milvus groups where it can, first_per_group where it
+    cannot), which every search here asks for (GROUP_BY); a match of a question already seen (an
+    ungrouped ``post``) joins that question's items."""
     hits: dict[str, QuestionHit] = {}
     for match in matches:
         qid = match.tags.get("question_id") or match.id
@@ -336,7 +339,7 @@ class QbankClient:
         parameters = {"limit": limit, "modality": modality, "filter": wanted, **GROUP_BY}
         parameters.update({k: v for k, v in options.items() if v is not None})
         docs, _ = self.post("/search", DocumentArray([query]), parameters)
-        return group_by_question(docs[0].matches, limit)
+        return question_hits(docs[0].matches, limit)
 
     def text_to_image(self, text: str, limit: int = 10, **filters: Any) -> list[QuestionHit]:
         """Questions whose figures match a text query."""
@@ -399,7 +402,7 @@ class QbankClient:
                 "number": chunk.tags.get(SEGMENT_NUMBER_TAG) or None,
                 "box": [int(v) for v in chunk.tags[SEGMENT_BOX_TAG]],
                 "text": chunk.text,
-                "questions": group_by_question(chunk.matches, limit),
+                "questions": question_hits(chunk.matches, limit),
             }
             for chunk in segment_chunks(query)
         ]
@@ -409,9 +412,9 @@ class QbankClient:
             "focus": query.tags.get(OCR_FOCUS_TAG, ""),
             "focus_box": [int(v) for v in query.tags[OCR_FOCUS_BOX_TAG]] if OCR_FOCUS_BOX_TAG in query.tags else None,
             "note": query.tags.get(OCR_NOTE_TAG, ""),
-            "questions": group_by_question(query.matches, limit),
+            "questions": question_hits(query.matches, limit),
             "figure_region": [int(v) for v in figure.tags[FIGURE_REGION_TAG]] if figure else None,
-            "figures": group_by_question(figure.matches, limit) if figure else [],
+            "figures": question_hits(figure.matches, limit) if figure else [],
         }
 
     def near_duplicates(

@@ -407,7 +407,8 @@ function scoreOf(match) {
   return typeof value === "number" ? value : 0;
 }
 
-// Matches grouped by question (the server already grouped them: the first of each question is its best).
+// Matches as question hits: the server grouped them (group_by question_id; qbank.store.searches), so
+// each question comes once, its best item first.
 function hitsOf(matches) {
   const hits = new Map();
   for (const match of matches) {
