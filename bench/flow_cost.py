@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from qbank.domain.schema import item_row
     from qbank.service.flow import free_ports, running_flow
     from qbank.store import ItemStore
-    from qbank_client.api import GrpcTransport
+    from qbank_client.transport import GrpcTransport
     from qbank_devtools.tiny_clip import build_tiny_clip
 
     rng = np.random.default_rng(args.seed)

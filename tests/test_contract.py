@@ -20,8 +20,8 @@ from test_params import ACCEPTS, HOSTILE_IDS, SAMPLES
 from qbank.config import Limits
 from qbank.service.params import KNOWN_ENDPOINTS, endpoint_parameters
 from qbank_client import QbankClient, read_bank
-from qbank_client.api import ServerError
 from qbank_client.importer import import_bank
+from qbank_client.transport import ServerError
 
 pytestmark = pytest.mark.service  # every test here starts a Flow, a browser or a process
 

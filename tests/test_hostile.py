@@ -12,7 +12,7 @@ from docarray import Document, DocumentArray
 
 from qbank.domain.reading import brace_depth, latex_reading, reading_form
 from qbank_client import QbankClient
-from qbank_client.api import ServerError
+from qbank_client.transport import ServerError
 
 # Python's html.parser is quadratic on this (19 KB: 11-29 s per item before), in the client, the
 # encoder and the indexer alike.

@@ -172,7 +172,7 @@ def test_searches_in_flight_when_the_reader_is_killed_get_an_error_naming_it(env
     gateway's UNAVAILABLE naming the reader, and the service exits 1 naming it."""
     import threading
 
-    from qbank_client.api import error_message
+    from qbank_client.transport import error_message
 
     served = Served(env).wait_up()
     try:

@@ -25,8 +25,8 @@ from qbank.domain.text import folded, match_form, search_form, sequence_similari
 from qbank.store import ItemStore
 from qbank.store.errors import FullTextUnavailableError
 from qbank_client import QbankClient, read_bank
-from qbank_client.api import ServerError
 from qbank_client.importer import import_bank
+from qbank_client.transport import ServerError
 
 READINGS = {
     r"已知复数$\frac{2+i}{1-2 i}$的共轭": "已知复数 (2+i)/(1-2 i) 的共轭",

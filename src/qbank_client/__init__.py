@@ -3,7 +3,8 @@
 It talks to the Flow's gateway only (gRPC, HTTP or WebSocket by URL), never to Milvus directly.
 """
 
-from qbank_client.api import QbankClient, QuestionHit, ServerError
+from qbank_client.api import QbankClient, QuestionHit
 from qbank_client.bank import BadRow, Question, read_bank
+from qbank_client.transport import ServerError
 
 __all__ = ["BadRow", "QbankClient", "Question", "QuestionHit", "ServerError", "read_bank"]

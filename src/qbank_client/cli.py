@@ -15,9 +15,10 @@ from typing import Any
 
 from qbank.domain.fusion import SEARCH_MODES, parse_weights
 from qbank.domain.schema import DUPLICATE_MEASURES
-from qbank_client.api import QbankClient, QuestionHit, error_message
+from qbank_client.api import QbankClient, QuestionHit
 from qbank_client.bank import KNOWN_KEYS
 from qbank_client.sources import FORMATS
+from qbank_client.transport import error_message
 
 DEFAULT_URL = os.environ.get("QBANK_URL", "grpc://127.0.0.1:51000")
 

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 
 from docarray import DocumentArray
 
-from qbank_client.api import QbankClient, ServerError, ServerUnavailable
+from qbank_client.api import QbankClient
 from qbank_client.bank import REQUEST_BYTES, BadRow, Bank, Question, check_items, load_figures
+from qbank_client.transport import ServerError, ServerUnavailable
 
 # A batch closes at this many bytes of payload (or at batch_size questions): a few batches in flight
 # stay well inside memory and the gateway's request limit; a larger question goes alone.
