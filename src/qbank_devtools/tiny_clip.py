@@ -107,7 +107,10 @@ def build_tiny_clip(
         tokenizer = BertTokenizer(vocab=_bert_vocab(), model_max_length=52)
         config = ChineseCLIPConfig(
             text_config=dict(
-                text, vocab_size=vocab_size or len(tokenizer), max_position_embeddings=512 if full_size else 64
+                # the tokenizer holds every CJK ideograph: more ids than the real model's 21,128
+                text,
+                vocab_size=max(vocab_size or 0, len(tokenizer)),
+                max_position_embeddings=512 if full_size else 64,
             ),
             vision_config=vision,
             projection_dim=projection_dim,
