@@ -536,6 +536,14 @@ FLOW_ENV_DEFAULTS: dict[str, str] = {
 }
 
 
+class ClientSettings(QbankSettings):
+    """What the client side reads (qbank_client: the ``qbank`` CLI and QbankClient): where the service
+    is, and the token every request carries when the gateway requires one."""
+
+    url: str = "grpc://127.0.0.1:51000"  # QBANK_URL: the `qbank` CLI's --url default
+    auth_token: str = ""  # QBANK_AUTH_TOKEN: the gateway's token (GatewaySettings), sent by the client
+
+
 def env_names() -> set[str]:
     """Every QBANK_* variable the server reads (k8s/ may set no other)."""
     return set().union(

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from qbank.config import ClientSettings
 from qbank.domain.fusion import SEARCH_MODES, parse_weights
 from qbank.domain.schema import DUPLICATE_MEASURES
 from qbank_client.api import QbankClient, QuestionHit
@@ -20,7 +21,7 @@ from qbank_client.bank import KNOWN_KEYS
 from qbank_client.sources import FORMATS
 from qbank_client.transport import error_message
 
-DEFAULT_URL = os.environ.get("QBANK_URL", "grpc://127.0.0.1:51000")
+DEFAULT_URL = ClientSettings().url
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
@@ -358,7 +359,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_plan(args: argparse.Namespace, client: QbankClient | None = None) -> int:
-    import os
 
     from qbank.domain.sizing import format_plan, kustomization, plan
 

@@ -4,12 +4,13 @@ server's own reason."""
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 from urllib.parse import urlparse
 
 from docarray import DocumentArray
+
+from qbank.config import ClientSettings
 
 PROTOCOLS = {
     "grpc": "grpc",
@@ -139,7 +140,7 @@ class Transport:
             tls=parsed.scheme in ("grpcs", "https", "wss"),
         )
         self._local = threading.local()  # jina's Client runs an event loop per call: one per thread
-        token = token if token is not None else os.environ.get("QBANK_AUTH_TOKEN", "")
+        token = token if token is not None else ClientSettings().auth_token
         self._credentials: dict[str, Any] = {}
         self._grpc: GrpcTransport | None = None
         if self._address["protocol"] == "grpc":
