@@ -254,7 +254,7 @@ def photo_search_with_deadline(url: str, pages: list[bytes], seconds: float) -> 
     import grpc
     from jina.types.request.data import DataRequest
 
-    transport = QbankClient(url)._grpc
+    transport = QbankClient(url).transport._grpc
     request = DataRequest()
     request.header.exec_endpoint = "/search"
     request.data.docs = DocumentArray(Document(blob=page) for page in pages)
