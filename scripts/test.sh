@@ -19,6 +19,11 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   echo "[test] installing chromium and chromium-driver for the search page tests"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
+# tests/test_metrics.py scrapes a real Flow with a real Prometheus (Debian's package).
+if ! command -v prometheus >/dev/null; then
+  echo "[test] installing prometheus for tests/test_metrics.py"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -81,13 +81,14 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def toy_model(tmp_path_factory) -> Path:
-    """The toy CLIP trained here on drawn figures (qbank_devtools.toy_clip; about 75 s, once a
-    session), in a folder named as the demo caches it: tests whose claims need semantics use it."""
+def toy_model() -> Path:
+    """The toy CLIP trained on drawn figures (qbank_devtools.toy_clip), where the demo finds it:
+    scripts/bootstrap.sh trains it once (about 75 s on 2 cores) and every later run reads it (its
+    recipe is checked). Tests whose claims need semantics use it."""
     from qbank_devtools.toy_clip import toy_clip
 
-    service_only("the toy CLIP's training (about 75 s)")
-    return toy_clip(tmp_path_factory.mktemp("toy-models") / "toy-chinese-clip")
+    service_only("the toy CLIP (trained by the bootstrap, else here: about 75 s)")
+    return toy_clip(REPO / "models" / "toy-chinese-clip")  # where scripts/bootstrap.sh built it
 
 
 @pytest.fixture(scope="session")

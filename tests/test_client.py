@@ -400,3 +400,30 @@ def test_import_names_and_skips_hostile_figures_within_seconds_and_imports_the_r
     good = {f"good-{n}:{kind}:0" for n in range(6) for kind in ("text", "image")}
     assert client.existing(sorted(good)) == good
     assert not client.existing([f"{qid}:text:0" for qid in hostile])
+
+
+@pytest.mark.service
+def test_empty_results_say_why_and_fused_scores_say_what_they_are(tiny_model, tmp_path, capsys):
+    """A bank of stems only: a figure search says the bank has no figure items, a filter nothing has
+    says so, and a hybrid search's score column is labelled rrf with what that is (every score was a
+    bare 0.016 before)."""
+    from docarray import Document, DocumentArray
+
+    with running_flow(model=tiny_model, data_dir=tmp_path / "data") as urls:
+        QbankClient(urls["grpc"]).index(
+            DocumentArray(
+                Document(id=f"q{n}:text:0", text=stem, tags={"question_id": f"q{n}", "subject": "数学"})
+                for n, stem in enumerate(["已知三角形的三边长为3、4、5，求面积", "解方程 x^2-5x+6=0"])
+            )
+        )
+        assert cli(["--url", urls["grpc"], "text2image", "三角形"]) == 0
+        assert "the bank has no figure items" in capsys.readouterr().out
+        assert cli(["--url", urls["grpc"], "similar", "三角形", "--subject", "物理"]) == 0
+        assert "no item of the bank has {'subject': '物理'}" in capsys.readouterr().out
+        assert cli(["--url", urls["grpc"], "similar", "三角形的面积", "--mode", "hybrid"]) == 0
+        shown = capsys.readouterr().out
+        header = shown.splitlines()[1]
+        assert "rrf" in header and "score" not in header, shown
+        assert "rrf: reciprocal rank fusion" in shown and "not a similarity" in shown, shown
+        assert cli(["--url", urls["grpc"], "similar", "三角形的面积", "--mode", "bm25"]) == 0
+        assert "coverage" in capsys.readouterr().out.splitlines()[1]

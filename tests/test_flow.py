@@ -7,6 +7,7 @@ with jina's Client, as any service would.
 from __future__ import annotations
 
 import base64
+import json
 from urllib.parse import urlparse
 
 import numpy as np
@@ -278,3 +279,28 @@ def test_clip_client_selects_bm25_and_hybrid_with_parameters(flow, protocol):
         client.search(["电阻"], parameters={"mode": "fuzzy"})
     with pytest.raises(Exception, match=weights_message):
         client.search(["电阻"], parameters={"mode": "hybrid", "weights": [2, 1]})
+
+
+@pytest.mark.service
+def test_by_default_no_web_page_of_another_origin_may_call_and_the_api_page_names_the_service(flow):
+    """CORS is off unless QBANK_CORS_ORIGINS names origins (jina's `cors: true` allowed every
+    website): a preflight from another origin gets no allow header. The OpenAPI page carries the
+    service's title and its endpoints, not jina's placeholder."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        flow["http"] + "/post",
+        method="OPTIONS",
+        headers={"Origin": "https://exams.example.com", "Access-Control-Request-Method": "POST"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            allowed = response.headers.get("access-control-allow-origin")
+    except urllib.error.HTTPError as error:
+        allowed = error.headers.get("access-control-allow-origin")
+    assert allowed is None
+    with urllib.request.urlopen(flow["http"] + "/openapi.json", timeout=5) as response:
+        info = json.loads(response.read())["info"]
+    assert info["title"].startswith("qbank") and "/near_duplicates" in info["description"]
+    assert "awesome" not in info["description"]

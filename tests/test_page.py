@@ -197,7 +197,7 @@ def get(url: str, token: str | None = None) -> tuple[int, dict, bytes]:
 @pytest.mark.service
 def test_page_files_are_open_and_figures_need_the_token(flow, bank):
     status, headers, body = get(flow["http"] + "/ui")
-    assert status == 200 and b"Question bank search" in body
+    assert status == 200 and "题库搜索" in body.decode()
     assert "script-src 'self'" in headers["content-security-policy"] and headers["x-content-type-options"] == "nosniff"
     assert get(flow["http"] + "/ui/app.js")[0] == 200
     figure = str(bank.parent / "figs" / "planted.png")
@@ -307,7 +307,7 @@ def search(driver, text: str = "", mode: str = "", modality: str = "", subject: 
 
 @pytest.mark.service
 def test_without_the_token_the_page_shows_the_refusal_then_works_with_it(flow, browser):
-    browser.get(flow["http"] + "/ui")
+    browser.get(flow["http"] + "/ui?lang=en")
     wait_for(lambda: browser.find_element("id", "token-panel").is_displayed(), "the token prompt")
     message = wait_for(lambda: browser.find_element("id", "message").text, "the refusal")
     assert "missing or wrong token" in message
@@ -333,7 +333,7 @@ def test_without_the_token_the_page_shows_the_refusal_then_works_with_it(flow, b
 
 @pytest.mark.service
 def test_page_loads_with_the_stats_and_no_console_errors(flow, browser):
-    browser.get(flow["http"] + "/ui")  # the same tab: the token is still in sessionStorage
+    browser.get(flow["http"] + "/ui?lang=en")  # the same tab: the token is still in sessionStorage
     stats = wait_for(
         lambda: js(
             browser,
@@ -562,9 +562,9 @@ def test_a_result_list_with_hostile_formulas_shows_every_card_and_the_tab_surviv
     )
     with QbankClient(flow["grpc"], token=TOKEN) as client:
         client.index(DocumentArray(docs))
-    browser.get(flow["http"] + "/ui")
+    browser.get(flow["http"] + "/ui?lang=en")
     js(browser, "sessionStorage.setItem('qbank-token', arguments[0])", TOKEN)
-    browser.get(flow["http"] + "/ui")
+    browser.get(flow["http"] + "/ui?lang=en")
     wait_for(lambda: js(browser, "return document.getElementById('stats').dataset.loaded"), "the page")
     browser.get_log("browser")  # what came before
     started = time.monotonic()
@@ -648,3 +648,39 @@ def test_a_whole_page_photo_boxes_each_question_and_lists_its_matches_under_its_
     assert all(0.2 < b[3] <= 1.0 for b in boxes)
     assert not js(browser, "return document.getElementById('page-view').hidden")
     assert not errors_in_console(browser)
+
+
+@pytest.mark.service
+def test_the_page_speaks_chinese_by_default_labels_fused_scores_and_switches_to_english(flow, browser):
+    """/ui is in Chinese (labels, messages, the stats line, the cards); a hybrid search's score says it
+    is an RRF rank, with what that means on hover; the language link shows the page in English."""
+    browser.get(flow["http"] + "/ui")
+    js(browser, "sessionStorage.setItem('qbank-token', arguments[0])", TOKEN)
+    browser.get(flow["http"] + "/ui")
+    stats = wait_for(
+        lambda: js(
+            browser,
+            "return document.getElementById('stats').dataset.loaded && document.getElementById('stats').textContent",
+        ),
+        "stats",
+    )
+    assert "个条目" in stats and "全文检索已开启" in stats, stats
+    assert js(browser, "return document.documentElement.lang") == "zh-CN"
+    assert browser.find_element("tag name", "h1").text == "题库搜索"
+    assert browser.find_element("id", "search-button").text == "搜索"
+    assert "题目照片" in browser.find_element("css selector", "label [data-i18n='photo']").text
+    browser.find_element("id", "query-text").send_keys(PLANTED_STEM[:12])
+    js(browser, "document.getElementById('mode').value = 'hybrid'")
+    browser.find_element("id", "search-button").click()
+    card = wait_for(lambda: browser.find_elements("css selector", "#results > .card"), "the results")[0]
+    assert "匹配：题干" in card.text or "匹配：图形" in card.text, card.text
+    score = card.find_element("css selector", ".score")
+    assert score.text.startswith("RRF 排名融合 0.0") and "倒数排名融合" in score.get_attribute("title"), score.text
+    browser.find_element("id", "query-text").clear()
+    browser.find_element("id", "search-button").click()
+    wait_for(lambda: browser.find_element("id", "message").text == "请输入题目或提供图片", "the empty-query message")
+    browser.find_element("id", "language").click()
+    wait_for(lambda: browser.find_element("tag name", "h1").text == "Question bank search", "the English page")
+    assert js(browser, "return document.documentElement.lang") == "en"
+    assert browser.find_element("id", "search-button").text == "Search"
+    assert errors_in_console(browser) == []

@@ -582,3 +582,26 @@ def test_ready_means_an_import_sent_that_moment_succeeds_and_probes_log_no_error
         assert "_jina_dry_run_" not in logged and "UnknownEndpointError" not in logged, logged[-2000:]
     finally:
         served.kill()
+
+
+@pytest.mark.service
+def test_a_missing_model_is_said_in_the_last_line_with_what_to_set_and_the_ready_toy(env, tmp_path):
+    """No model on this machine and no hub (HF_HUB_OFFLINE): qbank-serve stops at once, and its last
+    line says what to set and names the model that is ready here (the demo's toy CLIP in ./models).
+    Before, it retried the hub for 45 s and ended "the service did not start: " with nothing after."""
+    toy = tmp_path / "models" / "toy-chinese-clip"
+    toy.mkdir(parents=True)
+    (toy / "config.json").write_text("{}")
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "qbank.cli.serve", "--flow", str(REPO / "flow.yml")],
+        env=dict(env, QBANK_MODEL="nowhere/missing-clip", HF_HUB_OFFLINE="1"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    last = (done.stdout + done.stderr).strip().splitlines()[-1]
+    assert done.returncode != 0 and time.monotonic() - started < 60, last
+    assert "'nowhere/missing-clip'" in last and "set QBANK_MODEL" in last, last
+    assert "QBANK_MODEL=models/toy-chinese-clip (the demo's toy CLIP)" in last, last

@@ -140,9 +140,47 @@ def test_files_are_off_by_default_and_confined_to_the_roots(tmp_path):
 # -- through the Flow: token on every protocol, default fetch policy -----------------------------
 @pytest.fixture(scope="module")
 def guarded(tiny_model, tmp_path_factory):
-    with patched_env({"QBANK_AUTH_TOKEN": TOKEN}):
+    with patched_env({"QBANK_AUTH_TOKEN": TOKEN, "QBANK_CORS_ORIGINS": ALLOWED_ORIGIN}):
         with running_flow(model=tiny_model, data_dir=tmp_path_factory.mktemp("guarded")) as urls:
             yield urls
+
+
+ALLOWED_ORIGIN = "https://exams.example.com"
+
+
+def preflight(url: str, origin: str) -> tuple[int, str | None]:
+    """A browser's CORS preflight for a POST with a token from a page of ``origin``."""
+    request = urllib.request.Request(
+        url,
+        method="OPTIONS",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.headers.get("access-control-allow-origin")
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("access-control-allow-origin")
+
+
+@pytest.mark.service
+def test_only_the_allowed_origins_may_call_from_a_browser_and_still_need_the_token(guarded):
+    """QBANK_CORS_ORIGINS lists the pages of other origins that may call the HTTP API: their preflight
+    is answered (it carries no token), another origin's is not, and the call itself still needs the
+    token. With the setting unset no CORS header is sent (test_flow.py)."""
+    assert preflight(guarded["http"] + "/post", ALLOWED_ORIGIN) == (200, ALLOWED_ORIGIN)
+    status, allowed = preflight(guarded["http"] + "/post", "https://evil.example.net")
+    assert status == 400 and allowed is None
+    body = json.dumps({"execEndpoint": "/count", "data": [], "parameters": {}}).encode()
+    request = urllib.request.Request(
+        guarded["http"] + "/post", body, {"Origin": ALLOWED_ORIGIN, "Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 401
 
 
 @pytest.mark.service
@@ -261,13 +299,31 @@ def test_the_executors_take_nothing_but_the_gateway(guarded):
     """With a token on the gateway, /count and /delete sent straight to an executor's own port (the
     indexer answered {'count': 1004.0} from anywhere before) are refused: the executors listen on
     loopback only."""
+    import os
+    import urllib.error
+
     import grpc
     from jina import Client as JinaClient
 
     QbankClient(guarded["grpc"], token=TOKEN).index(question_items("door", 1, "数学"))
-    ports = executor_ports()
-    assert sorted(ports) == ["encoder", "indexer", "reader"], ports
-    assert all(address == "127.0.0.1" for found in ports.values() for address, _ in found), ports
+    listening = executor_ports()
+    assert sorted(listening) == ["encoder", "indexer", "reader"], listening
+    # Each executor's Prometheus port (jina binds it on every interface) serves counters only: a
+    # request to it reads metrics and reaches no endpoint (docs/operations.md).
+    metrics = {int(os.environ[f"QBANK_{part.upper()}_METRICS_PORT"]) for part in listening}
+    ports = {part: [(a, p) for a, p in found if p not in metrics] for part, found in listening.items()}
+    assert all(address == "127.0.0.1" for found in ports.values() for address, _ in found), listening
+    for port in metrics:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert b"qbank_refusals_total" in response.read()
+        body = json.dumps({"execEndpoint": "/delete", "parameters": {"question_ids": ["door"]}}).encode()
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(f"http://127.0.0.1:{port}/post", body), timeout=5
+            ) as answer:
+                assert b"deleted" not in answer.read()
+        except urllib.error.HTTPError as refused:
+            assert refused.code in (404, 405, 501)
     outside = outside_address()
     if outside is None:
         pytest.skip("this machine has no address but loopback to come in from")

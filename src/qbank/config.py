@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -466,6 +467,12 @@ class ServeSettings(QbankSettings):
     grpc_port: int = 51000
     http_port: int = 51001
     ws_port: int = 51002
+    # Prometheus metrics (jina's monitoring, with qbank's series: qbank.service.metrics), one port a
+    # part; an executor's replicas after the first get a free port of jina's choosing.
+    metrics_port: int = 51003
+    reader_metrics_port: int = 51004
+    encoder_metrics_port: int = 51005
+    indexer_metrics_port: int = 51006
     ocr_replicas: int = 1
     encoder_replicas: int = 1
     # More than 1 only with a Milvus server: Milvus Lite holds one process per file.
@@ -495,9 +502,14 @@ class GatewaySettings(QbankSettings):
     # from the per-item limit: 3 x QBANK_MAX_IMAGE_BYTES (two of the largest images, base64 included).
     max_request_bytes: int = 0
     max_image_bytes: int = MAX_IMAGE_BYTES  # the executors' setting of the same name
+    # Web origins (comma-separated, "https://exams.example.com") whose pages may call the HTTP API from
+    # a browser. Empty: none, and no CORS header at all (jina's `cors: true` allowed every website);
+    # the search page at /ui is served from the same origin and needs none.
+    cors_origins: str = ""
 
     def check(self) -> None:
         _positive("max_figure_bytes", self.max_figure_bytes)
+        self.cors_origin_list()
         _positive("max_image_bytes", self.max_image_bytes)
         if self.max_request_bytes < 0:
             raise ConfigError(f"setting 'max_request_bytes' must be >= 0, got {self.max_request_bytes}")
@@ -516,6 +528,17 @@ class GatewaySettings(QbankSettings):
         """The largest message a request may be, in bytes (max_request_bytes, or its derived default)."""
         return self.max_request_bytes or default_request_bytes(self.max_image_bytes)
 
+    def cors_origin_list(self) -> list[str]:
+        """The allowed origins, each checked: scheme, host and port only, as a browser sends Origin."""
+        origins = [part.strip().rstrip("/") for part in self.cors_origins.split(",") if part.strip()]
+        for origin in origins:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+                raise ConfigError(
+                    f"setting 'cors_origins': {origin!r} is not a web origin such as https://exams.example.com "
+                    "(scheme, host and port only; QBANK_CORS_ORIGINS, comma-separated)"
+                )
+        return origins
+
     def figure_root_paths(self) -> list[Path]:
         """The roots, absolute and with links resolved (what a figure's real path must lie under)."""
         return [Path(part).expanduser().resolve() for part in self.figure_roots.split(os.pathsep) if part.strip()]
@@ -528,6 +551,10 @@ FLOW_ENV_DEFAULTS: dict[str, str] = {
         "grpc_port",
         "http_port",
         "ws_port",
+        "metrics_port",
+        "reader_metrics_port",
+        "encoder_metrics_port",
+        "indexer_metrics_port",
         "ocr_replicas",
         "encoder_replicas",
         "indexer_replicas",

@@ -43,9 +43,28 @@ class QuestionHit:
     type: str = ""
     items: list[dict[str, Any]] = field(default_factory=list)
     figure: str = ""  # the best item's figure (its path or URL as imported) when that item is an image
+    score_kind: str = ""  # what ``score`` is (SCORE_KINDS): cosine, bm25, rrf, weighted, in-order, coverage
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# What a hit's score is, by the score the server set beside ``score`` (qbank.service.mapping.row_to_match
+# and the plan's rankings, qbank.service.ranking), in the order one overrides another: short name, meaning.
+SCORE_KINDS: dict[str, tuple[str, str]] = {
+    "text_similarity": ("in-order", "the share of the text read that the stem holds in the same order"),
+    "text_coverage": ("coverage", "the share of the typed words the stem holds in order"),
+    "rrf": ("rrf", "reciprocal rank fusion, 1/(k+rank) summed over the dense and bm25 lists: a rank, not a similarity"),
+    "weighted": ("weighted", "the weighted sum of the normalised dense and bm25 scores"),
+    "bm25": ("bm25", "the BM25 score of the words (higher is better, unbounded)"),
+    "similarity": ("cosine", "the cosine similarity of the CLIP vectors"),
+}
+
+
+def score_kind(match: Document) -> str:
+    """The short name of what ``match.scores['score']`` is (a key of SCORE_KINDS' values)."""
+    present = set(match.scores.keys())
+    return next((short for key, (short, _) in SCORE_KINDS.items() if key in present), "")
 
 
 def _given(filters: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +97,7 @@ def question_hits(matches: DocumentArray, limit: int) -> list[QuestionHit]:
                 grade=match.tags.get("grade", ""),
                 type=match.tags.get("type", ""),
                 figure=str(match.tags.get("figure") or match.uri or "") if match.modality == IMAGE else "",
+                score_kind=score_kind(match),
             )
         hits[qid].items.append(item)
     return list(hits.values())

@@ -16,7 +16,8 @@ from typing import Any
 from qbank.config import ClientSettings
 from qbank.domain.fusion import SEARCH_MODES, parse_weights
 from qbank.domain.schema import DUPLICATE_MEASURES
-from qbank_client.api import QbankClient, QuestionHit
+from qbank.quiet import quiet_known_warnings
+from qbank_client.api import SCORE_KINDS, QbankClient, QuestionHit
 from qbank_client.bank import KNOWN_KEYS
 from qbank_client.sources import FORMATS
 from qbank_client.transport import error_message
@@ -28,10 +29,14 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
     return {"subject": args.subject, "grade": args.grade, "type": args.type}
 
 
-def format_table(title: str, hits: list[QuestionHit]) -> str:
+def format_table(title: str, hits: list[QuestionHit], empty: str = "no matching questions") -> str:
+    """The hits as a table whose score column says what the score is (cosine, bm25, rrf, ...), with a
+    line explaining a fused score; ``empty``: what to say when there is none (why, where known)."""
+    kinds = sorted({hit.score_kind for hit in hits if hit.score_kind})
+    label = "/".join(kinds) if kinds else "score"
     lines = [
         title,
-        f"  {'#':>2}  {'score':>6}  {'question':<14} {'subject':<6} {'grade':<6} {'type':<6} {'items':>5}  best item",
+        f"  {'#':>2}  {label:>8}  {'question':<14} {'subject':<6} {'grade':<6} {'type':<6} {'items':>5}  best item",
     ]
     for rank, hit in enumerate(hits, 1):
         # An image's own text is what OCR read on it ("ı", "I", "O" on a drawn figure): show the figure.
@@ -40,11 +45,28 @@ def format_table(title: str, hits: list[QuestionHit]) -> str:
         else:
             shown = (hit.text or f"[{hit.modality}] {hit.best_item}").replace("\n", " ")
         lines.append(
-            f"  {rank:>2}  {hit.score:>6.3f}  {hit.question_id:<14} {hit.subject:<6} {hit.grade:<6} {hit.type:<6} {len(hit.items):>5}  {shown[:50]}"
+            f"  {rank:>2}  {hit.score:>8.4f}  {hit.question_id:<14} {hit.subject:<6} {hit.grade:<6} {hit.type:<6} {len(hit.items):>5}  {shown[:50]}"
         )
+    for kind in kinds:
+        if kind in ("rrf", "weighted", "in-order", "coverage"):
+            meaning = next(text for short, text in SCORE_KINDS.values() if short == kind)
+            lines.append(f"  {kind}: {meaning}")
     if not hits:
-        lines.append("  (no matching questions)")
+        lines.append(f"  ({empty})")
     return "\n".join(lines)
+
+
+def why_empty(client: QbankClient, modality: str | None = None, **filters: Any) -> str:
+    """Why a search found nothing, where the bank says so: no items at all, none of that modality
+    (a bank without figures), none under the filters; else "no matching questions"."""
+    wanted = {k: v for k, v in filters.items() if v}
+    if not client.count():
+        return "the bank is empty: import questions first (qbank import)"
+    if modality == "image" and not client.count(modality="image"):
+        return "the bank has no figure items: import questions with figures (a figure column or HTML images) to search them"
+    if wanted and not client.count(**wanted):
+        return f"no item of the bank has {wanted}: check the filters (qbank stats shows the bank)"
+    return "no matching questions"
 
 
 def _print(args: argparse.Namespace, payload: Any, text: str) -> None:
@@ -104,7 +126,10 @@ def _report(args: argparse.Namespace, summary) -> None:  # noqa: ANN001 - an Imp
 
 def cmd_text2image(args: argparse.Namespace, client: QbankClient) -> int:
     hits = client.text_to_image(args.query, args.limit, **_filters(args))
-    _print(args, [h.to_dict() for h in hits], format_table(f"questions whose figures match {args.query!r}", hits))
+    empty = why_empty(client, "image", **_filters(args)) if not hits else ""
+    _print(
+        args, [h.to_dict() for h in hits], format_table(f"questions whose figures match {args.query!r}", hits, empty)
+    )
     return 0
 
 
@@ -115,9 +140,17 @@ def cmd_image2text(args: argparse.Namespace, client: QbankClient) -> int:
         print(f"error: cannot read image {args.image}: {exc}", file=sys.stderr)
         return 2
     text = (
-        format_table("questions whose stems match the image", found["stems"])
+        format_table(
+            "questions whose stems match the image",
+            found["stems"],
+            "" if found["stems"] else why_empty(client, "text", **_filters(args)),
+        )
         + "\n\n"
-        + format_table("questions with the most similar figures", found["figures"])
+        + format_table(
+            "questions with the most similar figures",
+            found["figures"],
+            "" if found["figures"] else why_empty(client, "image", **_filters(args)),
+        )
     )
     _print(args, {k: [h.to_dict() for h in v] for k, v in found.items()}, text)
     return 0
@@ -182,7 +215,8 @@ def cmd_similar(args: argparse.Namespace, client: QbankClient) -> int:
         **_filters(args),
     )
     mode = f" ({mode}{', in the analyses' if args.in_analysis else ''})" if mode else ""
-    _print(args, [h.to_dict() for h in hits], format_table(f"questions similar to {args.query!r}{mode}", hits))
+    empty = why_empty(client, "text", **_filters(args)) if not hits else ""
+    _print(args, [h.to_dict() for h in hits], format_table(f"questions similar to {args.query!r}{mode}", hits, empty))
     return 0
 
 
@@ -386,6 +420,7 @@ def cmd_plan(args: argparse.Namespace, client: QbankClient | None = None) -> int
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_known_warnings()  # jina's imports print setuptools' notice on every command (QBANK_SHOW_WARNINGS)
     args = build_parser().parse_args(argv)
     if getattr(args, "limit", 1) < 1 or getattr(args, "batch_size", 1) < 1:
         print("error: --limit and --batch-size must be at least 1", file=sys.stderr)

@@ -15,6 +15,7 @@ import io
 import math
 import random
 import sys
+import time
 from pathlib import Path
 
 from qbank.config import DEFAULT_MODEL, ConfigError, EncoderSettings, IndexerSettings, ServeSettings
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", default="models", help="where the tiny stand-in model is built")
     parser.add_argument("--no-serve", action="store_true", help="exit after the demo instead of serving")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     quiet_known_warnings()
 
     try:
@@ -220,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"similar questions to {probe.id}: {probe.stem[:24]}...", client.similar_questions(probe.stem, 5)
             )
         )
-        print(f"\nserving: {grpc}  http://127.0.0.1:{ports.http_port}  ws://127.0.0.1:{ports.ws_port}")
+        print(
+            f"\nserving {time.perf_counter() - started:.0f} s after the demo started: {grpc}  "
+            f"http://127.0.0.1:{ports.http_port}  ws://127.0.0.1:{ports.ws_port}"
+        )
         print(f"search page: http://127.0.0.1:{ports.http_port}/ui (figures served from {bank_path.parent})")
         print(f"try: .venv/bin/qbank --url {grpc} similar '已知圆的半径' --subject 数学")
         if not args.no_serve:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 logger = logging.getLogger("qbank_devtools.toy_clip")
 
+PROGRESS_SECONDS = 10.0  # training says how far it is at least this often
 # Bumped whenever the recipe changes, so a cached copy built by an older recipe is rebuilt.
 RECIPE_VERSION = 1
 MARKER = "qbank_toy_clip.json"
@@ -195,7 +196,8 @@ def train_toy_clip(
     progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Train the toy model and save it as a hub folder; returns its path. About 75 s on 2 cores.
-    ``progress`` is told how far training is, every 100 steps (the demo prints it).
+    ``progress`` is told how far training is at least every PROGRESS_SECONDS (the bootstrap and the
+    demo print it): every 100 steps was 5 silent minutes on a loaded machine.
 
     The recipe was tuned by its figures on the demo bank (qbank_devtools.evaluate.cross_modal): at
     lr 2e-3 the loss stalled where only the coloured charts were told apart; 600 steps at 1e-3 left
@@ -262,6 +264,7 @@ def train_toy_clip(
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(seed)
     model.train()
+    reported = started
     for step in range(steps):
         picked = torch.randint(len(labels), (batch_size,), generator=generator)
         kinds = labels_t[picked]
@@ -285,8 +288,10 @@ def train_toy_clip(
         loss.backward()
         optimizer.step()
         schedule.step()
-        if step % 100 == 0 or step == steps - 1:
-            message = f"toy CLIP step {step + 1}/{steps}: loss {loss.item():.3f}"
+        now = time.perf_counter()
+        if step == 0 or step == steps - 1 or now - reported >= PROGRESS_SECONDS:
+            reported = now
+            message = f"toy CLIP step {step + 1}/{steps}: loss {loss.item():.3f} ({now - started:.0f} s)"
             logger.info(message)
             if progress:
                 progress(message)
@@ -326,3 +331,28 @@ def toy_clip(folder: str | Path, seed: int = 0, progress: Callable[[str], None] 
     except (OSError, ValueError):
         pass
     return train_toy_clip(folder, seed=seed, progress=progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m qbank_devtools.toy_clip [FOLDER]``: the toy in FOLDER (default models/toy-chinese-clip,
+    where the demo looks), trained there once; scripts/bootstrap.sh runs it, so the demo serves without
+    training first."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m qbank_devtools.toy_clip", description=main.__doc__)
+    parser.add_argument("folder", nargs="?", default="models/toy-chinese-clip")
+    args = parser.parse_args(argv)
+    from qbank.quiet import quiet_known_warnings
+
+    quiet_known_warnings()
+    folder = Path(args.folder)
+    ready = (folder / MARKER).is_file()
+    path = toy_clip(folder, progress=lambda line: print("  " + line, flush=True))
+    built = json.loads((path / MARKER).read_text(encoding="utf-8"))
+    state = "ready" if ready and built.get("recipe") == RECIPE_VERSION else f"trained in {built['seconds']:.0f} s"
+    print(f"toy CLIP {state}: {path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -37,8 +38,9 @@ def token_matches(presented: str | bytes | None, token: str) -> bool:
 class TokenInterceptor(grpc.aio.ServerInterceptor):
     """Refuses every gRPC call without the token with UNAUTHENTICATED, before it reaches jina."""
 
-    def __init__(self, token: str):
+    def __init__(self, token: str, refused: Callable[[], None] = lambda: None):
         self._token = token
+        self._refused = refused  # counts the refusal (qbank_refusals_total{reason="auth"})
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -47,6 +49,7 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         metadata = dict(handler_call_details.invocation_metadata or ())
         if token_matches(metadata.get("authorization"), self._token):
             return handler
+        self._refused()
         return _refusing_handler(handler)
 
 
@@ -63,14 +66,16 @@ def _refusing_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 class TokenMiddleware:
     """ASGI middleware for the HTTP and WebSocket apps: 401, or a refused handshake, without the token."""
 
-    def __init__(self, app: Any, token: str):
+    def __init__(self, app: Any, token: str, refused: Callable[[], None] = lambda: None):
         self.app = app
         self._token = token
+        self._refused = refused  # counts the refusal (qbank_refusals_total{reason="auth"})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket") or self._allowed(scope):
             await self.app(scope, receive, send)
             return
+        self._refused()
         if scope["type"] == "websocket":  # closing before accept makes the server answer 403
             await send({"type": "websocket.close", "code": 1008, "reason": REFUSED})
             return

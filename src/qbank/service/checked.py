@@ -11,6 +11,7 @@ from jina.constants import __default_endpoint__
 from jina.serve.executors import __dry_run_endpoint__
 
 from qbank.config import Limits
+from qbank.service.metrics import ExecutorSeries
 from qbank.service.params import UNKNOWN_ENDPOINT, UnknownEndpointError, check_request
 
 
@@ -27,6 +28,7 @@ class CheckedExecutor(Executor):
     # refuses it (naming the served endpoints) and this one only passes requests on.
     refuses_unknown_endpoints: ClassVar[bool] = True
     request_limits: Limits
+    series: ExecutorSeries  # its Prometheus series (qbank.service.metrics), made by each subclass
 
     async def readiness_problem(self) -> str | None:
         """Why this executor cannot serve now (a part it needs is down), or None."""
@@ -41,16 +43,20 @@ class CheckedExecutor(Executor):
             if problem:
                 raise NotReadyError(problem)
             return None
-        if req_endpoint == __default_endpoint__:
-            if self.refuses_unknown_endpoints:
-                raise UnknownEndpointError(UNKNOWN_ENDPOINT)
-        else:
-            docs = kwargs.get("docs")
-            kwargs["parameters"] = check_request(
-                req_endpoint,
-                kwargs.get("parameters"),
-                len(docs) if docs is not None else 0,
-                self.request_limits,
-                only=self.checked_parameters,
-            )
-        return await super().__acall__(req_endpoint, **kwargs)
+        try:
+            if req_endpoint == __default_endpoint__:
+                if self.refuses_unknown_endpoints:
+                    raise UnknownEndpointError(UNKNOWN_ENDPOINT)
+            else:
+                docs = kwargs.get("docs")
+                kwargs["parameters"] = check_request(
+                    req_endpoint,
+                    kwargs.get("parameters"),
+                    len(docs) if docs is not None else 0,
+                    self.request_limits,
+                    only=self.checked_parameters,
+                )
+            return await super().__acall__(req_endpoint, **kwargs)
+        except Exception as exc:  # counted by what it is (a refusal, a Milvus error), then raised as it was
+            self.series.failed(exc)
+            raise

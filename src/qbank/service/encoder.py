@@ -27,6 +27,7 @@ from qbank.media.images import ImageInputError, document_image, image_policy
 from qbank.model.clip import ClipEncoder
 from qbank.service.checked import CheckedExecutor
 from qbank.service.mapping import chunks_problem
+from qbank.service.metrics import EncoderSeries, registry_of
 from qbank.service.params import (
     CLIP_CLIENT_PARAMETERS,
     UNKNOWN_ENDPOINT,
@@ -62,6 +63,7 @@ class QbankClipEncoder(CheckedExecutor):
         self.limits, self.fetch_policy = image_policy(s)
         self.request_limits = Limits(max_docs=s.max_docs_per_request)
         self.model = ClipEncoder.load(s.model, s.engine, s.device, s.onnx_path, s.fp16, s.num_threads)
+        self.series = EncoderSeries(registry_of(self))
         self.logger.info(
             f"encoder ready: model={self.model.name} engine={s.engine} device={self.model.engine.device} "
             f"dim={self.model.dim} minibatch={s.minibatch_size} "
@@ -124,12 +126,14 @@ class QbankClipEncoder(CheckedExecutor):
             vectors = self.model.encode_texts([t for _, t in texts], batch)
             for (doc, _), vector in zip(texts, vectors, strict=True):
                 doc.embedding, doc.modality = vector, TEXT
+            self.series.embedded.labels(TEXT).inc(len(texts))
         if images:
             vectors = self.model.encode_images([im for _, im in images], batch)
             for (doc, _), vector in zip(images, vectors, strict=True):
                 doc.embedding, doc.modality = vector, IMAGE
                 if drop_image_content:
                     doc.blob, doc.tensor = b"", None
+            self.series.embedded.labels(IMAGE).inc(len(images))
 
     @staticmethod
     def _selected(docs: DocumentArray, parameters: dict | None) -> tuple[DocumentArray, bool]:

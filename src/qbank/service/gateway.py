@@ -17,10 +17,12 @@ from jina.serve.runtimes.gateway.grpc import GRPCGateway
 from jina.serve.runtimes.gateway.http import HTTPGateway
 from jina.serve.runtimes.gateway.websocket import WebSocketGateway
 from jina.serve.runtimes.servers.composite import CompositeBaseServer
+from prometheus_client import CollectorRegistry
 
 from qbank.config import GatewaySettings
 from qbank.service.auth import TokenInterceptor, TokenMiddleware
 from qbank.service.guards import MalformedFrameMiddleware, MalformedMessageInterceptor, MalformedRequestMiddleware
+from qbank.service.metrics import Refusals
 from qbank.service.page import add_page_routes
 
 # A readiness probe's dry run through every executor must come back within this (Kubernetes' probe
@@ -72,12 +74,15 @@ class ReadinessMiddleware:
 
 
 class _TokenHolder:
-    """Takes the gateway's settings for the guarded server classes below (first in their MRO)."""
+    """Takes the gateway's settings and refusal counter for the guarded server classes below (first in
+    their MRO)."""
 
-    def __init__(self, *, qbank_settings: GatewaySettings, **kwargs: Any):
+    def __init__(self, *, qbank_settings: GatewaySettings, qbank_refusals: Refusals, **kwargs: Any):
         super().__init__(**kwargs)
         self._qbank_settings = qbank_settings
         self._qbank_token = qbank_settings.auth_token
+        self._refused_auth = lambda: qbank_refusals.count("auth")
+        self._refused_size = lambda: qbank_refusals.count("size")
 
 
 class TokenGRPCGateway(_TokenHolder, GRPCGateway):
@@ -88,7 +93,7 @@ class TokenGRPCGateway(_TokenHolder, GRPCGateway):
         self.grpc_server_options = {**(self.grpc_server_options or {}), "grpc.max_receive_message_length": limit}
         guards: list[grpc.aio.ServerInterceptor] = [MalformedMessageInterceptor()]
         if self._qbank_token:  # first: a call without the token is refused before its message is parsed
-            guards.insert(0, TokenInterceptor(self._qbank_token))
+            guards.insert(0, TokenInterceptor(self._qbank_token, self._refused_auth))
         self.grpc_tracing_server_interceptors = [*guards, *(self.grpc_tracing_server_interceptors or [])]
 
 
@@ -98,10 +103,22 @@ class TokenHTTPGateway(_TokenHolder, HTTPGateway):
         app = super().app  # jina builds a fresh FastAPI app on each access
         settings = self._qbank_settings
         add_page_routes(app, settings.figure_root_paths(), settings.max_figure_bytes)
-        app.add_middleware(MalformedRequestMiddleware, max_bytes=settings.request_byte_limit)
+        app.add_middleware(
+            MalformedRequestMiddleware, max_bytes=settings.request_byte_limit, too_large=self._refused_size
+        )
         if self._qbank_token:
-            app.add_middleware(TokenMiddleware, token=self._qbank_token)
+            app.add_middleware(TokenMiddleware, token=self._qbank_token, refused=self._refused_auth)
         app.add_middleware(ReadinessMiddleware, streamer=lambda: self._request_handler.streamer)
+        origins = settings.cors_origin_list()
+        if origins:  # outermost: a browser's preflight carries no token and must get its answer
+            from starlette.middleware.cors import CORSMiddleware
+
+            app.add_middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+            )
         return app
 
 
@@ -112,9 +129,11 @@ class TokenWebSocketGateway(_TokenHolder, WebSocketGateway):
 
     @app.setter
     def app(self, value) -> None:  # jina assigns the app in setup_server, before uvicorn gets it
-        value.add_middleware(MalformedFrameMiddleware, max_bytes=self._qbank_settings.request_byte_limit)
+        value.add_middleware(
+            MalformedFrameMiddleware, max_bytes=self._qbank_settings.request_byte_limit, too_large=self._refused_size
+        )
         if self._qbank_token:
-            value.add_middleware(TokenMiddleware, token=self._qbank_token)
+            value.add_middleware(TokenMiddleware, token=self._qbank_token, refused=self._refused_auth)
         self._app = value
 
     async def setup_server(self) -> None:
@@ -136,13 +155,18 @@ class QbankGateway(CompositeGateway):
     def __init__(self, **kwargs: Any):
         settings = GatewaySettings.resolve()
         CompositeBaseServer.__init__(self, **kwargs)  # what CompositeServer does, with guarded classes
+        # The gateway's refusals, in the registry jina serves on its monitoring port (QBANK_METRICS_PORT)
+        registry = getattr(self, "metrics_registry", None)
+        refusals = Refusals(registry if registry is not None else CollectorRegistry())
         self.servers = []
         for server_kwargs in self._server_kwargs:
             protocol = server_kwargs["runtime_args"]["protocol"]
             protocol = getattr(protocol, "name", str(protocol)).lower()
-            self.servers.append(GUARDED[protocol](qbank_settings=settings, **server_kwargs))
+            self.servers.append(GUARDED[protocol](qbank_settings=settings, qbank_refusals=refusals, **server_kwargs))
         self.gateways = self.servers
         if settings.auth_token:
             self.logger.info(f"gateway requires a token (QBANK_AUTH_TOKEN) on {', '.join(GUARDED)}")
+        origins = ", ".join(settings.cors_origin_list()) or "none (QBANK_CORS_ORIGINS unset: same origin only)"
+        self.logger.info(f"web pages of other origins allowed to call the HTTP API: {origins}")
         roots = ", ".join(map(str, settings.figure_root_paths())) or "none (QBANK_FIGURE_ROOTS unset)"
         self.logger.info(f"search page on the HTTP port at /ui; figure files served from: {roots}")

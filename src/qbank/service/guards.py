@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -242,9 +243,10 @@ class MalformedRequestMiddleware:
     protobuf's reason.
     """
 
-    def __init__(self, app: Any, max_bytes: int):
+    def __init__(self, app: Any, max_bytes: int, too_large: Callable[[], None] = lambda: None):
         self.app = app
         self.max_bytes = max_bytes
+        self.too_large = too_large  # counts the refusal (qbank_refusals_total{reason="size"})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST":
@@ -252,11 +254,13 @@ class MalformedRequestMiddleware:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length", b"").decode("latin-1")
         if declared.isdigit() and int(declared) > self.max_bytes:
+            self.too_large()
             await _send_json(send, 413, too_large(declared, self.max_bytes))
             return
         try:
             body, messages = await _read_body(receive, self.max_bytes)
         except RequestTooLarge:
+            self.too_large()
             await _send_json(send, 413, too_large(f"over {self.max_bytes}", self.max_bytes))
             return
         problem = surrogate_problem(body)
@@ -425,9 +429,10 @@ class MalformedFrameMiddleware:
     bad frame never reaches jina: the app sees a disconnect and ends its stream cleanly.
     """
 
-    def __init__(self, app: Any, max_bytes: int):
+    def __init__(self, app: Any, max_bytes: int, too_large: Callable[[], None] = lambda: None):
         self.app = app
         self.max_bytes = max_bytes
+        self.too_large = too_large  # counts the refusal (qbank_refusals_total{reason="size"})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
@@ -443,6 +448,7 @@ class MalformedFrameMiddleware:
             size = len(message.get("bytes") or message.get("text") or "")
             if size > self.max_bytes:
                 reason = f"frame of {size} bytes is over QBANK_MAX_REQUEST_BYTES ({self.max_bytes})"
+                self.too_large()
                 await send({"type": "websocket.close", "code": WS_TOO_BIG, "reason": reason})
                 return {"type": "websocket.disconnect", "code": WS_TOO_BIG}
             problem = frame_problem(message, binary)

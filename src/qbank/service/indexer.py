@@ -9,6 +9,7 @@ through; any other endpoint is refused. Each request is all-or-nothing: it is ch
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from qbank.service.mapping import (
     row_to_match,
     rows_from_docs,
 )
+from qbank.service.metrics import IndexerSeries, registry_of
 from qbank.service.params import UNKNOWN_ENDPOINT, ParameterError, RequestTooLargeError, UnknownEndpointError
 from qbank.service.ranking import ranked
 from qbank.store import ItemStore, StoreError
@@ -57,12 +59,20 @@ class QbankMilvusIndexer(CheckedExecutor):
         self.request_limits = self.settings.limits()
         self.default_weights = self.settings.weights()
         self.store = ItemStore(self.settings)
+        self.series = IndexerSeries(registry_of(self), self._stored, lambda: self.store.connection.connects)
         try:
             self.logger.info(f"indexer ready: {self.store.describe()}")
         except StoreError as exc:  # Milvus down: serve anyway; requests fail fast until it is back
             self.logger.warning(f"indexer ready, Milvus is not: {exc}")
 
     __init__.__signature__ = IndexerSettings.executor_signature()
+
+    def _stored(self) -> float:
+        """The items stored, for qbank_items_stored at each scrape (NaN while Milvus is away)."""
+        try:
+            return float(self.store.count())
+        except StoreError:
+            return float("nan")
 
     async def readiness_problem(self) -> str | None:
         """Milvus must answer: the indexer serves without it (requests fail fast), but is not ready."""
@@ -81,12 +91,20 @@ class QbankMilvusIndexer(CheckedExecutor):
             self.store.connect()
         rows = rows_from_docs(docs, self.store.dim, self.settings.max_tag_bytes)
         written = self.store.upsert(rows)
+        self.series.written.labels("upsert").inc(written)
         self.logger.debug(f"upserted {written} items")
         return docs
 
     @requests(on="/search")
     def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
         """Nearest items for each query doc, as ``.matches`` (best first), with optional filters."""
+        started = time.perf_counter()
+        found = self._search_request(docs, parameters)
+        mode = SearchPlan.of(parameters, self.settings.search_mode).mode  # refused above if it had no plan
+        self.series.search_seconds.labels(mode).observe(time.perf_counter() - started)
+        return found
+
+    def _search_request(self, docs: DocumentArray, parameters: dict) -> DocumentArray:
         limit = parameters.get("limit", self.settings.default_limit)
         filters = dict(parameters.get("filter", {}))
         if "modality" in parameters:
@@ -101,7 +119,10 @@ class QbankMilvusIndexer(CheckedExecutor):
             plan = SearchPlan.of(parameters, self.settings.search_mode)
         except PlanError as exc:
             raise ParameterError(str(exc)) from None
+        count = self.series.searches
         if not plan.photo:
+            for doc in docs:
+                count.labels(plan.mode, "text" if doc.text else "image").inc()
             texts = [d.text for d in docs]
             forms = self._search(
                 docs, texts, plan.mode, plan.candidates(limit), expr, rrf_k, weights, group_by, plan.part
@@ -116,6 +137,8 @@ class QbankMilvusIndexer(CheckedExecutor):
         read = DocumentArray(d for d, w in zip(docs, words, strict=True) if w)
         unread = DocumentArray(d for d, w in zip(docs, words, strict=True) if not w)
         texts = [w for w in words if w]
+        count.labels(plan.mode, "photo").inc(len(read))
+        count.labels("dense", "photo").inc(len(unread))  # no text read: the photo's CLIP vector
         forms = self._search(read, texts, plan.mode, plan.candidates(limit), expr, rrf_k, weights, group_by)
         if plan.ranking:
             for doc, text in zip(read, texts, strict=True):
@@ -125,12 +148,14 @@ class QbankMilvusIndexer(CheckedExecutor):
         segments = DocumentArray(c for d in docs for c in segment_chunks(d) if c.text)
         segment_texts = [c.text for c in segments]
         question = SearchPlan.page_question()
+        count.labels(question.mode, "page_question").inc(len(segments))
         pool = question.candidates(limit)
         forms = self._search(segments, segment_texts, question.mode, pool, expr, rrf_k, weights, group_by)
         for chunk, text in zip(segments, segment_texts, strict=True):
             chunk.matches = ranked(question, chunk.matches, text, forms, limit)
         # The figure found in a photo, by its CLIP vector, against the bank's figures.
         figures = DocumentArray(c for d in docs for c in figure_chunks(d))
+        count.labels("dense", "figure").inc(len(figures))
         figure_expr = build_filter({**filters, "modality": IMAGE})
         self._search(figures, [""] * len(figures), "dense", limit, figure_expr, rrf_k, weights, group_by)
         return docs
@@ -205,7 +230,7 @@ class QbankMilvusIndexer(CheckedExecutor):
         merged = DocumentArray(merged_update(doc, stored[doc.id]) for doc in docs)
         rows = rows_from_docs(merged, self.store.dim, self.settings.max_tag_bytes)
         self.store.check_vectors(self.model_name, len(rows[0]["embedding"]), create=False)
-        self.store.upsert(rows)
+        self.series.written.labels("upsert").inc(self.store.upsert(rows))
         return docs
 
     @requests(on="/delete")
@@ -221,6 +246,7 @@ class QbankMilvusIndexer(CheckedExecutor):
                 "nothing deleted. Send allow_many: true to delete them"
             )
         deleted = self.store.delete(expr)
+        self.series.written.labels("delete").inc(deleted)
         self.logger.info(f"deleted {deleted} items")
         return {"deleted": deleted}
 

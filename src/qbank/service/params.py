@@ -243,6 +243,8 @@ KNOWN_ENDPOINTS = (
 class RequestTooLargeError(ParameterError):
     """A request over a size limit; the message names the limit and its setting."""
 
+    refusal_reason = "size"  # qbank_refusals_total (qbank.service.metrics)
+
 
 class UnknownEndpointError(ParameterError):
     """A request for an endpoint no executor serves (e.g. a misspelt ``/Index``)."""

@@ -52,6 +52,7 @@ from qbank.media.images import ImageInputError, declared_pixels, document_image,
 from qbank.media.regions import figure_region
 from qbank.model.ocr import OcrEngine, OcrResult, ReadStopped
 from qbank.service.checked import CheckedExecutor
+from qbank.service.metrics import ReaderSeries, registry_of
 
 NO_TEXT_NOTE = "no text could be read from this photo: it was searched by its CLIP vector alone"
 # The figure crop a photo search passes on is at most this many pixels on its longest side: CLIP
@@ -71,9 +72,19 @@ class OcrError(ValueError):
 class OcrLimitError(ValueError):
     """A request asks for more OCR work than a QBANK_OCR_* bound allows; the message names it."""
 
+    refusal_reason = "size"  # qbank_refusals_total (qbank.service.metrics)
+
+
+class OcrTimeoutError(OcrLimitError):
+    """A request was in the reader longer than QBANK_OCR_TIMEOUT (from its arrival)."""
+
+    refusal_reason = "timeout"
+
 
 class OcrBusyError(RuntimeError):
     """The reader holds as many photo searches as QBANK_OCR_MAX_QUEUE allows: retry shortly."""
+
+    refusal_reason = "busy"
 
 
 class _Abandoned(Exception):
@@ -122,6 +133,8 @@ class QbankReader(CheckedExecutor):
             )
         self.pool = ThreadPoolExecutor(max_workers=s.ocr_concurrency, thread_name_prefix="ocr")
         self.searching: dict[object, float | None] = {}  # photo searches held: being read or waiting, by deadline
+        self.series = ReaderSeries(registry_of(self))
+        self.series.queue.set_function(lambda: len(self.searching))
         self.logger.info(
             f"OCR reader ready: detector side {s.ocr_det_side}, {'cuda, onnxruntime' if cuda else 'cpu, ' + s.ocr_engine}, "
             f"{s.ocr_concurrency} requests read at once"
@@ -213,7 +226,7 @@ class QbankReader(CheckedExecutor):
         def stopped(left: int) -> Exception:
             if gone():
                 return _Abandoned()
-            return OcrLimitError(
+            return OcrTimeoutError(
                 f"this request has been in the reader over {s.ocr_timeout:g} s (QBANK_OCR_TIMEOUT, counted from "
                 f"its arrival, waiting included) with {left} of {len(images)} images not read: "
                 "send fewer or smaller images per request, or retry when the service is less busy"
@@ -232,10 +245,12 @@ class QbankReader(CheckedExecutor):
             pixels += width * height
             if pixels > s.ocr_max_request_pixels:
                 raise OcrLimitError(self._pixels_message(pixels, endpoint))
+            started = time.perf_counter()
             try:
                 result = reader.read(image, stop)
             except ReadStopped:
                 raise stopped(len(images) - number) from None
+            self.series.read_seconds.observe(time.perf_counter() - started)
             read(doc, image, result)
         return errors
 
@@ -313,6 +328,9 @@ class QbankReader(CheckedExecutor):
                 self._add_focus(doc, image, result)
             if not text:
                 doc.tags[OCR_NOTE_TAG] = NO_TEXT_NOTE
+            self.series.photos.labels("text" if text else "no_text").inc()
+            if FIGURE_REGION_TAG in doc.tags:
+                self.series.photos.labels("figure").inc()
 
         try:
             errors = await self._off_loop(

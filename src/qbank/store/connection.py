@@ -63,6 +63,7 @@ class MilvusConnection:
         self._client: Any = None
         self._lock = threading.RLock()  # invoke may forget a client while client() holds the lock
         self._write_lock = threading.Lock()  # Lite: a disk check and its write, one write at a time
+        self.connects = 0  # clients made: 1 at start, then one per reconnect (qbank_milvus_connects)
 
     def client(self) -> Any:
         """The client; when there is none, connect (restarting Milvus Lite if it died) first."""
@@ -90,6 +91,7 @@ class MilvusConnection:
                 self._close_quietly(client)
                 raise
             self._client = client
+            self.connects += 1
         return client
 
     def invoke(self, client: Any, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

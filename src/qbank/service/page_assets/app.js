@@ -6,6 +6,101 @@
 "use strict";
 
 const TOKEN_KEY = "qbank-token";
+
+// The page's words: Chinese by default, English with ?lang=en. Static labels carry data-i18n (and
+// data-i18n-placeholder / -alt / -aria-label) keys of TEXT; messages are t(key, ...values).
+const LANG = new URLSearchParams(location.search).get("lang") === "en" ? "en" : "zh";
+const TEXT = {
+  zh: {
+    title: "题库搜索", connecting: "连接中…", otherLanguage: "English", tokenButton: "令牌",
+    tokenLabel: "本服务需要令牌", tokenUse: "使用令牌",
+    tokenHint: "只保存在本标签页（sessionStorage），作为 Authorization 请求头发送。",
+    queryPlaceholder: "输入题目，或拖入、粘贴、选择一张图片", dropHint: "图片：拖入、粘贴（Ctrl+V）或选择文件",
+    imageAlt: "查询图片", clearImage: "清除图片", modeLabel: "模式", modeDefault: "服务默认",
+    modeDense: "向量（CLIP）", modeBm25: "全文（BM25）", modeHybrid: "混合", searchIn: "搜索范围",
+    modalityAll: "题干和图形", modalityText: "题干", modalityImage: "图形",
+    photo: "题目照片（识别其中文字）", wholePage: "整页（逐题搜索）", subject: "学科", grade: "年级",
+    qtype: "题型", limit: "结果数", search: "搜索", pageAlt: "搜索的整页照片，每道识别出的题目都框出",
+    pageCaption: "每个框是页面上识别出的一道题；它的匹配结果按题号列在下方", close: "关闭",
+    unreachable: (endpoint, why) => `${endpoint}：无法连接服务（${why}）`,
+    needsToken: "本服务需要令牌", refused: "被拒绝（401）",
+    items: (n) => `${n} 个条目`, model: (m) => `模型 ${m || "尚无"}`, dim: (d) => `维度 ${d || "-"}`,
+    index: (i) => `索引 ${i || "-"}`, fullText: (on) => `全文检索${on ? "已开启" : "未开启"}`,
+    statsUnavailable: "统计信息不可用", notImage: "这不是图片文件",
+    mathDeep: (depth, most) => `公式嵌套 ${depth} 层（本页最多排版 ${most} 层）`,
+    mathSpans: (spans, most) => `${spans} 段公式（本页最多排版 ${most} 段）`,
+    shownAsWritten: (why) => `按原文显示：${why}`, answer: "答案", analysis: "解析",
+    noPath: (id) => `${id}：存储时没有路径或网址`, figureAlt: (id) => `图形 ${id}`,
+    matchedFigure: "匹配：图形", matchedStem: "匹配：题干", figureOnly: "（无题干：只有图形的题目）",
+    typeOrImage: "请输入题目或提供图片", searching: "搜索中…",
+    readFromPhoto: (text) => `照片中识别的文字：${text}`, noTextRead: "没有识别到文字",
+    noQuestions: "没有找到题目", questionNumber: (n) => `第 ${n} 题`, aboveFirstNumber: "第一个题号之前的文字",
+    noNumbers: "页面上没有找到题号：取消“整页”后再搜索", loading: "加载中…", similar: "相似题目",
+    noStemToCompare: "没有可比较的题干", none: "无", noStem: "（无题干）",
+    scoreName: { cosine: "余弦相似度", bm25: "BM25", rrf: "RRF 排名融合", weighted: "加权融合", "in-order": "顺序匹配", coverage: "覆盖率", "": "得分" },
+  },
+  en: {
+    title: "Question bank search", connecting: "connecting…", otherLanguage: "中文", tokenButton: "Token",
+    tokenLabel: "This service requires a token", tokenUse: "Use token",
+    tokenHint: "Kept for this tab only (sessionStorage); sent as the Authorization header.",
+    queryPlaceholder: "Type a question, or drop / paste / pick an image",
+    dropHint: "Image: drop, paste (Ctrl+V) or pick a file", imageAlt: "query image", clearImage: "Clear image",
+    modeLabel: "Mode", modeDefault: "server default", modeDense: "dense (CLIP)", modeBm25: "bm25 (full text)",
+    modeHybrid: "hybrid", searchIn: "Search in", modalityAll: "stems and figures", modalityText: "stems",
+    modalityImage: "figures", photo: "photo of a question (read its text)",
+    wholePage: "whole page (each question on it)", subject: "Subject", grade: "Grade", qtype: "Type",
+    limit: "Results", search: "Search", pageAlt: "the page searched, each question found on it boxed",
+    pageCaption: "each box is a question found on the page; its matches are listed below under its number",
+    close: "close",
+    unreachable: (endpoint, why) => `${endpoint}: the service cannot be reached (${why})`,
+    needsToken: "the service requires a token", refused: "refused (401)",
+    items: (n) => `${n} items`, model: (m) => `model ${m || "none yet"}`, dim: (d) => `dim ${d || "-"}`,
+    index: (i) => `index ${i || "-"}`, fullText: (on) => `full text ${on ? "on" : "off"}`,
+    statsUnavailable: "stats unavailable", notImage: "that is not an image file",
+    mathDeep: (depth, most) => `math nested ${depth} deep (the page typesets at most ${most})`,
+    mathSpans: (spans, most) => `${spans} math spans (the page typesets at most ${most})`,
+    shownAsWritten: (why) => `shown as written: ${why}`, answer: "Answer", analysis: "Analysis",
+    noPath: (id) => `${id}: stored without a path or URL`, figureAlt: (id) => `figure ${id}`,
+    matchedFigure: "matched: figure", matchedStem: "matched: stem", figureOnly: "(no stem: a figure-only question)",
+    typeOrImage: "type a question or give an image", searching: "searching…",
+    readFromPhoto: (text) => `read from the photo: ${text}`, noTextRead: "no text read",
+    noQuestions: "no questions found", questionNumber: (n) => `question ${n}`,
+    aboveFirstNumber: "lines above the first number",
+    noNumbers: "no question numbers found on the page: search it without 'whole page'", loading: "loading…",
+    similar: "Similar questions", noStemToCompare: "no stem to compare", none: "none", noStem: "(no stem)",
+    scoreName: { cosine: "cosine", bm25: "bm25", rrf: "rrf", weighted: "weighted", "in-order": "in-order", coverage: "coverage", "": "score" },
+  },
+};
+// What each score is (the kind the server set beside scores.score), shown as the score's tooltip.
+const SCORE_MEANING = {
+  zh: {
+    rrf: "倒数排名融合：向量与全文两个列表中 1/(k+名次) 之和，是名次而不是相似度",
+    weighted: "向量与全文分数归一化后的加权和", "in-order": "识别文字按顺序出现在题干中的比例",
+    coverage: "输入的词按顺序出现在题干中的比例", bm25: "BM25 全文分数（越高越好，无上限）", cosine: "CLIP 向量的余弦相似度",
+  },
+  en: {
+    rrf: "reciprocal rank fusion, 1/(k+rank) summed over the dense and bm25 lists: a rank, not a similarity",
+    weighted: "the weighted sum of the normalised dense and bm25 scores",
+    "in-order": "the share of the text read that the stem holds in the same order",
+    coverage: "the share of the typed words the stem holds in order",
+    bm25: "the BM25 score of the words (higher is better, unbounded)", cosine: "the cosine similarity of the CLIP vectors",
+  },
+};
+
+function t(key, ...values) {
+  const entry = TEXT[LANG][key];
+  return typeof entry === "function" ? entry(...values) : entry;
+}
+
+function translatePage() {
+  document.documentElement.lang = LANG === "en" ? "en" : "zh-CN";
+  document.title = t("title");
+  for (const element of document.querySelectorAll("[data-i18n]")) element.textContent = t(element.dataset.i18n);
+  for (const element of document.querySelectorAll("[data-i18n-placeholder]")) element.placeholder = t(element.dataset.i18nPlaceholder);
+  for (const element of document.querySelectorAll("[data-i18n-alt]")) element.alt = t(element.dataset.i18nAlt);
+  for (const element of document.querySelectorAll("[data-i18n-aria-label]")) element.setAttribute("aria-label", t(element.dataset.i18nAriaLabel));
+  $("language").href = LANG === "en" ? "?lang=zh" : "?lang=en";
+}
 const $ = (id) => document.getElementById(id);
 const state = { image: null, token: sessionStorage.getItem(TOKEN_KEY) || "", questions: new Map(), figures: new Map() };
 
@@ -29,13 +124,13 @@ async function call(endpoint, data, parameters) {
       body: JSON.stringify({ execEndpoint: endpoint, data: data || [], parameters: parameters || {} }),
     });
   } catch (err) {
-    throw new ServiceError(`${endpoint}: the service cannot be reached (${err.message})`, 0);
+    throw new ServiceError(t("unreachable", endpoint, err.message), 0);
   }
   let body = null;
   try { body = await response.json(); } catch (_) { body = null; }
   if (response.status === 401) {
-    askForToken(body && body.detail ? body.detail : "the service requires a token");
-    throw new ServiceError(`${endpoint}: ${body && body.detail ? body.detail : "refused (401)"}`, 401);
+    askForToken(body && body.detail ? body.detail : t("needsToken"));
+    throw new ServiceError(`${endpoint}: ${body && body.detail ? body.detail : t("refused")}`, 401);
   }
   const status = body && body.header && body.header.status;
   if (!response.ok || (status && status.code && status.code !== 0 && status.code !== "SUCCESS")) {
@@ -83,17 +178,17 @@ async function loadStats() {
   try {
     const { results: s } = await call("/stats");
     const parts = [
-      `${Number(s.count || 0).toLocaleString()} items`,
-      `model ${s.model || "none yet"}`,
-      `dim ${s.dim || "-"}`,
-      `index ${s.index_type || "-"}`,
-      `full text ${s.full_text ? "on" : "off"}`,
+      t("items", Number(s.count || 0).toLocaleString()),
+      t("model", s.model),
+      t("dim", s.dim),
+      t("index", s.index_type),
+      t("fullText", s.full_text),
     ];
     if (s.milvus_version) parts.push(`Milvus ${s.milvus_version}`);
     $("stats").textContent = parts.join(" · ");
     $("stats").dataset.loaded = "true";
   } catch (err) {
-    $("stats").textContent = "stats unavailable";
+    $("stats").textContent = t("statsUnavailable");
     showMessage(err.message);
   }
 }
@@ -101,7 +196,7 @@ async function loadStats() {
 // -- query image: file picker, drag and drop, paste -----------------------------------------------
 function setImage(file) {
   if (!file || !file.type.startsWith("image/")) {
-    showMessage("that is not an image file");
+    showMessage(t("notImage"));
     return;
   }
   const reader = new FileReader();
@@ -211,16 +306,16 @@ function mathProblem(text) {
       }
     }
   }
-  if (deepest > MAX_MATH_DEPTH) return `math nested ${deepest} deep (the page typesets at most ${MAX_MATH_DEPTH})`;
+  if (deepest > MAX_MATH_DEPTH) return t("mathDeep", deepest, MAX_MATH_DEPTH);
   const spans = Math.floor(dollars / 2) + openers;
-  if (spans > MAX_MATH_SPANS) return `${spans} math spans (the page typesets at most ${MAX_MATH_SPANS})`;
+  if (spans > MAX_MATH_SPANS) return t("mathSpans", spans, MAX_MATH_SPANS);
   return "";
 }
 
 function asWritten(element, text, why) {
   element.textContent = text;
   element.classList.add("math-source");
-  element.title = `shown as written: ${why}`;
+  element.title = t("shownAsWritten", why);
 }
 
 // Elements waiting to be typeset, in the order they were shown; worked through in slices.
@@ -301,7 +396,7 @@ function questionTextElements(text, tags, query, full) {
   const shown = [stemElement(stem, query)];
   if (options.length) shown.push(optionsElement(options));
   if (full) {
-    for (const [key, title] of [["answer", "Answer"], ["analysis", "Analysis"]]) {
+    for (const [key, title] of [["answer", t("answer")], ["analysis", t("analysis")]]) {
       if (tags && tags[key] !== undefined && tags[key] !== "") shown.push(foldedElement(title, String(tags[key])));
     }
   }
@@ -367,12 +462,12 @@ function figuresElement(items) {
     if (!ref) {
       const missing = document.createElement("span");
       missing.className = "figure-missing";
-      missing.textContent = `${item.id}: stored without a path or URL`;
+      missing.textContent = t("noPath", item.id);
       box.appendChild(missing);
       continue;
     }
     const img = document.createElement("img");
-    img.alt = `figure ${item.id}`;
+    img.alt = t("figureAlt", item.id);
     img.dataset.item = item.id;
     img.referrerPolicy = "no-referrer";
     box.appendChild(img);
@@ -407,13 +502,25 @@ function scoreOf(match) {
   return typeof value === "number" ? value : 0;
 }
 
+// What a match's score is, by the score the server set beside scores.score (as qbank_client's
+// SCORE_KINDS): the page labels it instead of a bare number (an RRF score is a rank, about 0.016).
+const SCORE_KINDS = [["text_similarity", "in-order"], ["text_coverage", "coverage"], ["rrf", "rrf"], ["weighted", "weighted"], ["bm25", "bm25"], ["similarity", "cosine"]];
+
+function scoreKind(match) {
+  const scores = match.scores || {};
+  const found = SCORE_KINDS.find(([key]) => scores[key] !== undefined);
+  return found ? found[1] : "";
+}
+
 // Matches as question hits: the server grouped them (group_by question_id; qbank.store.searches), so
 // each question comes once, its best item first.
 function hitsOf(matches) {
   const hits = new Map();
   for (const match of matches) {
     const qid = (match.tags && match.tags.question_id) || match.id;
-    if (!hits.has(qid)) hits.set(qid, { id: qid, score: scoreOf(match), side: match.modality || (match.text ? "text" : "image"), best: match });
+    if (!hits.has(qid)) {
+      hits.set(qid, { id: qid, score: scoreOf(match), kind: scoreKind(match), side: match.modality || (match.text ? "text" : "image"), best: match });
+    }
   }
   return [...hits.values()];
 }
@@ -441,19 +548,20 @@ function cardElement(hit, question, rank, highlight) {
   const parts = [
     ["rank", `#${rank}`],
     ["qid", hit.id],
-    ["badge " + hit.side, hit.side === "image" ? "matched: figure" : "matched: stem"],
-    ["score", `score ${hit.score.toFixed(4)}`],
+    ["badge " + hit.side, hit.side === "image" ? t("matchedFigure") : t("matchedStem")],
+    ["score", `${TEXT[LANG].scoreName[hit.kind] || TEXT[LANG].scoreName[""]} ${hit.score.toFixed(4)}`],
     ["meta", meta(tags)],
   ];
   for (const [cls, text] of parts) {
     const span = document.createElement("span");
     span.className = cls;
     span.textContent = text;
+    if (cls === "score" && SCORE_MEANING[LANG][hit.kind]) span.title = SCORE_MEANING[LANG][hit.kind];
     top.appendChild(span);
   }
   card.appendChild(top);
   if (stemItem) card.append(...questionTextElements(stemItem.text || "", tags, highlight, false));
-  else card.appendChild(stemElement("(no stem: a figure-only question)", ""));
+  else card.appendChild(stemElement(t("figureOnly"), ""));
   if (figureItems.length) card.appendChild(figuresElement(figureItems));
   card.addEventListener("click", () => showDetail(hit.id));
   card.addEventListener("keydown", (event) => { if (event.key === "Enter") showDetail(hit.id); });
@@ -473,7 +581,7 @@ async function search(event) {
   if (event) event.preventDefault();
   const text = $("query-text").value.trim();
   if (!text && !state.image) {
-    showMessage("type a question or give an image");
+    showMessage(t("typeOrImage"));
     return;
   }
   const limit = Number($("limit").value || 10);
@@ -490,7 +598,7 @@ async function search(event) {
   } else {
     doc = { text };
   }
-  showMessage("searching…", true);
+  showMessage(t("searching"), true);
   $("read-text").hidden = true;
   $("page-view").hidden = true;
   $("search-button").disabled = true;
@@ -499,7 +607,7 @@ async function search(event) {
     const query = docs[0] || {};
     const read = query.tags && query.tags.ocr_text;
     if (parameters.ocr) {
-      $("read-text").textContent = read ? `read from the photo: ${read}` : (query.tags && query.tags.ocr_note) || "no text read";
+      $("read-text").textContent = read ? t("readFromPhoto", read) : (query.tags && query.tags.ocr_note) || t("noTextRead");
       $("read-text").hidden = false;
     }
     if (parameters.page) {
@@ -513,7 +621,7 @@ async function search(event) {
     const highlight = usesWords ? read || text : "";
     const list = $("results");
     list.replaceChildren(...hits.map((hit, i) => cardElement(hit, questions[i], i + 1, highlight)));
-    showMessage(hits.length ? "" : "no questions found", true);
+    showMessage(hits.length ? "" : t("noQuestions"), true);
   } catch (err) {
     showMessage(err.message);
   } finally {
@@ -533,7 +641,7 @@ async function showPage(query) {
   holder.replaceChildren(image);
   const sections = [];
   for (const [i, segment] of segments.entries()) {
-    const label = segment.tags.segment_number ? `question ${segment.tags.segment_number}` : "lines above the first number";
+    const label = segment.tags.segment_number ? t("questionNumber", segment.tags.segment_number) : t("aboveFirstNumber");
     const [left, top, right, bottom] = segment.tags.segment_box.map(Number);
     const box = document.createElement("a");
     box.className = "segment-box";
@@ -562,7 +670,7 @@ async function showPage(query) {
   }
   $("page-view").hidden = false;
   $("results").replaceChildren(...sections);
-  showMessage(segments.length ? "" : "no question numbers found on the page: search it without 'whole page'", true);
+  showMessage(segments.length ? "" : t("noNumbers"), true);
 }
 
 async function showDetail(qid) {
@@ -570,7 +678,7 @@ async function showDetail(qid) {
   const body = $("detail-body");
   panel.hidden = false;
   panel.dataset.question = qid;
-  body.replaceChildren(document.createTextNode("loading…"));
+  body.replaceChildren(document.createTextNode(t("loading")));
   try {
     const [question] = await loadQuestions([qid]);
     const { stem: stemItem, figures: figureItems, tags } = questionParts(question.items);
@@ -586,30 +694,31 @@ async function showDetail(qid) {
       dd.textContent = Array.isArray(value) ? value.join(", ") : String(value);
       list.append(dt, dd);
     }
-    const text = stemItem ? questionTextElements(stemItem.text || "", tags, "", true) : [stemElement("(no stem)", "")];
+    const text = stemItem ? questionTextElements(stemItem.text || "", tags, "", true) : [stemElement(t("noStem"), "")];
     const shown = [title, ...text, figuresElement(figureItems), list];
     const heading = document.createElement("h3");
-    heading.textContent = "Similar questions";
+    heading.textContent = t("similar");
     const similar = document.createElement("ol");
     similar.className = "similar";
     similar.id = "similar";
     shown.push(heading, similar);
     body.replaceChildren(...shown);
     if (!stemItem || !stemItem.text) {
-      similar.replaceChildren(Object.assign(document.createElement("li"), { className: "empty", textContent: "no stem to compare" }));
+      similar.replaceChildren(Object.assign(document.createElement("li"), { className: "empty", textContent: t("noStemToCompare") }));
       return;
     }
     const { docs } = await call("/search", [{ text: stemItem.text }], { limit: 6, modality: "text", group_by: "question_id" });
     const hits = hitsOf((docs[0] && docs[0].matches) || []).filter((h) => h.id !== qid).slice(0, 5);
     const found = await loadQuestions(hits.map((h) => h.id));
     similar.replaceChildren(...hits.map((hit, i) => cardElement(hit, found[i], i + 1, "")));
-    if (!hits.length) similar.replaceChildren(Object.assign(document.createElement("li"), { className: "empty", textContent: "none" }));
+    if (!hits.length) similar.replaceChildren(Object.assign(document.createElement("li"), { className: "empty", textContent: t("none") }));
   } catch (err) {
     body.replaceChildren(Object.assign(document.createElement("p"), { className: "figure-missing", textContent: err.message }));
   }
 }
 
 function start() {
+  translatePage();
   $("search-form").addEventListener("submit", search);
   $("token-button").addEventListener("click", () => askForToken(""));
   $("token-form").addEventListener("submit", (event) => {
