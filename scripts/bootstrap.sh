@@ -12,11 +12,6 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-# The import check below loads jina, whose hubble prints setuptools' pkg_resources notice: noise for
-# whoever runs this (qbank.quiet silences the same in qbank's commands); QBANK_SHOW_WARNINGS=true shows it.
-if [ "${QBANK_SHOW_WARNINGS:-false}" != "true" ]; then
-  export PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:pkg_resources is deprecated as an API:UserWarning"
-fi
 
 if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
   echo "[bootstrap] installing torch 2.13.0 (CPU)"
@@ -32,7 +27,9 @@ echo "[bootstrap] installing the project and compat/ (editable) with their pinne
 "${PIP[@]}" install -q -c constraints.txt -e ./compat -e ".[encoder,indexer,ocr,openvino,client,dev]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cp compat/qbank_jina_compat.pth "$SITE/qbank_jina_compat.pth"
-"$VENV/bin/python" -c "import qbank, qbank_jina_compat, jina, docarray, clip_client, pymilvus, torch, onnxruntime, rapidocr; print('[bootstrap] ok: jina', jina.__version__, 'docarray', docarray.__version__, 'torch', torch.__version__)"
+# The import check loads jina, whose imports print third-party notices (setuptools' pkg_resources one):
+# qbank.quiet silences those it knows, as in qbank's commands (QBANK_SHOW_WARNINGS=true shows them).
+"$VENV/bin/python" -c "from qbank.quiet import quiet_known_warnings; quiet_known_warnings(); import qbank, qbank_jina_compat, jina, docarray, clip_client, pymilvus, torch, onnxruntime, rapidocr; print('[bootstrap] ok: jina', jina.__version__, 'docarray', docarray.__version__, 'torch', torch.__version__)"
 # The demo's stand-in model (a toy CLIP trained on drawn figures, about 75 s on 2 cores), built once
 # here so that `bash scripts/demo.sh` serves without training first; cached in models/ by its recipe.
 if [ -z "${QBANK_MODEL:-}" ]; then
