@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             found: dict[tuple[str, str], list[int | None]] = {}
             latency: list[float] = []
+            by_figure: dict[bool, list[float]] = {True: [], False: []}  # photos with a figure / without
             figure_found: dict[tuple[str, bool], list[bool]] = {}  # (distortion, has a figure) -> found
             for number, ((qid, stem), kind, with_figure) in enumerate(queries):
                 figure = draw_figure("triangle", number) if with_figure else None
@@ -197,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                     hits = search(photo)
                     if method == "ocr+bm25":
                         latency.append(time.perf_counter() - began)
+                        by_figure[with_figure].append(latency[-1])
                         figure_found.setdefault((kind, with_figure), []).append(read["figure_found"])
                     rank = ranks(hits, qid)
                     found.setdefault((method, kind), []).append(rank)
@@ -223,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p90 = latency[int(0.9 * (len(latency) - 1))]
     print(
         f"\nocr+bm25 latency per photo through the Flow: p50 {statistics.median(latency) * 1000:.0f} ms, p90 {p90 * 1000:.0f} ms"
+        f" (with a figure p50 {statistics.median(by_figure[True]) * 1000:.0f} ms, without"
+        f" {statistics.median(by_figure[False]) * 1000:.0f} ms)"
     )
     print(
         f"figure import ({args.figures} figures, medians of 3 alternating rounds): figure OCR on "
