@@ -676,6 +676,11 @@ def test_the_page_speaks_chinese_by_default_labels_fused_scores_and_switches_to_
     assert "匹配：题干" in card.text or "匹配：图形" in card.text, card.text
     score = card.find_element("css selector", ".score")
     assert score.text.startswith("RRF 排名融合 0.0") and "倒数排名融合" in score.get_attribute("title"), score.text
+    browser.find_element("id", "subject").send_keys("天文")
+    browser.find_element("id", "search-button").click()
+    wait_for(lambda: "题库中没有符合" in browser.find_element("id", "message").text, "the empty result's reason")
+    assert '"subject":"天文"' in browser.find_element("id", "message").text
+    browser.find_element("id", "subject").clear()
     browser.find_element("id", "query-text").clear()
     browser.find_element("id", "search-button").click()
     wait_for(lambda: browser.find_element("id", "message").text == "请输入题目或提供图片", "the empty-query message")

@@ -34,7 +34,9 @@ const TEXT = {
     matchedFigure: "匹配：图形", matchedStem: "匹配：题干", figureOnly: "（无题干：只有图形的题目）",
     typeOrImage: "请输入题目或提供图片", searching: "搜索中…",
     readFromPhoto: (text) => `照片中识别的文字：${text}`, noTextRead: "没有识别到文字",
-    noQuestions: "没有找到题目", questionNumber: (n) => `第 ${n} 题`, aboveFirstNumber: "第一个题号之前的文字",
+    noQuestions: "没有找到题目", bankEmpty: "题库是空的：请先导入题目（qbank import）",
+    noFigureItems: "题库中没有图形条目：导入带图形的题目（图形列或 HTML 图片）后才能搜索图形",
+    noFilterItems: (filter) => `题库中没有符合 ${filter} 的条目：请检查筛选条件`, questionNumber: (n) => `第 ${n} 题`, aboveFirstNumber: "第一个题号之前的文字",
     noNumbers: "页面上没有找到题号：取消“整页”后再搜索", loading: "加载中…", similar: "相似题目",
     noStemToCompare: "没有可比较的题干", none: "无", noStem: "（无题干）",
     scoreName: { cosine: "余弦相似度", bm25: "BM25", rrf: "RRF 排名融合", weighted: "加权融合", "in-order": "顺序匹配", coverage: "覆盖率", "": "得分" },
@@ -64,7 +66,9 @@ const TEXT = {
     matchedFigure: "matched: figure", matchedStem: "matched: stem", figureOnly: "(no stem: a figure-only question)",
     typeOrImage: "type a question or give an image", searching: "searching…",
     readFromPhoto: (text) => `read from the photo: ${text}`, noTextRead: "no text read",
-    noQuestions: "no questions found", questionNumber: (n) => `question ${n}`,
+    noQuestions: "no questions found", bankEmpty: "the bank is empty: import questions first (qbank import)",
+    noFigureItems: "the bank has no figure items: import questions with figures (a figure column or HTML images) to search them",
+    noFilterItems: (filter) => `no item of the bank has ${filter}: check the filters`, questionNumber: (n) => `question ${n}`,
     aboveFirstNumber: "lines above the first number",
     noNumbers: "no question numbers found on the page: search it without 'whole page'", loading: "loading…",
     similar: "Similar questions", noStemToCompare: "no stem to compare", none: "none", noStem: "(no stem)",
@@ -577,6 +581,19 @@ function currentFilter() {
   return filter;
 }
 
+// Why a search found nothing, where the bank says so (as the CLI's why_empty): an empty bank, no
+// figure items for a search in figures, no item under the filters; else "no questions found".
+async function whyEmpty(parameters) {
+  try {
+    const count = async (filter) => (await call("/count", [], filter ? { filter } : {})).results.count;
+    if (!(await count())) return t("bankEmpty");
+    if (parameters.modality === "image" && !(await count({ modality: "image" }))) return t("noFigureItems");
+    const filter = parameters.filter || {};
+    if (Object.keys(filter).length && !(await count(filter))) return t("noFilterItems", JSON.stringify(filter));
+  } catch (_) { /* the search itself answered: its plain message will do */ }
+  return t("noQuestions");
+}
+
 async function search(event) {
   if (event) event.preventDefault();
   const text = $("query-text").value.trim();
@@ -621,7 +638,7 @@ async function search(event) {
     const highlight = usesWords ? read || text : "";
     const list = $("results");
     list.replaceChildren(...hits.map((hit, i) => cardElement(hit, questions[i], i + 1, highlight)));
-    showMessage(hits.length ? "" : t("noQuestions"), true);
+    showMessage(hits.length ? "" : await whyEmpty(parameters), true);
   } catch (err) {
     showMessage(err.message);
   } finally {
