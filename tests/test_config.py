@@ -81,6 +81,24 @@ def test_indexer_defaults_to_a_milvus_lite_file_under_the_data_dir(tmp_path):
     assert IndexerSettings.resolve(milvus_uri="http://milvus:19530").uri == "http://milvus:19530"
 
 
+def test_ports_that_cannot_be_listened_on_are_refused_by_name_before_anything_starts():
+    """Every port flow.yml reads (the gateway's three and the four metrics ports) is a number from 1
+    to 65535, and no two parts share one."""
+    from qbank.cli.serve import main as serve_main
+    from qbank.config import check_flow_topology
+
+    check_flow_topology({})  # the defaults
+    with pytest.raises(ConfigError, match="QBANK_READER_METRICS_PORT must be a port number from 1 to 65535, got 'abc'"):
+        check_flow_topology({"QBANK_READER_METRICS_PORT": "abc"})
+    with pytest.raises(ConfigError, match="QBANK_METRICS_PORT must be a port number from 1 to 65535, got '70000'"):
+        check_flow_topology({"QBANK_METRICS_PORT": "70000"})
+    with pytest.raises(ConfigError, match="QBANK_METRICS_PORT and QBANK_HTTP_PORT are both 51001"):
+        check_flow_topology({"QBANK_METRICS_PORT": "51001"})
+    with patched_env({"QBANK_INDEXER_METRICS_PORT": "0"}):
+        with pytest.raises(SystemExit, match="error: QBANK_INDEXER_METRICS_PORT must be a port number"):
+            serve_main([])
+
+
 def test_indexer_replicas_above_one_need_a_milvus_server():
     from qbank.cli.serve import main as serve_main
     from qbank.config import check_flow_topology

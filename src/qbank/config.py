@@ -44,7 +44,16 @@ def is_milvus_server_uri(uri: str) -> bool:
 
 
 def check_flow_topology(env: dict[str, str]) -> None:
-    """Refuse replica counts the store cannot serve, before any process starts."""
+    """Refuse ports that cannot be listened on (the gateway's and the metrics') and replica counts the
+    store cannot serve, before any process starts."""
+    ports: dict[int, str] = {}
+    for name in (n for n in FLOW_ENV_DEFAULTS if n.endswith("_PORT")):
+        raw = env.get(name, FLOW_ENV_DEFAULTS[name])
+        if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+            raise ConfigError(f"{name} must be a port number from 1 to 65535, got {raw!r}")
+        if int(raw) in ports:
+            raise ConfigError(f"{name} and {ports[int(raw)]} are both {raw}: each part needs a port of its own")
+        ports[int(raw)] = name
     for name in ("QBANK_OCR_REPLICAS", "QBANK_ENCODER_REPLICAS", "QBANK_INDEXER_REPLICAS"):
         raw = env.get(name, "1")
         if not raw.isdigit() or int(raw) < 1:

@@ -29,6 +29,9 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
     return {"subject": args.subject, "grade": args.grade, "type": args.type}
 
 
+SCORE_MEANINGS = dict(SCORE_KINDS.values())  # short name -> what the score is
+
+
 def format_table(title: str, hits: list[QuestionHit], empty: str = "no matching questions") -> str:
     """The hits as a table whose score column says what the score is (cosine, bm25, rrf, ...), with a
     line explaining a fused score; ``empty``: what to say when there is none (why, where known)."""
@@ -49,8 +52,7 @@ def format_table(title: str, hits: list[QuestionHit], empty: str = "no matching 
         )
     for kind in kinds:
         if kind in ("rrf", "weighted", "in-order", "coverage"):
-            meaning = next(text for short, text in SCORE_KINDS.values() if short == kind)
-            lines.append(f"  {kind}: {meaning}")
+            lines.append(f"  {kind}: {SCORE_MEANINGS[kind]}")
     if not hits:
         lines.append(f"  ({empty})")
     return "\n".join(lines)

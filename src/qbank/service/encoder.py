@@ -22,7 +22,6 @@ from qbank.domain.schema import (
     figure_chunks,
     item_errors_message,
 )
-from qbank.domain.search_plan import PlanError, SearchPlan
 from qbank.media.images import ImageInputError, document_image, image_policy
 from qbank.model.clip import ClipEncoder
 from qbank.service.checked import CheckedExecutor
@@ -33,6 +32,7 @@ from qbank.service.params import (
     UNKNOWN_ENDPOINT,
     ParameterError,
     UnknownEndpointError,
+    search_plan,
 )
 
 MAX_REPORTED_ERRORS = 20
@@ -183,10 +183,7 @@ class QbankClipEncoder(CheckedExecutor):
         (the request's mode or the service's), but a photo with no text read; in a photo search, also
         the crop of each figure the OCR reader found."""
         parameters = parameters or {}
-        try:
-            plan = SearchPlan.of(parameters, self.settings.search_mode)
-        except PlanError as exc:  # refused here, before any embedding, as the indexer would
-            raise ParameterError(str(exc)) from None
+        plan = search_plan(parameters, self.settings.search_mode)  # refused here, before any embedding
         targets = DocumentArray(d for d in docs if plan.needs_vector(d))
         if plan.needs_figure_vectors:
             targets.extend(c for d in docs for c in figure_chunks(d))

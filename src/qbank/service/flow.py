@@ -45,31 +45,25 @@ def patched_env(values: dict[str, str]) -> Iterator[None]:
 
 
 # Where the gateway and each executor serve their Prometheus metrics (flow.yml: port_monitoring).
-METRICS_PORTS = (
-    "QBANK_METRICS_PORT",
-    "QBANK_READER_METRICS_PORT",
-    "QBANK_ENCODER_METRICS_PORT",
-    "QBANK_INDEXER_METRICS_PORT",
-)
+METRICS_PORTS = {
+    "gateway": "QBANK_METRICS_PORT",
+    "reader": "QBANK_READER_METRICS_PORT",
+    "encoder": "QBANK_ENCODER_METRICS_PORT",
+    "indexer": "QBANK_INDEXER_METRICS_PORT",
+}
 
 
 def metrics_urls() -> dict[str, str]:
     """Where the running Flow's parts serve their metrics, by part, from the environment it started in."""
-    parts = ("gateway", "reader", "encoder", "indexer")
-    return {
-        part: f"http://127.0.0.1:{os.environ[name]}/metrics" for part, name in zip(parts, METRICS_PORTS, strict=True)
-    }
+    return {part: f"http://127.0.0.1:{os.environ[name]}/metrics" for part, name in METRICS_PORTS.items()}
 
 
 def flow_env(**settings: object) -> dict[str, str]:
     """QBANK_* variables for a Flow on free loopback ports, one replica each, plus ``settings``
     (``model=...`` becomes QBANK_MODEL)."""
-    grpc, http, ws, *metrics = free_ports(7)
+    ports = [name for name in FLOW_ENV_DEFAULTS if name.endswith("_PORT")]  # the gateway's and the metrics'
     env = {
-        "QBANK_GRPC_PORT": str(grpc),
-        "QBANK_HTTP_PORT": str(http),
-        "QBANK_WS_PORT": str(ws),
-        **{name: str(port) for name, port in zip(METRICS_PORTS, metrics, strict=True)},
+        **{name: str(port) for name, port in zip(ports, free_ports(len(ports)), strict=True)},
         **{name: "1" for name in FLOW_ENV_DEFAULTS if name.endswith("_REPLICAS")},
     }
     env.update({f"QBANK_{k.upper()}": str(v) for k, v in settings.items()})

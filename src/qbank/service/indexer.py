@@ -27,7 +27,7 @@ from qbank.domain.schema import (
     query_text,
     segment_chunks,
 )
-from qbank.domain.search_plan import PlanError, SearchPlan
+from qbank.domain.search_plan import SearchPlan
 from qbank.model.clip import model_identity
 from qbank.service.checked import CheckedExecutor
 from qbank.service.mapping import (
@@ -42,7 +42,13 @@ from qbank.service.mapping import (
     rows_from_docs,
 )
 from qbank.service.metrics import IndexerSeries, registry_of
-from qbank.service.params import UNKNOWN_ENDPOINT, ParameterError, RequestTooLargeError, UnknownEndpointError
+from qbank.service.params import (
+    UNKNOWN_ENDPOINT,
+    ParameterError,
+    RequestTooLargeError,
+    UnknownEndpointError,
+    search_plan,
+)
 from qbank.service.ranking import ranked
 from qbank.store import ItemStore, StoreError
 from qbank.store.duplicates import find_near_duplicates
@@ -99,12 +105,12 @@ class QbankMilvusIndexer(CheckedExecutor):
     def search(self, docs: DocumentArray, parameters: dict, **kwargs: Any) -> DocumentArray:
         """Nearest items for each query doc, as ``.matches`` (best first), with optional filters."""
         started = time.perf_counter()
-        found = self._search_request(docs, parameters)
-        mode = SearchPlan.of(parameters, self.settings.search_mode).mode  # refused above if it had no plan
-        self.series.search_seconds.labels(mode).observe(time.perf_counter() - started)
-        return found
+        plan = self._search_request(docs, parameters)
+        self.series.search_seconds.labels(plan.mode).observe(time.perf_counter() - started)
+        return docs
 
-    def _search_request(self, docs: DocumentArray, parameters: dict) -> DocumentArray:
+    def _search_request(self, docs: DocumentArray, parameters: dict) -> SearchPlan:
+        """Set each query doc's ``.matches`` as the request's plan says; returns the plan."""
         limit = parameters.get("limit", self.settings.default_limit)
         filters = dict(parameters.get("filter", {}))
         if "modality" in parameters:
@@ -113,12 +119,9 @@ class QbankMilvusIndexer(CheckedExecutor):
         rrf_k = parameters.get("rrf_k", self.settings.rrf_k)
         weights = parameters.get("weights") or self.default_weights
         group_by = parameters.get("group_by")  # "question_id": limit counts questions
+        plan = search_plan(parameters, self.settings.search_mode)
         if not docs:
-            return docs
-        try:
-            plan = SearchPlan.of(parameters, self.settings.search_mode)
-        except PlanError as exc:
-            raise ParameterError(str(exc)) from None
+            return plan
         count = self.series.searches
         if not plan.photo:
             for doc in docs:
@@ -130,7 +133,7 @@ class QbankMilvusIndexer(CheckedExecutor):
             if plan.ranking:
                 for doc, text in zip(docs, texts, strict=True):
                     doc.matches = ranked(plan, doc.matches, text, forms, limit)
-            return docs
+            return plan
         # Photo search: queries with text (read by the OCR executor, or their own) search the stems
         # with it; photos with none fall back to their CLIP vector (and say so in tags.ocr_note).
         words = [query_text(d) for d in docs]
@@ -158,7 +161,7 @@ class QbankMilvusIndexer(CheckedExecutor):
         count.labels("dense", "figure").inc(len(figures))
         figure_expr = build_filter({**filters, "modality": IMAGE})
         self._search(figures, [""] * len(figures), "dense", limit, figure_expr, rrf_k, weights, group_by)
-        return docs
+        return plan
 
     def _search(
         self,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qbank.config import Limits
+from qbank.domain.search_plan import PlanError, SearchPlan
 
 
 class ParameterError(ValueError):
@@ -309,3 +310,13 @@ def check_parameters(
             continue
         checked[name] = check(name, value)
     return checked
+
+
+def search_plan(parameters: dict[str, Any], default_mode: str) -> SearchPlan:
+    """The plan of a /search request (qbank.domain.search_plan) whose parameters were checked; a
+    search that cannot be planned is refused as a ParameterError naming the parameter. The encoder and
+    the indexer both ask here, so they refuse alike."""
+    try:
+        return SearchPlan.of(parameters, default_mode)
+    except PlanError as exc:
+        raise ParameterError(str(exc)) from None
