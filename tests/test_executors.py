@@ -212,7 +212,7 @@ def test_the_figure_crop_of_a_large_photo_is_bounded():
     reader = QbankReader()
     try:
         query = DocumentArray([Document(blob=buffer.getvalue())])
-        call(reader, "/search", query, ocr=True)
+        call(reader, "/search", query, ocr=True, figures=True)
         left, top, right, bottom = query[0].tags["figure_region"]
         assert right - left > FIGURE_CROP_SIDE or bottom - top > FIGURE_CROP_SIDE  # the figure is large
         (chunk,) = query[0].chunks

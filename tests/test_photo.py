@@ -120,8 +120,8 @@ def test_the_figure_on_a_photo_is_found_and_matched_against_the_banks_figures(fl
     CLIP vector searches the bank's figures. That the clean photo's figure finds the figure it was
     drawn from first is all a random-weight CLIP can show; under distortions that takes real weights."""
     photo = photo_bytes(TEMPLATE.format(a=3, b=7), kind, figure=draw_figure(*FIGURES[PLANTED]), seed=1)
-    found = QbankClient(flow["grpc"]).photo_search(photo, limit=3)
-    assert found["questions"][0].question_id == PLANTED  # by the text read
+    found = QbankClient(flow["grpc"]).photo_search(photo, limit=3, figures=True)
+    assert found["questions"][0].question_id == PLANTED and found["figure_matched"]  # by the text read
     left, top, right, bottom = found["figure_region"]
     width, height = Image.open(io.BytesIO(photo)).size
     assert top > height * 0.3 and right < width * 0.5  # below the stem, at the left where it was pasted
@@ -135,6 +135,33 @@ def test_a_photo_without_a_figure_has_no_figure_matches(flow):
     found = QbankClient(flow["grpc"]).photo_search(photo_bytes(TEMPLATE.format(a=3, b=7), "all", seed=3), limit=3)
     assert found["figure_region"] is None and found["figures"] == []
     assert found["questions"][0].question_id == PLANTED
+
+
+def test_a_photo_whose_words_find_its_question_leaves_its_figure_unmatched_unless_asked(flow):
+    """The text read tells the question: the figure's region is reported, but no crop is passed on
+    for the encoder to embed (a full-size CLIP encode costs about as much as the read) unless the
+    request asks; with few words read the figure is matched by default."""
+    client = QbankClient(flow["grpc"])
+    figure = draw_figure(*FIGURES[PLANTED])
+    photo = photo_bytes(TEMPLATE.format(a=3, b=7), "clean", figure=figure, seed=1)
+    found = client.photo_search(photo, limit=3)
+    assert found["questions"][0].question_id == PLANTED
+    assert found["figure_region"] is not None and not found["figure_matched"] and found["figures"] == []
+    (query,) = jina_client(flow["grpc"]).post("/search", [Document(blob=photo)], parameters={"ocr": True})
+    assert query.tags["figure_region"] == found["figure_region"] and not query.chunks
+    assert client.photo_search(photo, limit=3, figures=True)["figures"][0].question_id == PLANTED
+    short = photo_bytes("如图，求这个三角形的周长。", "clean", figure=figure, seed=1)  # 11 letters: too few
+    found = client.photo_search(short, limit=3)
+    assert found["figure_matched"] and found["figures"][0].question_id == PLANTED
+    assert not client.photo_search(short, limit=3, figures=False)["figure_matched"]
+
+
+def test_the_figures_parameter_is_a_boolean_of_a_photo_search(flow):
+    client = Client(flow["grpc"])
+    with pytest.raises(Exception, match="parameter .{0,4}figures.{0,4} must be true or false"):
+        client.search([Document(blob=png_bytes(1))], parameters={"ocr": True, "figures": "yes"})
+    with pytest.raises(Exception, match="parameter .{0,4}figures.{0,4} True matches the figure found on a photo"):
+        client.search([Document(text="三角形")], parameters={"figures": True})
 
 
 def test_a_photo_with_its_figure_and_over_http(flow):

@@ -14,6 +14,7 @@ from qbank.domain.search_plan import (
     TYPED_RERANK_POOL,
     PlanError,
     SearchPlan,
+    word_characters,
 )
 from qbank.service.ranking import ranked
 
@@ -47,6 +48,19 @@ def test_a_bm25_plan_embeds_no_typed_query_and_only_a_photo_with_no_text_read():
     assert not photo.needs_vector(Document(tags={"ocr_text": "三角形的内角和"}))
     assert photo.needs_vector(Document(tags={"ocr_text": ""})) and photo.needs_figure_vectors
     assert SearchPlan.of({}, "dense").needs_vector(Document(text="三角形"))
+
+
+def test_a_photos_figure_is_matched_when_asked_or_when_its_words_are_too_few_to_tell_its_question():
+    photo = SearchPlan.of({"ocr": True}, "bm25")
+    assert word_characters("如图，求∠1的度数。") == 7  # letters and digits: no punctuation, no symbols
+    assert photo.searches_figure("如图，求∠1的度数。", 24)
+    assert not photo.searches_figure("已知等腰三角形的两边长分别为3和7，求这个三角形的周长。", 24)
+    assert not photo.searches_figure("", 0)  # 0: only when asked
+    assert SearchPlan.of({"ocr": True, "figures": True}, "bm25").searches_figure("一段很长的题干" * 10, 24)
+    assert not SearchPlan.of({"ocr": True, "figures": False}, "bm25").searches_figure("如图", 24)
+    assert not SearchPlan.of({}, "bm25").searches_figure("如图", 24)  # a typed search has no photo
+    with pytest.raises(PlanError, match="'figures'.*'ocr'"):
+        SearchPlan.of({"figures": True}, "bm25")
 
 
 @pytest.mark.parametrize("parameters", [{"search_in": "analysis"}, {"search_in": "analysis", "ocr": True}])

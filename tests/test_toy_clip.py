@@ -88,8 +88,8 @@ def test_the_figure_the_reader_cuts_from_a_photo_finds_figures_of_its_kind(flow,
     cropped, own = [], []
     for number, q in enumerate(sample):
         photo = photo_bytes(q["stem"], DISTORTIONS[number % len(DISTORTIONS)], figure=q["figure"], seed=number)
-        found = client.photo_search(photo, limit=5)
-        assert found["figure_region"] is not None, q["id"]
+        found = client.photo_search(photo, limit=5, figures=True)
+        assert found["figure_matched"], q["id"]
         cropped.append(kind_share([kind_of[hit.question_id] for hit in found["figures"]], q["figure_kind"]))
         figures = client.image_to_text(q["figure"], 5)["figures"]
         own.append(kind_share([kind_of[hit.question_id] for hit in figures], q["figure_kind"]))

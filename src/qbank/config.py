@@ -295,9 +295,13 @@ class OcrSettings(ImageInputSettings):
     # Read the text inside figures at /index and /update (stored as the image item's text, found by
     # BM25); costs one OCR pass per figure (docs/photo-search.md).
     ocr_figures: bool = True
-    # Match the figure found in a photo (outside its text lines) against the bank's figures with
-    # CLIP, beside the stems found by the text: one image encode per photo with a figure.
+    # Find the figure in a photo (outside its text lines) and match it against the bank's figures
+    # with CLIP, beside the stems found by the text: one image encode per photo whose figure is matched.
     ocr_figure_search: bool = True
+    # A photo's figure is matched when the request asks (``figures: true``) or when the words searched
+    # for the photo hold fewer letters and digits than this (too few to tell its question); 0: only
+    # when asked. The encode costs a full-size CN-CLIP 250-310 ms of 2 CPU cores (docs/photo-search.md).
+    ocr_figure_search_below: int = 24
     # Requests read at once by one replica, each by an OCR engine of its own (+15 MB each after the
     # first, measured): requests that read nothing never wait for them (docs/photo-search.md).
     ocr_concurrency: int = 2
@@ -329,6 +333,11 @@ class OcrSettings(ImageInputSettings):
         _positive("ocr_max_request_pixels", self.ocr_max_request_pixels)
         _positive("ocr_timeout", self.ocr_timeout)
         _positive("ocr_max_segments", self.ocr_max_segments)
+        if self.ocr_figure_search_below < 0:
+            raise ConfigError(
+                f"setting 'ocr_figure_search_below' must be >= 0 (0: a figure is matched only when asked), "
+                f"got {self.ocr_figure_search_below}"
+            )
         if self.ocr_max_queue < 0:
             raise ConfigError(f"setting 'ocr_max_queue' must be >= 0, got {self.ocr_max_queue}")
         _choice("ocr_engine", self.ocr_engine, ("openvino", "onnxruntime"))

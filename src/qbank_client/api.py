@@ -221,12 +221,20 @@ class QbankClient:
         return self._search(Document(text=text), TEXT, limit, filters, **options)
 
     def photo_search(
-        self, image: str | Path | bytes, limit: int = 10, mode: str | None = None, page: bool = False, **filters: Any
+        self,
+        image: str | Path | bytes,
+        limit: int = 10,
+        mode: str | None = None,
+        page: bool = False,
+        figures: bool | None = None,
+        **filters: Any,
     ) -> dict[str, Any]:
         """A photo of a question -> its question: the server reads the photo's text (OCR) and searches
         the stems with it (``mode``: bm25 by default, or hybrid with the photo's CLIP vector); a photo
         with no readable text is searched by its CLIP vector, and ``note`` says so. The figure found
-        on the page (outside its text lines) is matched against the bank's figures by CLIP. Returns
+        on the page (outside its text lines) is matched against the bank's figures by CLIP when
+        ``figures`` is True, or when it is None (the server's choice) and the words read are too few to
+        tell the question (QBANK_OCR_FIGURE_SEARCH_BELOW); ``figure_matched`` says whether it was. Returns
         the text read (``text``), ``note``, the ``questions`` (best first), ``focus`` and
         ``focus_box`` (when the photo holds more than one question, the words and box of the one it is
         mostly of, which were searched instead of all the text read; else "" and None), the figure's
@@ -245,6 +253,8 @@ class QbankClient:
             parameters["mode"] = mode
         if page:
             parameters["page"] = True
+        if figures is not None:
+            parameters["figures"] = figures
         docs, _ = self.post("/search", DocumentArray([image_document(image)]), parameters)
         query = docs[0]
         figure = next(iter(figure_chunks(query)), None)
@@ -264,7 +274,10 @@ class QbankClient:
             "focus_box": [int(v) for v in query.tags[OCR_FOCUS_BOX_TAG]] if OCR_FOCUS_BOX_TAG in query.tags else None,
             "note": query.tags.get(OCR_NOTE_TAG, ""),
             "questions": question_hits(query.matches, limit),
-            "figure_region": [int(v) for v in figure.tags[FIGURE_REGION_TAG]] if figure else None,
+            "figure_region": [int(v) for v in query.tags[FIGURE_REGION_TAG]]
+            if FIGURE_REGION_TAG in query.tags
+            else None,
+            "figure_matched": figure is not None,
             "figures": question_hits(figure.matches, limit) if figure else [],
         }
 

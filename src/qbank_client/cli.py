@@ -160,7 +160,9 @@ def cmd_image2text(args: argparse.Namespace, client: QbankClient) -> int:
 
 def cmd_photo(args: argparse.Namespace, client: QbankClient) -> int:
     try:
-        found = client.photo_search(args.image, args.limit, mode=args.mode, page=args.page, **_filters(args))
+        found = client.photo_search(
+            args.image, args.limit, mode=args.mode, page=args.page, figures=args.figures, **_filters(args)
+        )
     except OSError as exc:
         print(f"error: cannot read image {args.image}: {exc}", file=sys.stderr)
         return 2
@@ -182,9 +184,14 @@ def cmd_photo(args: argparse.Namespace, client: QbankClient) -> int:
                 f"{found['focus'][:40]!r} (--page searches each)"
             )
         text = heading + "\n\n" + format_table("questions matching the photo", found["questions"])
-    if found["figure_region"]:
+    if found["figure_matched"]:
         text += "\n\n" + format_table(
             f"questions whose figures match the figure at {found['figure_region']}", found["figures"]
+        )
+    elif found["figure_region"]:
+        text += (
+            f"\n\na figure at {found['figure_region']} was not matched against the bank's figures "
+            "(the words read find the question): --figures matches it"
         )
     payload = {
         "text": found["text"],
@@ -193,6 +200,7 @@ def cmd_photo(args: argparse.Namespace, client: QbankClient) -> int:
         "note": found["note"],
         "questions": [h.to_dict() for h in found["questions"]],
         "figure_region": found["figure_region"],
+        "figure_matched": found["figure_matched"],
         "figures": [h.to_dict() for h in found["figures"]],
         "segments": [dict(s, questions=[h.to_dict() for h in s["questions"]]) for s in found["segments"]],
     }
@@ -359,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--page",
         action="store_true",
         help="the photo is a whole page (an exam sheet): find each question on it and answer each on its own",
+    )
+    sub.choices["photo"].add_argument(
+        "--figures",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="match the figure on the photo against the bank's figures (default: the server matches it "
+        "when the words read are too few to find the question; --no-figures never)",
     )
 
     p = sub.add_parser("dups", help="groups of near-duplicate questions, as JSON or CSV (cleaning a bank)")

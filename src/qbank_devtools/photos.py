@@ -118,6 +118,7 @@ def phone_photo(page: Image.Image, condition: str, seed: int = 0) -> Image.Image
     rng = np.random.default_rng(seed)
     image = np.asarray(_on_a_desk(page.convert("RGB"), rng), dtype=np.float32)
     h, w = image.shape[:2]
+    desk = tuple(float(v) for v in image[0, 0])  # what a turned or bent page uncovers: more desk
     if condition == "perspective":
         inset = rng.uniform(0.075, 0.15) * w
         src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
@@ -126,10 +127,10 @@ def phone_photo(page: Image.Image, condition: str, seed: int = 0) -> Image.Image
         else:
             dst = np.float32([[0, 0], [w, 0], [w - inset, h], [inset, h]])
         matrix = cv2.getPerspectiveTransform(src, dst)
-        image = cv2.warpPerspective(image, matrix, (w, h), borderValue=(235, 235, 235), flags=cv2.INTER_LINEAR)
+        image = cv2.warpPerspective(image, matrix, (w, h), borderValue=desk, flags=cv2.INTER_LINEAR)
         turned = Image.fromarray(image.clip(0, 255).astype(np.uint8))
         turned = turned.rotate(
-            float(rng.uniform(-4, 4)), expand=True, fillcolor=(235, 235, 235), resample=Image.BICUBIC
+            float(rng.uniform(-4, 4)), expand=True, fillcolor=tuple(round(v) for v in desk), resample=Image.BICUBIC
         )
         return _as_a_phone_saves_it(np.asarray(turned, dtype=np.float32), rng)
     if condition in ("curved", "curved_shadow_blur"):
@@ -143,7 +144,7 @@ def phone_photo(page: Image.Image, condition: str, seed: int = 0) -> Image.Image
             ys - bend,
             cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_CONSTANT,
-            borderValue=(235, 235, 235),
+            borderValue=desk,
         )
     if condition in ("shadow_edge", "curved_shadow_blur"):
         xs, ys = np.meshgrid(np.arange(w), np.arange(h))

@@ -124,7 +124,8 @@ OCR_SEARCH_MODE = "bm25"
 # finds a figure by its labels, values and axis titles (its CLIP vector stays the image's).
 FIGURE_TEXT_TAG = "figure_text"
 # The figure found in a photo (qbank.media.regions): [left, top, right, bottom] in the photo's
-# pixels, on the query and on the chunk that holds its crop, whose CLIP vector searches the figures.
+# pixels, on the query, and on the chunk that holds its crop when it is matched (SearchPlan.
+# searches_figure), whose CLIP vector searches the figures.
 FIGURE_REGION_TAG = "figure_region"
 
 

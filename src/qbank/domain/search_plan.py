@@ -48,6 +48,7 @@ class SearchPlan:
     mode: str
     photo: bool = False
     part: str = STEM  # what bm25 reads: the stems, or the analyses (search_in)
+    figures: bool | None = None  # the request's ``figures``: match a photo's figure (None: when its words are few)
 
     @classmethod
     def of(cls, parameters: Mapping[str, Any], default_mode: str) -> SearchPlan:
@@ -62,7 +63,13 @@ class SearchPlan:
                 f"parameter 'search_in' {part!r} searches the analyses by their words: it needs mode 'bm25' "
                 "(and no 'ocr'); the stems are what dense, hybrid and photo searches read"
             )
-        return cls(mode=mode, photo=photo, part=part)
+        figures = parameters.get("figures")
+        if figures is not None and not photo:
+            raise PlanError(
+                f"parameter 'figures' {figures!r} matches the figure found on a photo of a question: it needs "
+                "'ocr': true (a figure sent as a query is matched by its CLIP vector without it)"
+            )
+        return cls(mode=mode, photo=photo, part=part, figures=figures)
 
     @classmethod
     def page_question(cls) -> SearchPlan:
@@ -95,5 +102,25 @@ class SearchPlan:
 
     @property
     def needs_figure_vectors(self) -> bool:
-        """A photo search embeds the figure crop the reader found, matched against the bank's figures."""
+        """A photo search embeds the figure crops the reader passed on (searches_figure), matched
+        against the bank's figures."""
         return self.photo
+
+    def searches_figure(self, words_searched: str, below: int) -> bool:
+        """Whether the figure found on a photo is matched against the bank's figures: when the request
+        asks (``figures``), else when the words searched for the photo hold fewer than ``below``
+        letters and digits (QBANK_OCR_FIGURE_SEARCH_BELOW): too few to tell its question, which its
+        figure may. A photo whose words find its question is not made to wait for a figure match it
+        does not need: a full-size CN-CLIP's image encode costs 250-310 ms of 2 CPU cores, about as
+        long as reading the photo (docs/photo-search.md)."""
+        if not self.photo:
+            return False
+        if self.figures is not None:
+            return self.figures
+        return word_characters(words_searched) < below
+
+
+def word_characters(text: str) -> int:
+    """Letters and digits in ``text`` (Chinese characters are letters); spaces, punctuation and
+    symbols do not count: "如图，求∠1的度数。" has 7."""
+    return sum(1 for character in text if character.isalnum())

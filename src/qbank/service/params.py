@@ -202,6 +202,9 @@ def _parameter_table(limits: Limits) -> dict[str, dict[str, Check]]:
             "weights": weights,
             "ocr": boolean,  # image queries: search stems with the text read from them (the OCR executor)
             "page": boolean,  # with ocr: a page of several questions, each searched on its own
+            # with ocr: match the figure found on each photo against the bank's figures (default: when
+            # its words are too few to tell its question, QBANK_OCR_FIGURE_SEARCH_BELOW)
+            "figures": boolean,
             "group_by": choice("question_id"),  # limit counts questions, each its best item
             "search_in": choice(*SEARCH_PARTS),  # bm25 over the stems (default) or the analyses
             # Unix seconds after which the caller no longer wants the answer: the reader drops a photo

@@ -4,8 +4,9 @@ encoder -> indexer).
 On ``/index`` and ``/update`` it reads the text inside figures (``tags["figure_text"]``, stored as
 the image item's text). On ``/search`` with ``ocr: true`` each image query gets the text read from it in
 ``tags["ocr_text"]`` (the indexer searches stems with it; the response shows it to the user), and
-the figure found outside its text lines as a chunk holding its crop (``tags["figure_region"]``; the
-indexer matches it against the bank's figures); a photo with no readable text gets
+the figure found outside its text lines in ``tags["figure_region"]``, with a chunk holding its crop
+when it is to be matched against the bank's figures (the request's ``figures``, else when the words
+read are too few to tell the question: SearchPlan.searches_figure); a photo with no readable text gets
 ``tags["ocr_note"]`` and is searched by its CLIP vector alone.
 Every other request passes through untouched (handling every endpoint, rather than letting the
 gateway skip this executor, keeps clip_client working over HTTP; see the indexer's passthrough).
@@ -41,11 +42,13 @@ from qbank.domain.schema import (
     OCR_FOCUS_BOX_TAG,
     OCR_FOCUS_TAG,
     OCR_NOTE_TAG,
+    OCR_SEARCH_MODE,
     OCR_TEXT_TAG,
     SEGMENT_BOX_TAG,
     SEGMENT_NUMBER_TAG,
     content_modality,
     item_errors_message,
+    query_text,
 )
 from qbank.domain.segments import focus_segment, number_the_first, split_page
 from qbank.media.images import ImageInputError, declared_pixels, document_image, image_policy, original_size
@@ -53,6 +56,7 @@ from qbank.media.regions import figure_region
 from qbank.model.ocr import OcrEngine, OcrResult, ReadStopped
 from qbank.service.checked import CheckedExecutor
 from qbank.service.metrics import ReaderSeries, registry_of
+from qbank.service.params import search_plan
 
 NO_TEXT_NOTE = "no text could be read from this photo: it was searched by its CLIP vector alone"
 # The figure crop a photo search passes on is at most this many pixels on its longest side: CLIP
@@ -105,7 +109,7 @@ class QbankReader(CheckedExecutor):
     every other request passes through. Checks every request's size before reading anything, and
     ``ocr``; an unknown endpoint passes on to the encoder, which refuses it."""
 
-    checked_parameters = frozenset({"ocr", "deadline", "page"})
+    checked_parameters = frozenset({"ocr", "deadline", "page", "figures"})
     refuses_unknown_endpoints = False
 
     def __init__(self, **kwargs: Any):
@@ -258,21 +262,23 @@ class QbankReader(CheckedExecutor):
         return result.text[: self.settings.ocr_max_chars]
 
     @staticmethod
-    def _add_figure(doc: Any, image: Any, result: OcrResult) -> None:
-        """The figure found outside the photo's text lines, as a chunk holding its crop (PNG, at most
-        FIGURE_CROP_SIDE pixels a side), which the encoder embeds and the indexer matches against the
-        bank's figures."""
+    def _add_figure(doc: Any, image: Any, result: OcrResult, matched: bool) -> None:
+        """The figure found outside the photo's text lines: its region in ``tags["figure_region"]``,
+        and when it is to be ``matched`` (SearchPlan.searches_figure), a chunk holding its crop (PNG, at
+        most FIGURE_CROP_SIDE pixels a side), which the encoder embeds and the indexer matches against
+        the bank's figures."""
         region = figure_region(image, result.text_line_boxes())
         if region is None:
+            return
+        scale = original_size(image)[0] / image.width  # the region in the photo's own pixels
+        doc.tags[FIGURE_REGION_TAG] = [round(value * scale) for value in region]
+        if not matched:
             return
         crop = image.crop(region)
         crop.thumbnail((FIGURE_CROP_SIDE, FIGURE_CROP_SIDE))  # only ever shrinks, keeps the aspect
         buffer = io.BytesIO()
         crop.save(buffer, format="PNG")
-        scale = original_size(image)[0] / image.width  # the region in the photo's own pixels
-        region = [round(value * scale) for value in region]
-        doc.tags[FIGURE_REGION_TAG] = region
-        doc.chunks = DocumentArray([Document(blob=buffer.getvalue(), tags={FIGURE_REGION_TAG: region})])
+        doc.chunks.append(Document(blob=buffer.getvalue(), tags={FIGURE_REGION_TAG: doc.tags[FIGURE_REGION_TAG]}))
 
     def _add_focus(self, doc: Any, image: Any, result: OcrResult) -> None:
         """When the photo is a hurried shot (its question and part of a neighbour), the words and box
@@ -316,16 +322,18 @@ class QbankReader(CheckedExecutor):
         token = self._admit(deadline)
 
         page = bool(parameters.get("page"))
+        plan = search_plan(parameters, OCR_SEARCH_MODE)  # a photo's plan: the service's mode plays no part
 
         def found(doc: Any, image: Any, result: OcrResult) -> None:
             text = self._text(result)
             doc.tags[OCR_TEXT_TAG] = text
-            if self.settings.ocr_figure_search:
-                self._add_figure(doc, image, result)
             if page:
                 self._add_segments(doc, image, result)
             else:
                 self._add_focus(doc, image, result)
+            if self.settings.ocr_figure_search:
+                matched = plan.searches_figure(query_text(doc), self.settings.ocr_figure_search_below)
+                self._add_figure(doc, image, result, matched)
             if not text:
                 doc.tags[OCR_NOTE_TAG] = NO_TEXT_NOTE
             self.series.photos.labels("text" if text else "no_text").inc()
