@@ -47,6 +47,7 @@ ACCEPTS = {
     "allow_many": {"boolean"},
     "ocr": {"boolean"},
     "page": {"boolean"},
+    "figures": {"boolean"},
     "model_name": {"string", "empty string"},
     "access_paths": {"string", "empty string"},
     "traversal_paths": {"string", "empty string"},
