@@ -156,6 +156,19 @@ def test_a_photo_whose_words_find_its_question_leaves_its_figure_unmatched_unles
     assert not client.photo_search(short, limit=3, figures=False)["figure_matched"]
 
 
+def test_the_cli_says_a_figure_was_left_unmatched_and_matches_it_with_figures(flow, tmp_path, capsys):
+    from qbank_client.cli import main as cli
+
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(photo_bytes(TEMPLATE.format(a=3, b=7), "clean", figure=draw_figure(*FIGURES[PLANTED]), seed=1))
+    assert cli(["--url", flow["grpc"], "photo", str(path), "--limit", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "was not matched against the bank's figures" in printed and "--figures matches it" in printed
+    assert cli(["--url", flow["grpc"], "photo", str(path), "--limit", "2", "--figures"]) == 0
+    printed = capsys.readouterr().out
+    assert "questions whose figures match the figure at" in printed and PLANTED in printed
+
+
 def test_the_figures_parameter_is_a_boolean_of_a_photo_search(flow):
     client = Client(flow["grpc"])
     with pytest.raises(Exception, match="parameter .{0,4}figures.{0,4} must be true or false"):
