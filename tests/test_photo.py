@@ -175,6 +175,12 @@ def test_the_figures_parameter_is_a_boolean_of_a_photo_search(flow):
         client.search([Document(blob=png_bytes(1))], parameters={"ocr": True, "figures": "yes"})
     with pytest.raises(Exception, match="parameter .{0,4}figures.{0,4} True matches the figure found on a photo"):
         client.search([Document(text="三角形")], parameters={"figures": True})
+    # A photo search the plan refuses holds no place in the reader's queue (4 + 2 here) after it
+    photo = photo_bytes(TEMPLATE.format(a=3, b=7), "clean", seed=1)
+    for _ in range(8):
+        with pytest.raises(Exception, match="parameter .{0,4}search_in"):
+            client.search([Document(blob=photo)], parameters={"ocr": True, "search_in": "analysis"})
+    assert QbankClient(flow["grpc"]).photo_search(photo, limit=1)["questions"][0].question_id == PLANTED
 
 
 def test_a_photo_with_its_figure_and_over_http(flow):

@@ -318,11 +318,10 @@ class QbankReader(CheckedExecutor):
         if not photos:
             return None
         self._check_bounds(photos, "/search")
-        deadline = parameters.get("deadline")
-        token = self._admit(deadline)
-
-        page = bool(parameters.get("page"))
         plan = search_plan(parameters, OCR_SEARCH_MODE)  # a photo's plan: the service's mode plays no part
+        page = bool(parameters.get("page"))
+        deadline = parameters.get("deadline")
+        token = self._admit(deadline)  # from here on, the finally below lets it go
 
         def found(doc: Any, image: Any, result: OcrResult) -> None:
             text = self._text(result)
