@@ -56,6 +56,10 @@ def test_the_desk_around_the_page_and_a_shadow_edge_are_no_figure_and_a_figure_o
     photo = phone_photo(render_question(STEM, draw_figure("circuit", 2)), condition, seed=4)
     left, top, right, bottom = region_of(reader, photo)
     assert top > photo.height * 0.3 and right < photo.width * 0.6 and bottom - top > photo.height * 0.2
+    # A hurried shot whose edge cuts through the figure: the figure meets the edge, and is found
+    hurried = photo.crop((0, 0, photo.width, (top + bottom) // 2 + (bottom - top) // 6))
+    left, top, right, bottom = region_of(reader, hurried)
+    assert bottom == hurried.height and bottom - top > hurried.height * 0.15
 
 
 def test_a_blank_page_has_no_figure(reader):

@@ -35,6 +35,7 @@ MIN_INK_PIXELS = 60
 ROW_GAP_FRACTION = 0.04  # ink rows this close (of the photo's height) belong to one block
 PADDING = 8
 MIN_STROKE_LINES = 0.75  # a figure's largest joined piece of ink spans this many text lines both ways
+EDGE_CONTACT_SHARE = 0.25  # ink along the photo's edge for this share of its shorter side is the desk
 
 
 def ink_mask(image: Image.Image) -> np.ndarray:
@@ -104,23 +105,19 @@ def figure_region(image: Image.Image, text_boxes: Sequence[np.ndarray]) -> tuple
 
 
 def _without_edge_pieces(mask: np.ndarray) -> np.ndarray:
-    """``mask`` without the pieces of ink (8-connected) that touch the photo's edge: the desk around
-    the page, a hard shadow's edge, the page's own edge. Where the paper meets a darker desk, the
-    desk is darker than 72 % of the paper beside it, so a phone photo's frame of desk read as a
-    figure filling the photo: on 48 photos of typeset CMMLU questions without a figure under the
-    phone conditions (qbank_devtools.photos.phone_photo) a "figure" was found on 42, each costing a
-    CLIP encode and a figure search. A figure on the page stands clear of the photo's edge."""
+    """``mask`` without the pieces of ink (8-connected) that run along the photo's edge for at least
+    EDGE_CONTACT_SHARE of its shorter side: the desk beside the page, where a band of it narrower
+    than the paper's closing counts as ink. A figure the photo's edge cuts through meets the edge
+    at its strokes only, and stays: dropping every piece that touched the edge lost 62 of 79 such
+    figures found (a hurried shot cut through its figure, 84 photos under 7 phone conditions)."""
     import cv2
 
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    count, labels, _, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     height, width = mask.shape
-    left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
-    right, bottom = left + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]
-    at_edge = (left == 0) | (top == 0) | (right == width) | (bottom == height)
-    at_edge[0] = False  # the background
-    if not at_edge[1:count].any():
-        return mask
-    return mask & ~at_edge[labels]
+    border = np.concatenate([labels[0, :], labels[-1, :], labels[1:-1, 0], labels[1:-1, -1]])
+    along_edge = np.bincount(border, minlength=count) >= EDGE_CONTACT_SHARE * min(height, width)
+    along_edge[0] = False  # the background
+    return mask & ~along_edge[labels] if along_edge.any() else mask
 
 
 def _largest_piece_side(mask: np.ndarray) -> int:
