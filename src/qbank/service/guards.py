@@ -86,22 +86,24 @@ def with_deadline(request: Any, context: grpc.aio.ServicerContext) -> Any:
     return request
 
 
+async def _checked_one(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    """A call's one request, with its deadline, once it parses; else the call ends INVALID_ARGUMENT."""
+    problem = malformed_request(request)
+    if problem:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+    return with_deadline(request, context)
+
+
 def _checked_unary(handler: grpc.RpcMethodHandler):
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        problem = malformed_request(request)
-        if problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        return await handler.unary_unary(with_deadline(request, context), context)
+        return await handler.unary_unary(await _checked_one(request, context), context)
 
     return call
 
 
 def _checked_unary_stream(handler: grpc.RpcMethodHandler):
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        problem = malformed_request(request)
-        if problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        async for response in handler.unary_stream(with_deadline(request, context), context):
+        async for response in handler.unary_stream(await _checked_one(request, context), context):
             yield response
 
     return call

@@ -126,13 +126,7 @@ class QbankMilvusIndexer(CheckedExecutor):
         if not plan.photo:
             for doc in docs:
                 count.labels(plan.mode, "text" if doc.text else "image").inc()
-            texts = [d.text for d in docs]
-            forms = self._search(
-                docs, texts, plan.mode, plan.candidates(limit), expr, rrf_k, weights, group_by, plan.part
-            )
-            if plan.ranking:
-                for doc, text in zip(docs, texts, strict=True):
-                    doc.matches = ranked(plan, doc.matches, text, forms, limit)
+            self._planned(plan, docs, [d.text for d in docs], limit, expr, rrf_k, weights, group_by)
             return plan
         # Photo search: queries with text (read by the OCR executor, or their own) search the stems
         # with it; photos with none fall back to their CLIP vector (and say so in tags.ocr_note).
@@ -142,26 +136,39 @@ class QbankMilvusIndexer(CheckedExecutor):
         texts = [w for w in words if w]
         count.labels(plan.mode, "photo").inc(len(read))
         count.labels("dense", "photo").inc(len(unread))  # no text read: the photo's CLIP vector
-        forms = self._search(read, texts, plan.mode, plan.candidates(limit), expr, rrf_k, weights, group_by)
-        if plan.ranking:
-            for doc, text in zip(read, texts, strict=True):
-                doc.matches = ranked(plan, doc.matches, text, forms, limit)
+        self._planned(plan, read, texts, limit, expr, rrf_k, weights, group_by)
         self._search(unread, [""] * len(unread), "dense", limit, expr, rrf_k, weights, group_by)
         # A page photo (page: true): each question found on it, by its own words.
         segments = DocumentArray(c for d in docs for c in segment_chunks(d) if c.text)
         segment_texts = [c.text for c in segments]
         question = SearchPlan.page_question()
         count.labels(question.mode, "page_question").inc(len(segments))
-        pool = question.candidates(limit)
-        forms = self._search(segments, segment_texts, question.mode, pool, expr, rrf_k, weights, group_by)
-        for chunk, text in zip(segments, segment_texts, strict=True):
-            chunk.matches = ranked(question, chunk.matches, text, forms, limit)
+        self._planned(question, segments, segment_texts, limit, expr, rrf_k, weights, group_by)
         # The figure found in a photo, by its CLIP vector, against the bank's figures.
         figures = DocumentArray(c for d in docs for c in figure_chunks(d))
         count.labels("dense", "figure").inc(len(figures))
         figure_expr = build_filter({**filters, "modality": IMAGE})
         self._search(figures, [""] * len(figures), "dense", limit, figure_expr, rrf_k, weights, group_by)
         return plan
+
+    def _planned(
+        self,
+        plan: SearchPlan,
+        docs: DocumentArray,
+        texts: list[str],
+        limit: int,
+        expr: str,
+        rrf_k: int,
+        weights: tuple[float, float] | None,
+        group_by: str | None,
+    ) -> None:
+        """Set each doc's ``.matches`` as ``plan`` says: the store's candidate pool for its words
+        (``texts``), ordered by the plan's ranking and cut to ``limit``."""
+        pool = plan.candidates(limit)
+        forms = self._search(docs, texts, plan.mode, pool, expr, rrf_k, weights, group_by, plan.part)
+        if plan.ranking:
+            for doc, text in zip(docs, texts, strict=True):
+                doc.matches = ranked(plan, doc.matches, text, forms, limit)
 
     def _search(
         self,

@@ -101,7 +101,8 @@ class ReaderSeries(ExecutorSeries):
         self.photos = Counter(
             "qbank_ocr_photos",
             "Photos read at /search, by what was found: text (searched by its words), no_text (searched "
-            "by its CLIP vector), figure (a figure crop, matched against the bank's figures, too)",
+            "by its CLIP vector), figure (a figure found on it; matched against the bank's figures when asked or when "
+            "its words are few)",
             ["found"],
             registry=registry,
         )
