@@ -45,6 +45,9 @@ def test_bad_settings_name_the_setting():
             OcrSettings.resolve()
     with pytest.raises(ConfigError, match="'ocr_det_side' must be at most 2000 .*got 4000"):
         OcrSettings.resolve(ocr_det_side=4000)
+    with patched_env({"QBANK_OCR_FIGURE_SEARCH_BELOW": "-1"}):
+        with pytest.raises(ConfigError, match="'ocr_figure_search_below' must be >= 0 .*got -1"):
+            OcrSettings.resolve()
     with patched_env({"QBANK_OCR_SPINNING": "sometimes"}):
         with pytest.raises(ConfigError, match="'ocr_spinning'"):
             OcrSettings.resolve()
